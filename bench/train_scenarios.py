@@ -1,0 +1,160 @@
+"""Training scenarios: run the exact CLI commands, time them, record metrics per machine.
+
+Usage (from the repository root, with the package installed in .venv):
+
+    .venv/bin/python bench/train_scenarios.py demo cxr-real
+
+Each scenario runs its commands in a subprocess (what a user types), measures wall time, and
+writes ``bench/results/train-<scenario>-<machine>.json`` with the commands, timings, the
+machine description and the metrics the commands wrote. ``bench/results/README.md`` summarises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+OMSF2 = str(Path(sys.executable).with_name("omsf2"))
+CXR = REPO.parent / "shared" / "data" / "cxr-real"
+
+
+def machine() -> tuple[str, str]:
+    """(slug, description) of this machine: CPU model, cores, memory, GPU."""
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    except OSError:
+        mem = 0.0
+    cores = os.cpu_count() or 0
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    desc = f"{cpu}, {cores} cores, {mem:.0f} GiB RAM, {gpu}, torch {torch.__version__}"
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{cpu}-{cores}c-{'gpu' if torch.cuda.is_available() else 'cpu'}".lower())
+    return slug.strip("-"), desc
+
+
+SCENARIOS: dict[str, dict] = {
+    "demo": {
+        "about": "README first command's job: 2,400 phantoms, omsf2_tiny 6 epochs, eval val + test",
+        "commands": [[OMSF2, "demo", "--out", "runs/bench-demo"]],
+        "metrics": {"summary": "runs/bench-demo/summary.json"},
+    },
+    "cxr-real": {
+        "about": "omsf2_tiny on ../shared/data/cxr-real (600 train / 150 val, 3 classes), eval on val",
+        "commands": [
+            [OMSF2, "train", "--data", str(CXR), "--model", "omsf2_tiny", "--epochs", "30", "--out", "runs/bench-cxr"],
+            [OMSF2, "eval", "runs/bench-cxr/best.pt", "--split", "val", "--json", "runs/bench-cxr/eval-val.json"],
+            # best.pt was selected on val, so its val figure is optimistic; last.pt involved no selection.
+            [OMSF2, "eval", "runs/bench-cxr/last.pt", "--split", "val", "--json", "runs/bench-cxr/eval-val-last.json"],
+        ],
+        "metrics": {
+            "train": "runs/bench-cxr/metrics.json",
+            "eval_val": "runs/bench-cxr/eval-val.json",
+            "eval_val_last": "runs/bench-cxr/eval-val-last.json",
+        },
+    },
+}
+
+
+def run(name: str) -> Path:
+    """Run scenario ``name`` and write its result JSON; returns the path."""
+    sc = SCENARIOS[name]
+    slug, desc = machine()
+    steps: list[dict[str, Any]] = []
+    for cmd in sc["commands"]:
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True)
+        wall = time.perf_counter() - t0
+        shown = " ".join(shlex.quote(c if c != OMSF2 else "omsf2") for c in cmd)
+        steps.append({"command": shown, "wall_s": round(wall, 1), "exit_code": proc.returncode})
+        print(f"{shown}: exit {proc.returncode}, {wall:.0f}s", flush=True)
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+            raise SystemExit(f"scenario {name} failed")
+    metrics = {k: json.loads((REPO / v).read_text()) for k, v in sc["metrics"].items()}
+    for m in metrics.values():
+        m.pop("config", None)
+    out = RESULTS / f"train-{name}-{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "scenario": name,
+        "about": sc["about"],
+        "machine": desc,
+        "date": time.strftime("%Y-%m-%d"),
+        "steps": steps,
+        "total_wall_s": round(sum(s["wall_s"] for s in steps), 1),
+        "metrics": metrics,
+    }
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+    return out
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def summarize() -> Path:
+    """Rewrite bench/results/README.md from every train-*.json result."""
+    lines = [
+        "# Recorded results",
+        "",
+        "Written by `bench/train_scenarios.py` from the JSON files beside this page; each JSON holds the",
+        "exact commands, wall times, machine and every metric. Accuracy on held-out splits only.",
+        "",
+    ]
+    for path in sorted(RESULTS.glob("train-*.json")):
+        r = json.loads(path.read_text())
+        lines += [f"## {r['scenario']} ({path.name})", "", f"{r['about']}.", ""]
+        lines += [f"Machine: {r['machine']}; {r['date']}.", ""]
+        lines += ["| command | wall time |", "|---|---:|"]
+        lines += [f"| `{s['command']}` | {s['wall_s']:.0f} s |" for s in r["steps"]]
+        lines += ["", "| split | n | accuracy | macro-F1 | QWK | macro-AUC | per-class recall |"]
+        lines += ["|---|---:|---:|---:|---:|---:|---|"]
+        m = r["metrics"]
+        splits = []
+        if "summary" in m:
+            splits = [("val (model selection)", m["summary"]["val"]), ("test (held out)", m["summary"]["test"])]
+        if "eval_val" in m:
+            splits = [("val, best.pt (selected on val: optimistic)", m["eval_val"])]
+        if "eval_val_last" in m:
+            splits.append(("val, last.pt (no selection)", m["eval_val_last"]))
+        for label, s in splits:
+            rec = ", ".join(f"{k} {v:.2f}" for k, v in s["per_class_recall"].items())
+            lines.append(
+                f"| {label} | {s['n']} | {_fmt(s['accuracy'])} | {_fmt(s['macro_f1'])} | {_fmt(s['qwk'])} "
+                f"| {_fmt(s['macro_auc'])} | {rec} |"
+            )
+        lines.append("")
+    out = RESULTS / "README.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def main() -> None:
+    """Run the scenarios named on the command line, then refresh the summary page."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenarios", nargs="*", choices=sorted(SCENARIOS))
+    for name in ap.parse_args().scenarios:
+        run(name)
+    print(f"wrote {summarize()}")
+
+
+if __name__ == "__main__":
+    main()

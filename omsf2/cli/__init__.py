@@ -1,0 +1,1 @@
+"""The ``omsf2`` command line (Typer). Nothing imports this package."""

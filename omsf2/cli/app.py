@@ -1,0 +1,354 @@
+"""``omsf2`` command line: each command parses, calls one library function and prints.
+
+Library errors (ValueError, TypeError, OSError, ...) become one line on stderr and exit code 1
+here and only here; Ctrl-C exits 130 after the library has saved what it could.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from omsf2._version import __version__
+from omsf2.config import AugName, OptimizerName, ResizeMode, ScheduleName, UncertainPolicy
+
+app = typer.Typer(
+    name="omsf2",
+    help="OMSF2: stage pneumoconiosis on chest radiographs, from training to deployable artifacts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets: write the synthetic phantom dataset.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+# Options that may differ when resuming: they do not change what the run computes (device aside,
+# whose exactness the resume docs qualify) or only extend it.
+RESUME_MAY_CHANGE = {"resume", "epochs", "workers", "out", "device"}
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(msg: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def cli_errors(fn: F) -> F:
+    """Turn library errors into one line on stderr and exit code 1 (130 on Ctrl-C)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+        except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as e:
+            msg = " ".join(str(e).split()) or type(e).__name__
+            raise _fail(msg) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"omsf2 {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+) -> None:
+    """OMSF2: stage pneumoconiosis on chest radiographs, from training to deployable artifacts."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+@cli_errors
+def train(
+    ctx: typer.Context,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Image folder root/<split>/<class>/*, CheXpert folder or CSV, or 'synthetic'."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder for best.pt, last.pt and metrics.json.")] = Path(
+        "runs/train"
+    ),
+    model: Annotated[str, typer.Option(help="Model variant (see 'omsf2 models').")] = "omsf2_tiny",
+    epochs: Annotated[int | None, typer.Option(help="Training epochs [default: 30].")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    img_size: Annotated[
+        int | None, typer.Option(help="Square input size, a multiple of 32 [default: the variant's].")
+    ] = None,
+    resize: Annotated[
+        ResizeMode, typer.Option(help="Fit images by letterbox (keep aspect) or stretch.")
+    ] = ResizeMode.LETTERBOX,
+    in_chans: Annotated[int, typer.Option(help="Input channels, 1 or 3.")] = 1,
+    optimizer: Annotated[OptimizerName, typer.Option(help="Optimizer.")] = OptimizerName.ADAMW,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.05,
+    schedule: Annotated[ScheduleName, typer.Option(help="LR schedule after warm-up.")] = ScheduleName.COSINE,
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up length in epochs.")] = 1.0,
+    label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing.")] = 0.05,
+    balanced: Annotated[bool, typer.Option("--balanced/--no-balanced", help="Class-balanced sampling.")] = False,
+    attention_aug: Annotated[
+        list[AugName] | None,
+        typer.Option("--attention-aug", help="Attention-guided views (repeat; default all)."),
+    ] = None,
+    no_attention_aug: Annotated[
+        bool, typer.Option("--no-attention-aug", help="Disable attention-guided views.")
+    ] = False,
+    attention_prob: Annotated[float, typer.Option(help="Probability per step of one attention-guided view.")] = 0.5,
+    soft_distance: Annotated[float, typer.Option(help="Weight of the MAG-SD soft distance.")] = 1.0,
+    center_loss: Annotated[float, typer.Option(help="Weight of the centre loss (0 = off).")] = 0.0,
+    no_bap: Annotated[bool, typer.Option("--no-bap", help="Build the model without the BAP branch.")] = False,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    clip_grad: Annotated[float, typer.Option(help="Max gradient norm (0 = off).")] = 5.0,
+    patience: Annotated[int, typer.Option(help="Early stopping patience in epochs (0 = off).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[int | None, typer.Option(help="Data-loading processes [default: 2].")] = None,
+    synthetic_n: Annotated[int, typer.Option(help="Train phantoms with --data synthetic.")] = 1600,
+    uncertain: Annotated[UncertainPolicy, typer.Option(help="CheXpert uncertain-label policy.")] = UncertainPolicy.ONES,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of patients for val when the data has no val split.")
+    ] = 0.2,
+    ckpt_every: Annotated[int, typer.Option(help="Also save last.pt every N steps (0 = epoch ends).")] = 0,
+    init: Annotated[
+        Path | None, typer.Option(help="Local weights to start from (omsf2 checkpoint or ResNet state dict).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue a run exactly from its last.pt (its saved settings apply).")
+    ] = None,
+) -> None:
+    """Train an OMSF2 model; writes OUT/best.pt, OUT/last.pt and OUT/metrics.json."""
+    from omsf2.cli.progress import RichReporter
+
+    # Options typed on the command line (typer vendors click: compare the source by name).
+    given = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"}
+    if resume is not None:
+        fixed = sorted(given - RESUME_MAY_CHANGE)
+        if fixed:
+            opts = ", ".join("--" + n.replace("_", "-") for n in fixed)
+            raise ValueError(f"--resume continues the saved run with its own settings; drop {opts}")
+    with RichReporter(console) as rep:
+        if resume is not None:
+            from omsf2.train import resume as resume_run
+
+            out_dir = out if "out" in given else None
+            result = resume_run(resume, out_dir, rep, epochs, device if "device" in given else None, workers)
+        else:
+            if data is None:
+                raise ValueError("--data is required (an image folder, a CheXpert folder or CSV, or 'synthetic')")
+            from omsf2.data.datasets import DataSpec
+            from omsf2.train import AugConfig, TrainConfig
+            from omsf2.train import train as train_run
+
+            names = () if no_attention_aug else tuple(attention_aug or tuple(AugName))
+            cfg = TrainConfig(
+                data=DataSpec(
+                    source=data,
+                    synthetic_n=synthetic_n,
+                    synthetic_seed=seed,
+                    uncertain=uncertain,
+                    val_fraction=val_fraction,
+                    split_seed=seed,
+                ),
+                model=model,
+                epochs=30 if epochs is None else epochs,
+                batch_size=batch_size,
+                img_size=img_size,
+                resize=resize,
+                in_chans=in_chans,
+                optimizer=optimizer,
+                lr=lr,
+                weight_decay=weight_decay,
+                schedule=schedule,
+                warmup_epochs=warmup_epochs,
+                label_smoothing=label_smoothing,
+                balanced=balanced,
+                amp=amp,
+                clip_grad=clip_grad,
+                seed=seed,
+                patience=patience,
+                aug=AugConfig(attention=names, attention_prob=attention_prob),
+                soft_distance=soft_distance,
+                center_loss=center_loss,
+                bap=not no_bap,
+                device=device,
+                workers=2 if workers is None else workers,
+                ckpt_every=ckpt_every,
+                init=None if init is None else str(init),
+            )
+            result = train_run(cfg, out, rep)
+    if result.interrupted:
+        err.print(f"interrupted; state saved: resume with  omsf2 train --resume {result.out_dir / 'last.pt'}")
+        raise typer.Exit(130)
+    _print_metrics(result.best, f"best epoch {result.best_epoch} (val)")
+    console.print(f"wrote {result.out_dir / 'best.pt'}, last.pt, metrics.json  ({result.wall_s:.0f}s)")
+
+
+def _print_metrics(m: dict[str, Any], title: str) -> None:
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("n", "accuracy", "macro_f1", "qwk", "macro_auc"):
+        if m.get(key) is not None:
+            v = m[key]
+            table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+    for cls, r in m.get("per_class_recall", {}).items():
+        table.add_row(escape(f"recall[{cls}]"), f"{r:.4f}")
+    console.print(table)
+    if "confusion" in m:
+        console.print("confusion (rows true, columns predicted): " + str(m["confusion"]))
+
+
+@app.command("eval")
+@cli_errors
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="An omsf2 checkpoint (best.pt).")],
+    data: Annotated[str | None, typer.Option(help="Data root [default: the one recorded in the checkpoint].")] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "val",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Metrics JSON [default: CKPT_DIR/eval-SPLIT.json].")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
+) -> None:
+    """Evaluate a checkpoint on a split: print metrics, write JSON and a confusion-matrix PNG."""
+    from omsf2.evaluate import EvalSpec, evaluate_checkpoint
+
+    res = evaluate_checkpoint(
+        EvalSpec(
+            str(checkpoint),
+            data,
+            split,
+            None if json_path is None else str(json_path),
+            batch_size,
+            device,
+            workers,
+        )
+    )
+    _print_metrics(res.metrics, f"{res.metrics['model']} on {res.metrics['data']}")
+    console.print(f"wrote {res.json_path}" + (f" and {res.png_path}" if res.png_path else ""))
+
+
+@app.command()
+@cli_errors
+def models() -> None:
+    """List the model variants with parameters and GFLOPs at their default input size."""
+    from omsf2.models.summary import model_summaries
+
+    table = Table(show_header=True)
+    for col in ("model", "params (M)", "input", "GFLOPs", "description"):
+        table.add_column(col, justify="left" if col in ("model", "description") else "right")
+    for s in model_summaries():
+        table.add_row(s.name, f"{s.params / 1e6:.2f}", f"{s.img_size}", f"{s.gflops:.2f}", s.description)
+    console.print(table)
+    console.print("GFLOPs: multiply-adds x 2 of one 1-channel image, counted by torch's FlopCounterMode.")
+
+
+@data_app.command("synth")
+@cli_errors
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Folder to create: OUT/<split>/<stage>/*.png and labels.csv.")],
+    n: Annotated[int, typer.Option(help="Train phantoms (val and test get a quarter each unless set).")] = 1600,
+    seed: Annotated[int, typer.Option(help="Dataset seed.")] = 0,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 256,
+    n_val: Annotated[int | None, typer.Option(help="Val phantoms [default: N/4].")] = None,
+    n_test: Annotated[int | None, typer.Option(help="Test phantoms [default: N/4].")] = None,
+    workers: Annotated[int, typer.Option(help="Generating processes.")] = 2,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Write the synthetic pneumoconiosis phantom dataset as an image folder."""
+    from rich.progress import Progress
+
+    from omsf2.data.synthetic import write_dataset
+
+    total = n + (max(4, n // 4) if n_val is None else n_val) + (max(4, n // 4) if n_test is None else n_test)
+    with Progress(console=console, transient=True) as prog:
+        task = prog.add_task("phantoms", total=total)
+        counts = write_dataset(out, n, seed, size, n_val, n_test, workers, overwrite, lambda: prog.advance(task))
+    console.print(
+        f"wrote {sum(counts.values())} phantoms to {out} ({', '.join(f'{k} {v}' for k, v in counts.items())})"
+    )
+
+
+@app.command()
+@cli_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the dataset and the run.")] = Path("runs/demo"),
+    n: Annotated[int, typer.Option(help="Train phantoms.")] = 1600,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 6,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes for data generation and loading.")] = 2,
+) -> None:
+    """End-to-end on the embedded phantoms: generate, train omsf2_tiny, evaluate on val and test."""
+    from rich.progress import Progress
+
+    from omsf2.cli.progress import RichReporter
+    from omsf2.demo import DemoSpec, run_demo
+
+    spec = DemoSpec(out=str(out), n=n, epochs=epochs, seed=seed, workers=workers)
+    with RichReporter(console) as rep:
+        prog: Progress = rep.progress
+        holder: dict[str, Any] = {}
+
+        def on_image() -> None:
+            if "t" not in holder:
+                holder["t"] = prog.add_task("phantoms", total=n + 2 * max(4, n // 4), extra="")
+            prog.advance(holder["t"])
+
+        res = run_demo(spec, rep, lambda s: console.print(f"[bold]>[/] {s}"), on_image)
+    _print_metrics(res.val, "val split (model selection)")
+    _print_metrics(res.test, "test split (held out)")
+    t = res.timings
+    console.print(
+        f"data {t['data_s']:.0f}s, train {t['train_s']:.0f}s, eval {t['eval_s']:.0f}s, total {t['total_s']:.0f}s; "
+        f"run in {res.run_dir}"
+    )
+
+
+@app.command()
+@cli_errors
+def info() -> None:
+    """Show versions, devices and which optional stacks are installed."""
+    from omsf2.info import environment
+
+    table = Table(show_header=False)
+    for k, v in environment().items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

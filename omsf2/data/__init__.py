@@ -1,0 +1,1 @@
+"""Data: image I/O, preprocessing, synthetic phantoms and datasets."""

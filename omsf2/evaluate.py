@@ -1,0 +1,212 @@
+"""Evaluation of a PyTorch model or checkpoint on a labelled split: metrics, JSON and a confusion PNG.
+
+Shared by training (validation each epoch) and ``omsf2 eval``. Inference runs the model in
+eval mode without autocast on CPU, so the numbers are those the exported FP32 model must match.
+The confusion matrix is drawn with Pillow (already a dependency) rather than matplotlib.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from omsf2.config import Task
+from omsf2.data.datasets import DataSpec, LabeledSet, load_split
+from omsf2.data.loader import BatchSource, cache_bytes, materialize
+from omsf2.fileio import atomic_write, write_json
+from omsf2.metrics import classification_metrics, multilabel_metrics
+from omsf2.models.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but no CUDA device is available; use --device cpu")
+    return dev
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module,
+    source: BatchSource,
+    batch_size: int,
+    device: torch.device,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Logits of every sample of ``source``, in order: (N, K) float32.
+
+    Args:
+        model: returns ``(logits, heatmap)`` from (N, C, H, W) inputs.
+        source: the samples.
+        batch_size: samples per forward pass.
+        device: where the model runs.
+        on_batch: progress callback with the number of samples done.
+    """
+    model.eval()
+    n = len(source)
+    order = [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
+    outs = []
+    for b in source.batches(order):
+        logits, _ = model(b.x.to(device, non_blocking=True))
+        outs.append(logits.float().cpu())
+        if on_batch is not None:
+            on_batch(len(b.index))
+    k = getattr(model, "num_classes", 0)
+    return torch.cat(outs).numpy() if outs else np.zeros((0, k), np.float32)
+
+
+def compute_metrics(task: Task, source: BatchSource, logits: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Metrics of ``logits`` against the targets of ``source`` (multi-class or multi-label)."""
+    if task is Task.MULTICLASS:
+        return classification_metrics(source.y.numpy(), logits, classes)
+    mask = source.mask.numpy() if source.mask is not None else np.ones(source.y.shape, bool)
+    return multilabel_metrics(source.y.numpy(), logits, mask, classes)
+
+
+def render_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> Image.Image:
+    """A confusion matrix as an RGB image: rows true, columns predicted, row-normalised shading."""
+    m = np.asarray(cm, np.float64)
+    k = len(classes)
+    font = ImageFont.load_default()
+    cell = 64
+    label_w = max(90, 7 * max(len(c) for c in classes) + 16)
+    top = 60
+    w = label_w + k * cell + 20
+    h = top + k * cell + 30 + 7 * max(len(c) for c in classes)
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    d.text((10, 8), title[:90], fill="black", font=font)
+    d.text((label_w, 30), "predicted ->", fill="black", font=font)
+    d.text((4, top - 16), "true", fill="black", font=font)
+    rows = m.sum(axis=1, keepdims=True)
+    frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    for i in range(k):
+        d.text((4, top + i * cell + cell // 2 - 6), classes[i][:24], fill="black", font=font)
+        for j in range(k):
+            shade = int(255 - 200 * frac[i, j])
+            x0, y0 = label_w + j * cell, top + i * cell
+            d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255), outline="gray")
+            color = "white" if frac[i, j] > 0.6 else "black"
+            d.text((x0 + 6, y0 + cell // 2 - 12), f"{int(m[i, j])}", fill=color, font=font)
+            d.text((x0 + 6, y0 + cell // 2 + 2), f"{100 * frac[i, j]:.0f}%", fill=color, font=font)
+    for j in range(k):
+        d.text((label_w + j * cell + 4, top + k * cell + 6), classes[j][:10], fill="black", font=font)
+    return img
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    """What ``omsf2 eval`` evaluates.
+
+    Attributes:
+        checkpoint: path of an omsf2 checkpoint.
+        data: data source; None = the one recorded in the checkpoint.
+        split: "train", "val" or "test".
+        json_path: where the metrics JSON goes; None = ``<checkpoint dir>/eval-<split>.json``.
+        batch_size: samples per forward pass.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        workers: data-loading processes.
+    """
+
+    checkpoint: str
+    data: str | None = None
+    split: str = "val"
+    json_path: str | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {self.split!r}; choose one of train, val, test")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """Metrics plus the files written."""
+
+    metrics: dict[str, Any]
+    json_path: Path
+    png_path: Path | None
+
+
+def evaluate_checkpoint(spec: EvalSpec, on_progress: Callable[[str, int, int], None] | None = None) -> EvalResult:
+    """Evaluate a checkpoint on a split and write ``<json>`` and ``<json stem>.confusion.png``.
+
+    Raises:
+        ValueError: unreadable checkpoint, data whose classes differ from the checkpoint's, bad data.
+    """
+    ckpt = load_checkpoint(spec.checkpoint)
+    cfg, classes, task, pre = checkpoint_info(ckpt)
+    saved = ckpt.get("data")
+    base = DataSpec.from_dict(saved) if isinstance(saved, dict) else None
+    if spec.data is None and base is None:
+        raise ValueError(f"checkpoint '{spec.checkpoint}' records no data source; pass --data")
+    data = (
+        dataclasses.replace(base, source=spec.data)
+        if (base and spec.data)
+        else (base or DataSpec(source=str(spec.data)))
+    )
+    ds: LabeledSet = load_split(data, spec.split)
+    if list(ds.classes) != classes:
+        raise ValueError(
+            f"checkpoint '{spec.checkpoint}' was trained on {len(classes)} classes ({', '.join(classes)}) "
+            f"but the data has {len(ds.classes)} ({', '.join(ds.classes)})"
+        )
+    device = resolve_device(spec.device)
+    model = model_from_checkpoint(ckpt).to(device)
+    n = len(ds)
+    cached = None
+    if cache_bytes(ds, pre) < 2 << 30:
+        done = [0]
+
+        def _tick(k: int) -> None:
+            done[0] += k
+            if on_progress:
+                on_progress("loading", done[0], n)
+
+        cached = materialize(ds, pre, spec.workers, on_batch=_tick)
+    source = BatchSource(ds, pre, spec.workers, cached)
+    done2 = [0]
+
+    def _tick2(k: int) -> None:
+        done2[0] += k
+        if on_progress:
+            on_progress("inference", done2[0], n)
+
+    logits = predict_logits(model, source, spec.batch_size, device, _tick2)
+    metrics = compute_metrics(task, source, logits, classes)
+    metrics.update(
+        {
+            "checkpoint": str(spec.checkpoint),
+            "model": cfg.name,
+            "data": ds.description,
+            "split": spec.split,
+            "task": task.value,
+        }
+    )
+    json_path = Path(spec.json_path) if spec.json_path else Path(spec.checkpoint).parent / f"eval-{spec.split}.json"
+    png_path = None
+    if "confusion" in metrics:
+        png_path = json_path.with_name(json_path.stem + ".confusion.png")
+        title = f"{cfg.name} on {ds.description}: accuracy {metrics['accuracy']:.3f}"
+        img = render_confusion(metrics["confusion"], classes, title)
+        atomic_write(png_path, lambda p: img.save(p, format="PNG"))
+    write_json(json_path, metrics)
+    return EvalResult(metrics, json_path, png_path)

@@ -1,0 +1,62 @@
+"""Atomic file writes: a reader (or a crash) never sees a half-written artifact.
+
+Each writer goes to a temporary sibling in the same folder, is flushed and fsynced, then
+replaces the target with ``os.replace`` (atomic on POSIX and Windows). On any error the
+temporary is removed and the target is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    Raises:
+        ValueError: the parent folder cannot be created or written (one-line message).
+    """
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise ValueError(f"cannot write '{target}': {e.strerror or e}") from e
+    os.close(fd)
+    tmp = Path(tmp_name)
+    # mkstemp creates 0600; artifacts get the permissions any new file would (0666 minus umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` and atomically move the result to ``path``; returns ``Path(path)``."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically (NaN is refused: it is not JSON)."""
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+    def _write(p: Path) -> None:
+        p.write_text(text)
+
+    return atomic_write(path, _write)

@@ -1,0 +1,44 @@
+"""Environment report (``omsf2 info``): versions, devices, optional stacks. Imports nothing heavy eagerly."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+
+from omsf2._version import __version__
+
+OPTIONAL = ("onnx", "onnxruntime", "onnxsim", "triton", "tensorrt", "cuda-python", "pydicom-data")
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment() -> dict[str, str]:
+    """Key facts about this machine and installation, as strings."""
+    import torch
+
+    env = {
+        "omsf2": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu cores": str(os.cpu_count()),
+        "torch": torch.__version__,
+        "torch threads": str(torch.get_num_threads()),
+        "numpy": _version("numpy"),
+        "pydicom": _version("pydicom"),
+        "pillow": _version("pillow"),
+        "cuda": torch.version.cuda or "none (CPU build)",
+        "cuda devices": str(torch.cuda.device_count()) if torch.cuda.is_available() else "0",
+    }
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            env[f"cuda:{i}"] = f"{p.name}, sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB"
+    for dist in OPTIONAL:
+        env[dist] = _version(dist)
+    return env

@@ -1,0 +1,86 @@
+"""Pure-torch references of the two neck ops that the kernels fuse: the specification.
+
+Each function is written the way the fused kernel computes it, op for op, so that a kernel can be
+held to it element-wise, and only with standard ops so that ONNX export of the reference yields
+standard ONNX nodes (MaxPool/AveragePool, Concat, Resize(nearest), Mul, Add).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+POOL_MODES = ("max", "avg")
+
+
+def _check_windows(windows: Sequence[int]) -> tuple[int, ...]:
+    out = tuple(int(w) for w in windows)
+    if any(w < 1 or w % 2 == 0 for w in out) or any(int(w) != w for w in windows):
+        raise ValueError(f"pooling windows must be odd positive integers, got {tuple(windows)!r}")
+    return out
+
+
+def multiscale_pool_ref(x: Tensor, windows: Sequence[int] = (5, 9, 13), mode: str = "max") -> Tensor:
+    """Dense multi-scale pooling: ``x`` concatenated with its same-size poolings.
+
+    Each window ``k`` pools with stride 1 and padding ``k // 2``, so every output keeps (H, W).
+    ``"max"`` ignores the padding (it is -inf); ``"avg"`` averages over the valid elements only
+    (``count_include_pad=False``), so borders are not darkened.
+
+    Args:
+        x: input features, shape (N, C, H, W), floating point.
+        windows: odd window sizes, in output order.
+        mode: ``"max"`` or ``"avg"``.
+
+    Returns:
+        Tensor of shape (N, C * (1 + len(windows)), H, W): ``[x, pool_k1(x), pool_k2(x), ...]``.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"multiscale_pool expects (N, C, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"multiscale_pool expects a floating-point tensor, got {x.dtype}")
+    if mode not in POOL_MODES:
+        raise ValueError(f"invalid pooling mode {mode!r}; choose one of {POOL_MODES}")
+    ks = _check_windows(windows)
+    outs = [x]
+    for k in ks:
+        if mode == "max":
+            outs.append(F.max_pool2d(x, kernel_size=k, stride=1, padding=k // 2))
+        else:
+            outs.append(F.avg_pool2d(x, kernel_size=k, stride=1, padding=k // 2, count_include_pad=False))
+    return torch.cat(outs, dim=1)
+
+
+def scale_fuse_ref(l: Tensor, a: Tensor, l_up: Tensor, a_up: Tensor) -> Tensor:  # noqa: E741
+    """Scale enhancement plus top-down scale selection of the neck, one level.
+
+    ``out = (1 + a) * l + a * up(a_up) * up(l_up)`` where ``up`` is nearest upsampling to (H, W)
+    with PyTorch's ``mode="nearest"`` index rule ``src = floor(dst * h / H)`` (odd sizes included).
+
+    Args:
+        l: this level's features, shape (N, C, H, W).
+        a: this level's attention (heat) map, shape (N, 1, H, W).
+        l_up: the coarser level's features, shape (N, C, h, w).
+        a_up: the coarser level's attention map, shape (N, 1, h, w).
+
+    Returns:
+        Tensor of shape (N, C, H, W).
+    """
+    if l.dim() != 4 or a.dim() != 4 or l_up.dim() != 4 or a_up.dim() != 4:
+        raise ValueError("scale_fuse expects four 4-D tensors (N, C, H, W)")
+    n, c, h, w = l.shape
+    if tuple(a.shape) != (n, 1, h, w):
+        raise ValueError(f"scale_fuse: a must have shape {(n, 1, h, w)}, got {tuple(a.shape)}")
+    if l_up.shape[0] != n or l_up.shape[1] != c:
+        raise ValueError(f"scale_fuse: l_up must have shape ({n}, {c}, h, w), got {tuple(l_up.shape)}")
+    if tuple(a_up.shape) != (n, 1, *l_up.shape[2:]):
+        raise ValueError(f"scale_fuse: a_up must have shape {(n, 1, *l_up.shape[2:])}, got {tuple(a_up.shape)}")
+    dtypes = {l.dtype, a.dtype, l_up.dtype, a_up.dtype}
+    if len(dtypes) != 1 or not l.is_floating_point():
+        raise TypeError(f"scale_fuse expects four tensors of one floating dtype, got {sorted(map(str, dtypes))}")
+    up_l = F.interpolate(l_up, size=(h, w), mode="nearest")
+    up_a = F.interpolate(a_up, size=(h, w), mode="nearest")
+    return (1 + a) * l + a * up_a * up_l

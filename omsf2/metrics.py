@@ -1,0 +1,169 @@
+"""Classification metrics, numpy only: shared by training, ``omsf2 eval``, export's gate and bench.
+
+Multi-class: accuracy, macro-F1, per-class recall, quadratic-weighted kappa (stages are
+ordinal, so confusing stage I with III costs more than with II), one-vs-rest AUC and the
+confusion matrix. Multi-label: per-label AUC and accuracy at 0.5 with a mask for ignored labels.
+Everything is returned as JSON-ready Python types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts ``C[i, j]`` of samples with true class i predicted as j, shape (K, K), int64."""
+    y_true = np.asarray(y_true, np.int64)
+    y_pred = np.asarray(y_pred, np.int64)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"labels and predictions must be 1-D of one length, got {y_true.shape} / {y_pred.shape}")
+    for name, v in (("labels", y_true), ("predictions", y_pred)):
+        if v.size and (v.min() < 0 or v.max() >= num_classes):
+            raise ValueError(f"{name} must lie in [0, {num_classes}), got range [{v.min()}, {v.max()}]")
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
+
+
+def quadratic_weighted_kappa(cm: np.ndarray) -> float:
+    """Cohen's kappa with quadratic weights from a confusion matrix (1 = perfect, 0 = chance).
+
+    Returns 0.0 when the expected disagreement is zero (a single class everywhere), where kappa
+    is undefined.
+    """
+    cm = np.asarray(cm, np.float64)
+    k = cm.shape[0]
+    n = cm.sum()
+    if n == 0 or k < 2:
+        return 0.0
+    idx = np.arange(k)
+    w = (idx[:, None] - idx[None, :]) ** 2 / (k - 1) ** 2
+    expected = np.outer(cm.sum(1), cm.sum(0)) / n
+    denom = (w * expected).sum()
+    return float(1.0 - (w * cm).sum() / denom) if denom > 0 else 0.0
+
+
+def binary_auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC AUC by the rank statistic (ties count one half); None when only one class is present."""
+    y = np.asarray(y, bool)
+    score = np.asarray(score, np.float64)
+    n_pos = int(y.sum())
+    n_neg = int(y.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(score.size, np.float64)
+    sorted_scores = score[order]
+    # Average ranks over ties.
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, numerically stable."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def classification_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """All multi-class metrics from labels and logits.
+
+    Args:
+        y_true: (N,) integer labels.
+        logits: (N, K) raw scores (softmax is applied for AUC).
+        class_names: K names, in label order.
+
+    Returns:
+        ``{"n", "accuracy", "macro_f1", "qwk", "per_class_recall", "per_class_precision",
+        "per_class_f1", "auc_ovr", "macro_auc", "confusion", "classes"}``; per-class values are
+        keyed by class name, AUC of a class absent from ``y_true`` is None.
+    """
+    logits = np.asarray(logits, np.float64)
+    k = len(class_names)
+    if logits.ndim != 2 or logits.shape[1] != k:
+        raise ValueError(f"logits must have shape (N, {k}), got {logits.shape}")
+    y_true = np.asarray(y_true, np.int64)
+    y_pred = logits.argmax(axis=1) if logits.size else np.zeros(0, np.int64)
+    cm = confusion_matrix(y_true, y_pred, k)
+    n = int(cm.sum())
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(1).astype(np.float64)
+    predicted = cm.sum(0).astype(np.float64)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    present = support > 0
+    probs = softmax(logits) if n else np.zeros((0, k))
+    aucs = [binary_auc(y_true == c, probs[:, c]) for c in range(k)]
+    valid = [a for a in aucs if a is not None]
+    names = list(class_names)
+    return {
+        "n": n,
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        # Macro over the classes present in the labels: an absent class has no defined recall.
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "qwk": quadratic_weighted_kappa(cm),
+        "per_class_recall": {c: float(r) for c, r in zip(names, recall, strict=True)},
+        "per_class_precision": {c: float(p) for c, p in zip(names, precision, strict=True)},
+        "per_class_f1": {c: float(f) for c, f in zip(names, f1, strict=True)},
+        "auc_ovr": dict(zip(names, aucs, strict=True)),
+        "macro_auc": float(np.mean(valid)) if valid else None,
+        "confusion": cm.tolist(),
+        "classes": names,
+    }
+
+
+def multilabel_metrics(
+    y_true: np.ndarray, logits: np.ndarray, mask: np.ndarray, label_names: Sequence[str]
+) -> dict[str, Any]:
+    """Per-label metrics for independent findings (CheXpert-style).
+
+    Args:
+        y_true: (N, L) 0/1 targets.
+        logits: (N, L) raw scores (sigmoid at 0.5 = logit 0 decides).
+        mask: (N, L) bool, False where the label is ignored (uncertain under "ignore", or blank).
+        label_names: L names.
+
+    Returns:
+        ``{"n", "accuracy", "macro_f1", "macro_auc", "per_label_auc", "per_label_accuracy",
+        "per_class_recall", "labels"}``; ``accuracy`` is the mean over labels of the masked accuracy.
+    """
+    y_true = np.asarray(y_true, np.float64)
+    logits = np.asarray(logits, np.float64)
+    mask = np.asarray(mask, bool)
+    if not (y_true.shape == logits.shape == mask.shape) or y_true.ndim != 2:
+        raise ValueError(f"targets, logits and mask must share shape (N, L), got {y_true.shape}, {logits.shape}")
+    pred = logits > 0
+    aucs: dict[str, float | None] = {}
+    accs: dict[str, float | None] = {}
+    recalls: dict[str, float] = {}
+    f1s = []
+    for j, name in enumerate(label_names):
+        m = mask[:, j]
+        t = y_true[m, j] > 0.5
+        p = pred[m, j]
+        aucs[name] = binary_auc(t, logits[m, j]) if m.any() else None
+        accs[name] = float((t == p).mean()) if m.any() else None
+        tp = float((t & p).sum())
+        recalls[name] = tp / float(t.sum()) if t.sum() else 0.0
+        denom = float(t.sum() + p.sum())
+        f1s.append(2 * tp / denom if denom else 0.0)
+    valid_auc = [a for a in aucs.values() if a is not None]
+    valid_acc = [a for a in accs.values() if a is not None]
+    return {
+        "n": int(y_true.shape[0]),
+        "accuracy": float(np.mean(valid_acc)) if valid_acc else 0.0,
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "macro_auc": float(np.mean(valid_auc)) if valid_auc else None,
+        "per_label_auc": aucs,
+        "per_label_accuracy": accs,
+        "per_class_recall": recalls,
+        "labels": list(label_names),
+    }

@@ -1,0 +1,109 @@
+"""OMSF2: multi-scale feature fusion for pneumoconiosis staging on chest radiographs.
+
+ResNet C2-C5 -> SSPNet-style neck (SPP + DPPM on C5, CAM heat maps, scale enhancement and
+top-down scale selection) -> MSFF head; optionally the MAG-SD bilinear-attention-pooling branch,
+whose logits are averaged with MSFF's and whose attention maps drive the attention-guided
+augmentation in training. Inference returns ``(logits, heatmap)``: the heat map is the mean of
+the four CAM maps at stride 4, shape (N, 1, H/4, W/4), values in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor, nn
+
+from omsf2.config import ModelConfig
+from omsf2.models.backbone import ResNetBackbone
+from omsf2.models.heads import BAPHead, MSFFHead
+from omsf2.models.neck import SSPNeck
+from omsf2.models.registry import register_model
+
+
+class ModelOutput(NamedTuple):
+    """Everything training needs from one forward pass.
+
+    Attributes:
+        logits: (N, num_classes).
+        heatmap: (N, 1, H/4, W/4) in [0, 1].
+        attention: (N, M, h, w) non-negative attention maps for augmentation: the BAP maps
+            (stride 16) when the branch is built, else the four CAM maps (stride 4).
+        features: (N, F) pooled MSFF features (for the centre loss).
+    """
+
+    logits: Tensor
+    heatmap: Tensor
+    attention: Tensor
+    features: Tensor
+
+
+class OMSF2(nn.Module):
+    """The OMSF2 network. Build it with :func:`omsf2.create_model`.
+
+    Args:
+        cfg: architecture hyper-parameters.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = ResNetBackbone(cfg.depth, cfg.in_chans, cfg.width)
+        c2, c3, c4, c5 = self.backbone.channels
+        self.neck = SSPNeck((c2, c3, c4, c5), cfg.neck_channels, cfg.pool_windows)
+        self.head = MSFFHead(cfg.neck_channels, cfg.head_channels, cfg.num_classes, cfg.dropout)
+        self.bap = BAPHead(c4, c5, cfg.neck_channels, cfg.bap_maps, cfg.num_classes) if cfg.bap else None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of logits."""
+        return self.cfg.num_classes
+
+    def forward_train(self, x: Tensor) -> ModelOutput:
+        """Forward pass exposing what training needs.
+
+        Args:
+            x: images, shape (N, in_chans, H, W), H and W multiples of 32.
+
+        Returns:
+            :class:`ModelOutput`.
+        """
+        c2, c3, c4, c5 = self.backbone(x)
+        p, cam = self.neck((c2, c3, c4, c5))
+        feats = self.head.forward_features(p)
+        logits = self.head(feats)
+        attention = cam
+        if self.bap is not None:
+            bap_logits, attention = self.bap(c4, c5)
+            logits = (logits + bap_logits) / 2
+        return ModelOutput(logits, cam.mean(dim=1, keepdim=True), attention, feats)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Inference: (N, in_chans, H, W) -> (logits (N, num_classes), heatmap (N, 1, H/4, W/4))."""
+        out = self.forward_train(x)
+        return out.logits, out.heatmap
+
+
+@register_model
+def omsf2_tiny() -> ModelConfig:
+    """ResNet-18 at 3/8 width, 224 input: about 2M parameters, for CPU tests and the demo."""
+    return ModelConfig(
+        name="omsf2_tiny",
+        depth=18,
+        width=0.375,
+        neck_channels=48,
+        head_channels=48,
+        bap_maps=16,
+        img_size=224,
+    )
+
+
+@register_model
+def omsf2_r18() -> ModelConfig:
+    """ResNet-18 backbone, 448 input."""
+    return ModelConfig(name="omsf2_r18", depth=18, neck_channels=128, head_channels=128, img_size=448)
+
+
+@register_model
+def omsf2_r50() -> ModelConfig:
+    """ResNet-50 backbone, 448 input: the paper's size."""
+    return ModelConfig(name="omsf2_r50", depth=50, neck_channels=128, head_channels=128, img_size=448)

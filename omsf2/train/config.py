@@ -1,0 +1,151 @@
+"""Training configuration: one frozen dataclass, validated on construction, JSON round-trip.
+
+It is stored in every checkpoint, so ``--resume`` continues with exactly the settings the run
+started with, and ``metrics.json`` records what produced the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from omsf2.config import OptimizerName, ResizeMode, ScheduleName, parse_enum
+from omsf2.data.datasets import DataSpec
+from omsf2.train.augment import AugConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run.
+
+    Attributes:
+        data: where the data comes from.
+        model: registered variant name.
+        epochs: training epochs (>= 1).
+        batch_size: samples per step (>= 2: BatchNorm needs a batch).
+        img_size: square input size (multiple of 32); None = the variant's default.
+        resize: letterbox or stretch to the input size.
+        in_chans: 1 or 3 input channels.
+        optimizer: adamw or sgd.
+        lr: peak learning rate.
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        momentum: SGD momentum.
+        schedule: cosine, step or constant after the warm-up.
+        warmup_epochs: linear warm-up length, in epochs (fractions allowed).
+        step_epochs: decay period of the step schedule, in epochs.
+        step_gamma: decay factor of the step schedule.
+        label_smoothing: cross-entropy label smoothing.
+        balanced: class-balanced sampling (draws with replacement).
+        amp: mixed precision on CUDA (ignored on CPU, where it would be slower).
+        clip_grad: max gradient norm, 0 = no clipping.
+        seed: seeds initialisation, batch order, augmentation and dropout.
+        patience: early stopping after this many epochs without improvement, 0 = off.
+        aug: augmentation settings.
+        soft_distance: weight of the MAG-SD soft distance between raw and augmented views.
+        aug_ce: weight of the task loss on the augmented view.
+        center_loss: weight of the centre loss, 0 = off (multi-class only).
+        dropout: classifier dropout.
+        bap: build the MAG-SD BAP branch.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        workers: data-loading worker processes.
+        cache: keep the preprocessed splits in memory when they fit in ``cache_gb``.
+        cache_gb: memory budget for that cache.
+        ckpt_every: also write ``last.pt`` every N steps (0 = at epoch ends only).
+        init: local weights to start from (omsf2 checkpoint or torchvision-style ResNet state dict).
+        channels_last: NHWC memory format (faster convolutions on CPU and tensor cores).
+    """
+
+    data: DataSpec
+    model: str = "omsf2_tiny"
+    epochs: int = 30
+    batch_size: int = 32
+    img_size: int | None = None
+    resize: ResizeMode = ResizeMode.LETTERBOX
+    in_chans: int = 1
+    optimizer: OptimizerName = OptimizerName.ADAMW
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    schedule: ScheduleName = ScheduleName.COSINE
+    warmup_epochs: float = 1.0
+    step_epochs: int = 10
+    step_gamma: float = 0.1
+    label_smoothing: float = 0.05
+    balanced: bool = False
+    amp: bool = True
+    clip_grad: float = 5.0
+    seed: int = 0
+    patience: int = 0
+    aug: AugConfig = dataclasses.field(default_factory=AugConfig)
+    soft_distance: float = 1.0
+    aug_ce: float = 0.5
+    center_loss: float = 0.0
+    dropout: float = 0.2
+    bap: bool = True
+    device: str = "auto"
+    workers: int = 2
+    cache: bool = True
+    cache_gb: float = 4.0
+    ckpt_every: int = 0
+    init: str | None = None
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resize", parse_enum(ResizeMode, self.resize, "resize mode"))
+        object.__setattr__(self, "optimizer", parse_enum(OptimizerName, self.optimizer, "optimizer"))
+        object.__setattr__(self, "schedule", parse_enum(ScheduleName, self.schedule, "schedule"))
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (
+                self.batch_size >= 2,
+                f"batch size must be >= 2 (BatchNorm needs a batch), got {self.batch_size}",
+            ),
+            (
+                self.img_size is None or (self.img_size >= 64 and self.img_size % 32 == 0),
+                f"image size must be a multiple of 32 and >= 64, got {self.img_size}",
+            ),
+            (self.in_chans in (1, 3), f"input channels must be 1 or 3, got {self.in_chans}"),
+            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}"),
+            (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
+            (
+                self.step_epochs >= 1 and 0 < self.step_gamma <= 1,
+                "step schedule needs step_epochs >= 1 and 0 < gamma <= 1",
+            ),
+            (
+                0 <= self.label_smoothing < 1,
+                f"label smoothing must lie in [0, 1), got {self.label_smoothing}",
+            ),
+            (self.clip_grad >= 0, f"gradient clipping norm must be >= 0, got {self.clip_grad}"),
+            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (min(self.soft_distance, self.aug_ce, self.center_loss) >= 0, "loss weights must be >= 0"),
+            (0 <= self.dropout < 1, f"dropout must lie in [0, 1), got {self.dropout}"),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.cache_gb >= 0, f"cache budget must be >= 0, got {self.cache_gb}"),
+            (self.ckpt_every >= 0, f"checkpoint interval must be >= 0, got {self.ckpt_every}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ValueError(f"invalid device {dev!r}; choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["data"] = self.data.to_dict()
+        d["aug"] = self.aug.to_dict()
+        for k in ("resize", "optimizer", "schedule"):
+            d[k] = d[k].value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"training config has unknown keys {unknown}")
+        return cls(**{**d, "data": DataSpec.from_dict(d["data"]), "aug": AugConfig.from_dict(d["aug"])})

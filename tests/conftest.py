@@ -1,0 +1,62 @@
+"""Shared fixtures and the needs_cuda / needs_trt markers (skipped, with a reason, where absent)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CXR_REAL = REPO.parent / "shared" / "data" / "cxr-real"
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cuda = _has_cuda()
+    trt = cuda and importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "needs_cuda" in item.keywords and not cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device; none on this machine"))
+        if "needs_trt" in item.keywords and not trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA device; not on this machine"))
+
+
+def cpu_and_cuda() -> list:
+    """Parametrize over devices: cpu always, cuda marked needs_cuda."""
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)]
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny phantom image folder (16 train, 8 val, 8 test at 96 px), written once per session."""
+    from omsf2.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "phantoms"
+    write_dataset(root, 16, seed=3, size=96, n_val=8, n_test=8, workers=1)
+    return root
+
+
+@pytest.fixture()
+def small_cfg(synth_root: Path):
+    """A TrainConfig that trains in a few seconds on 2 cores."""
+    from omsf2.data.datasets import DataSpec
+    from omsf2.train import AugConfig, TrainConfig
+
+    return TrainConfig(
+        data=DataSpec(source=str(synth_root)),
+        epochs=2,
+        batch_size=4,
+        img_size=64,
+        workers=0,
+        aug=AugConfig(attention_prob=0.5),
+        warmup_epochs=0.5,
+    )

@@ -1,0 +1,79 @@
+"""The package's import rules (ARCHITECTURE.md), checked on the source and in fresh interpreters."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "omsf2"
+
+# module prefix -> omsf2 subpackages it must not import
+FORBIDDEN = {
+    "omsf2.kernels": ("omsf2.models", "omsf2.data", "omsf2.train", "omsf2.cli", "omsf2.evaluate"),
+    "omsf2.models": ("omsf2.data", "omsf2.train", "omsf2.cli", "omsf2.evaluate"),
+    "omsf2.data": ("omsf2.models", "omsf2.train", "omsf2.cli", "omsf2.evaluate", "omsf2.kernels"),
+    "omsf2.metrics": ("omsf2.models", "omsf2.data", "omsf2.train", "omsf2.cli", "torch"),
+    "omsf2.config": ("omsf2.models", "omsf2.data", "omsf2.train", "torch", "numpy"),
+    "omsf2.train": ("omsf2.cli",),
+    "omsf2.evaluate": ("omsf2.train", "omsf2.cli"),
+}
+# numpy-only modules the torch-free runtime reuses
+NO_TORCH = ("omsf2.data.io", "omsf2.data.preprocess", "omsf2.data.synthetic", "omsf2.data.datasets")
+OPTIONAL = ("triton", "tensorrt", "onnx", "onnxruntime", "modelopt", "cuda", "pycuda")
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = []
+    for p in PKG.rglob("*.py"):
+        rel = p.relative_to(PKG.parent).with_suffix("")
+        name = ".".join(rel.parts).removesuffix(".__init__")
+        out.append((name, p))
+    return out
+
+
+def _imports(path: Path, top_level_only: bool = False) -> set[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(("name", "path"), _modules(), ids=[n for n, _ in _modules()])
+def test_import_rules(name: str, path: Path) -> None:
+    imports = _imports(path)
+    for prefix, banned in FORBIDDEN.items():
+        if name == prefix or name.startswith(prefix + "."):
+            bad = [i for i in imports for b in banned if i == b or i.startswith(b + ".")]
+            assert not bad, f"{name} imports {bad}"
+    assert "omsf2.cli" not in {i for i in imports if not name.startswith("omsf2.cli")}
+    if name in NO_TORCH:
+        assert not [i for i in imports if i.split(".")[0] == "torch"], f"{name} imports torch"
+    top = _imports(path, top_level_only=True)
+    heavy = [i for i in top if i.split(".")[0] in OPTIONAL]
+    assert not heavy, f"{name} imports optional stacks at import time: {heavy}"
+
+
+def test_import_omsf2_is_light() -> None:
+    code = (
+        "import sys, omsf2, omsf2.data.io, omsf2.data.preprocess, omsf2.data.synthetic, omsf2.metrics, omsf2.config;"
+        "bad = [m for m in ('torch', 'triton', 'onnx', 'onnxruntime', 'tensorrt') if m in sys.modules];"
+        "assert not bad, bad; print(omsf2.__version__)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lazy = subprocess.run(
+        [sys.executable, "-c", "import omsf2; print(sorted(omsf2.list_models()))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "omsf2_tiny" in lazy.stdout, lazy.stderr
