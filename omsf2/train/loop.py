@@ -319,6 +319,7 @@ class Trainer:
         stopped_early = False
         interrupted = False
         aug_gen = torch.Generator()
+        loss_sum, loss_n = 0.0, 0
 
         def payload(epoch: int, step: int, full: bool) -> dict[str, Any]:
             p: dict[str, Any] = {
@@ -346,6 +347,9 @@ class Trainer:
                     "best_key": list(best_key),
                     "best_epoch": best_epoch,
                     "best_metrics": best_metrics,
+                    # The epoch's running loss, so a mid-epoch resume reports the same train loss.
+                    "loss_sum": loss_sum,
+                    "loss_n": loss_n,
                 }
             return p
 
@@ -377,7 +381,9 @@ class Trainer:
                 es = _epoch_seed(cfg.seed, epoch)
                 order = epoch_order(len(train_src), cfg.batch_size, torch.Generator().manual_seed(es), weights)
                 start = step0 if epoch == epoch0 else 0
+                loss_sum, loss_n = 0.0, 0
                 if start and self._resume and "rng" in self._resume:
+                    loss_sum, loss_n = float(state.get("loss_sum", 0.0)), int(state.get("loss_n", 0))
                     torch.set_rng_state(self._resume["rng"]["torch"])
                     aug_gen.set_state(self._resume["rng"]["aug"])
                     if dev.type == "cuda" and "cuda" in self._resume["rng"]:
@@ -388,7 +394,6 @@ class Trainer:
                 self.rep.on_epoch_start(epoch + 1, steps, start)
                 model.train()
                 te = time.perf_counter()
-                loss_sum, loss_n = 0.0, 0
                 step = start
                 for step, batch in enumerate(train_src.batches(order[start:]), start=start):
                     if self.stop.set:

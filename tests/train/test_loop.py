@@ -57,6 +57,7 @@ def test_interrupted_run_resumes_exactly(small_cfg: TrainConfig, tmp_path: Path)
     assert not done.interrupted
     assert [h["accuracy"] for h in done.history] == [h["accuracy"] for h in full.history]
     assert [h["val_loss"] for h in done.history] == [h["val_loss"] for h in full.history]
+    assert [h["train_loss"] for h in done.history] == [h["train_loss"] for h in full.history]
     a, b = _weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "part" / "last.pt")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
@@ -76,7 +77,8 @@ def test_step_checkpoints_resume_exactly(small_cfg: TrainConfig, tmp_path: Path)
         train(cfg, tmp_path / "b", Crash())
     assert load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]["step"] == 2
     done = resume(tmp_path / "b" / "last.pt")
-    assert done.history[-1]["val_loss"] == full.history[-1]["val_loss"]
+    for key in ("val_loss", "train_loss", "accuracy"):
+        assert done.history[-1][key] == full.history[-1][key]
 
 
 def test_resume_rejects_best_and_shorter_runs(small_cfg: TrainConfig, tmp_path: Path) -> None:
