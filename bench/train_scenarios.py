@@ -116,7 +116,8 @@ def summarize() -> Path:
         "# Recorded results",
         "",
         "Written by `bench/train_scenarios.py` from the JSON files beside this page; each JSON holds the",
-        "exact commands, wall times, machine and every metric. Accuracy on held-out splits only.",
+        "exact commands, wall times, machine and every metric. Accuracy is on splits not trained on;",
+        "a split that also chose the checkpoint says so, since its figure is then optimistic.",
         "",
     ]
     for path in sorted(RESULTS.glob("train-*.json")):
@@ -150,8 +151,13 @@ def summarize() -> Path:
 def main() -> None:
     """Run the scenarios named on the command line, then refresh the summary page."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("scenarios", nargs="*", choices=sorted(SCENARIOS))
-    for name in ap.parse_args().scenarios:
+    # No argparse choices: with nargs="*" they reject the empty list (summary only) on Python 3.11.
+    ap.add_argument("scenarios", nargs="*", help=f"any of {', '.join(sorted(SCENARIOS))}; none = summary only")
+    names = ap.parse_args().scenarios
+    bad = sorted(set(names) - set(SCENARIOS))
+    if bad:
+        ap.error(f"unknown scenario(s) {bad}; choose from {sorted(SCENARIOS)}")
+    for name in names:
         run(name)
     print(f"wrote {summarize()}")
 
