@@ -172,25 +172,21 @@ def evaluate_checkpoint(spec: EvalSpec, on_progress: Callable[[str, int, int], N
     device = resolve_device(spec.device)
     model = model_from_checkpoint(ckpt).to(device)
     n = len(ds)
-    cached = None
-    if cache_bytes(ds, pre) < 2 << 30:
-        done = [0]
 
-        def _tick(k: int) -> None:
-            done[0] += k
+    def counter(phase: str) -> Callable[[int], None]:
+        done = 0
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
             if on_progress:
-                on_progress("loading", done[0], n)
+                on_progress(phase, done, n)
 
-        cached = materialize(ds, pre, spec.workers, on_batch=_tick)
+        return tick
+
+    cached = materialize(ds, pre, spec.workers, on_batch=counter("loading")) if cache_bytes(ds, pre) < 2 << 30 else None
     source = BatchSource(ds, pre, spec.workers, cached)
-    done2 = [0]
-
-    def _tick2(k: int) -> None:
-        done2[0] += k
-        if on_progress:
-            on_progress("inference", done2[0], n)
-
-    logits = predict_logits(model, source, spec.batch_size, device, _tick2)
+    logits = predict_logits(model, source, spec.batch_size, device, counter("inference"))
     metrics = compute_metrics(task, source, logits, classes)
     metrics.update(
         {

@@ -68,3 +68,13 @@ def test_eval_spec_validates() -> None:
 def test_render_confusion() -> None:
     img = render_confusion([[3, 1], [0, 4]], ["a", "b"], "t")
     assert img.mode == "RGB" and img.size[1] > 100
+
+
+def test_eval_reports_progress(trained: Path, tmp_path: Path) -> None:
+    seen: list[tuple[str, int, int]] = []
+    evaluate_checkpoint(
+        EvalSpec(str(trained), split="val", json_path=str(tmp_path / "p.json"), workers=0),
+        lambda phase, done, total: seen.append((phase, done, total)),
+    )
+    assert seen[-1] == ("inference", 8, 8)
+    assert ("loading", 8, 8) in seen

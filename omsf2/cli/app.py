@@ -236,19 +236,22 @@ def eval_cmd(
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
 ) -> None:
     """Evaluate a checkpoint on a split: print metrics, write JSON and a confusion-matrix PNG."""
+    from rich.progress import Progress
+
     from omsf2.evaluate import EvalSpec, evaluate_checkpoint
 
-    res = evaluate_checkpoint(
-        EvalSpec(
-            str(checkpoint),
-            data,
-            split,
-            None if json_path is None else str(json_path),
-            batch_size,
-            device,
-            workers,
+    with Progress(console=console, transient=True) as prog:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = prog.add_task(phase, total=total)
+            prog.update(tasks[phase], completed=done)
+
+        spec = EvalSpec(
+            str(checkpoint), data, split, None if json_path is None else str(json_path), batch_size, device, workers
         )
-    )
+        res = evaluate_checkpoint(spec, on_progress)
     _print_metrics(res.metrics, f"{res.metrics['model']} on {res.metrics['data']}")
     console.print(f"wrote {res.json_path}" + (f" and {res.png_path}" if res.png_path else ""))
 
