@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from omsf2.config import Task
 from omsf2.data.datasets import DataSpec, LabeledSet, load_split
-from omsf2.data.loader import BatchSource, cache_bytes, materialize
+from omsf2.data.loader import BatchSource, open_source
 from omsf2.fileio import atomic_write, write_json
 from omsf2.metrics import classification_metrics, multilabel_metrics
 from omsf2.models.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
@@ -184,8 +184,8 @@ def evaluate_checkpoint(spec: EvalSpec, on_progress: Callable[[str, int, int], N
 
         return tick
 
-    cached = materialize(ds, pre, spec.workers, on_batch=counter("loading")) if cache_bytes(ds, pre) < 2 << 30 else None
-    source = BatchSource(ds, pre, spec.workers, cached)
+    # Up to 2 GiB of decoded images is held in memory (one decode, fast batches); larger sets stream.
+    source = open_source(ds, pre, spec.workers, 2 << 30, on_batch=counter("loading"))
     logits = predict_logits(model, source, spec.batch_size, device, counter("inference"))
     metrics = compute_metrics(task, source, logits, classes)
     metrics.update(

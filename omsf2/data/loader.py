@@ -136,6 +136,32 @@ def materialize(
     return out
 
 
+def open_source(
+    ds: LabeledSet,
+    spec: PreprocessSpec,
+    workers: int,
+    max_cache_bytes: float,
+    on_load: Callable[[], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> BatchSource:
+    """A :class:`BatchSource` over ``ds``: materialised in memory when it fits ``max_cache_bytes``, else streamed.
+
+    Args:
+        ds: the samples.
+        spec: preprocessing.
+        workers: decoding processes.
+        max_cache_bytes: memory budget for the cache (0 = always stream).
+        on_load: called once before materialising (progress: a loading phase starts).
+        on_batch: called with the number of samples loaded after each batch.
+    """
+    cached = None
+    if cache_bytes(ds, spec) <= max_cache_bytes:
+        if on_load is not None:
+            on_load()
+        cached = materialize(ds, spec, workers, on_batch=on_batch)
+    return BatchSource(ds, spec, workers, cached)
+
+
 def epoch_order(
     n: int,
     batch_size: int,

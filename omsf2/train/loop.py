@@ -29,7 +29,7 @@ import torch
 
 from omsf2.config import OptimizerName, PreprocessSpec, ScheduleName, Task
 from omsf2.data.datasets import LabeledSet, load_split
-from omsf2.data.loader import BatchSource, cache_bytes, epoch_order, materialize
+from omsf2.data.loader import BatchSource, epoch_order, open_source
 from omsf2.evaluate import compute_metrics, predict_logits, resolve_device
 from omsf2.fileio import write_json
 from omsf2.models.checkpoint import checkpoint_info, load_checkpoint, load_init_weights, save_checkpoint
@@ -218,11 +218,10 @@ class Trainer:
         return train, val
 
     def _source(self, ds: LabeledSet, pre: PreprocessSpec, name: str) -> BatchSource:
-        cached = None
-        if self.cfg.cache and cache_bytes(ds, pre) <= self.cfg.cache_gb * (1 << 30):
-            self.rep.on_task(f"loading {name}", len(ds))
-            cached = materialize(ds, pre, self.cfg.workers, on_batch=self.rep.on_advance)
-        return BatchSource(ds, pre, self.cfg.workers, cached)
+        budget = self.cfg.cache_gb * (1 << 30) if self.cfg.cache else -1.0
+        return open_source(
+            ds, pre, self.cfg.workers, budget, lambda: self.rep.on_task(f"loading {name}", len(ds)), self.rep.on_advance
+        )
 
     def _build(self, train: LabeledSet) -> tuple[OMSF2, PreprocessSpec, Task]:
         cfg = self.cfg

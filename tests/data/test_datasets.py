@@ -189,3 +189,14 @@ def test_corrupt_image_in_split_fails_with_its_name(tmp_path: Path, synth_root: 
     ds = load_split(DataSpec(source=str(root)), "val")
     with pytest.raises(ValueError, match=r"broken\.png"):
         materialize(ds, SPEC, workers=0)
+
+
+def test_open_source_caches_only_within_budget(synth_root: Path) -> None:
+    from omsf2.data.loader import cache_bytes, open_source
+
+    ds = load_split(DataSpec(source=str(synth_root)), "val")
+    loads: list[int] = []
+    inside = open_source(ds, SPEC, 0, cache_bytes(ds, SPEC), on_load=lambda: loads.append(1))
+    assert inside.cached is not None and loads == [1]
+    outside = open_source(ds, SPEC, 0, cache_bytes(ds, SPEC) - 1, on_load=lambda: loads.append(2))
+    assert outside.cached is None and loads == [1]
