@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-CXR_REAL = REPO.parent / "shared" / "data" / "cxr-real"
 
 
 def _has_cuda() -> bool:
@@ -18,6 +16,15 @@ def _has_cuda() -> bool:
         return torch.cuda.is_available()
     except ImportError:
         return False
+
+
+# Triton reads TRITON_INTERPRET when it is first imported, so this must run before any test imports
+# triton. Without a GPU the Triton kernels run for real in Triton's CPU interpreter (not skipped).
+if not _has_cuda():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+CXR_REAL = REPO.parent / "shared" / "data" / "cxr-real"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
