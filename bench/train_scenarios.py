@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -23,30 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from common import RESULTS, machine, summarize
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 OMSF2 = str(Path(sys.executable).with_name("omsf2"))
 CXR = REPO.parent / "shared" / "data" / "cxr-real"
-
-
-def machine() -> tuple[str, str]:
-    """(slug, description) of this machine: CPU model, cores, memory, GPU."""
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
-    except OSError:
-        mem = 0.0
-    cores = os.cpu_count() or 0
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    desc = f"{cpu}, {cores} cores, {mem:.0f} GiB RAM, {gpu}, torch {torch.__version__}"
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{cpu}-{cores}c-{'gpu' if torch.cuda.is_available() else 'cpu'}".lower())
-    return slug.strip("-"), desc
 
 
 SCENARIOS: dict[str, dict] = {
@@ -103,48 +81,6 @@ def run(name: str) -> Path:
     }
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
-    return out
-
-
-def _fmt(v: object) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
-def summarize() -> Path:
-    """Rewrite bench/results/README.md from every train-*.json result."""
-    lines = [
-        "# Recorded results",
-        "",
-        "Written by `bench/train_scenarios.py` from the JSON files beside this page; each JSON holds the",
-        "exact commands, wall times, machine and every metric. Accuracy is on splits not trained on;",
-        "a split that also chose the checkpoint says so, since its figure is then optimistic.",
-        "",
-    ]
-    for path in sorted(RESULTS.glob("train-*.json")):
-        r = json.loads(path.read_text())
-        lines += [f"## {r['scenario']} ({path.name})", "", f"{r['about']}.", ""]
-        lines += [f"Machine: {r['machine']}; {r['date']}.", ""]
-        lines += ["| command | wall time |", "|---|---:|"]
-        lines += [f"| `{s['command']}` | {s['wall_s']:.0f} s |" for s in r["steps"]]
-        lines += ["", "| split | n | accuracy | macro-F1 | QWK | macro-AUC | per-class recall |"]
-        lines += ["|---|---:|---:|---:|---:|---:|---|"]
-        m = r["metrics"]
-        splits = []
-        if "summary" in m:
-            splits = [("val (model selection)", m["summary"]["val"]), ("test (held out)", m["summary"]["test"])]
-        if "eval_val" in m:
-            splits = [("val, best.pt (selected on val: optimistic)", m["eval_val"])]
-        if "eval_val_last" in m:
-            splits.append(("val, last.pt (no selection)", m["eval_val_last"]))
-        for label, s in splits:
-            rec = ", ".join(f"{k} {v:.2f}" for k, v in s["per_class_recall"].items())
-            lines.append(
-                f"| {label} | {s['n']} | {_fmt(s['accuracy'])} | {_fmt(s['macro_f1'])} | {_fmt(s['qwk'])} "
-                f"| {_fmt(s['macro_auc'])} | {rec} |"
-            )
-        lines.append("")
-    out = RESULTS / "README.md"
-    out.write_text("\n".join(lines))
     return out
 
 

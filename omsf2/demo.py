@@ -39,6 +39,8 @@ class DemoSpec:
         img_size: model input size.
         workers: processes for data generation and loading.
         attention_prob: probability per step of an attention-guided view.
+        export: export best.pt to ONNX + INT8 Q/DQ ONNX after evaluation.
+        calib_count: calibration images for the INT8 export (from the train split).
     """
 
     out: str = "runs/demo"
@@ -51,6 +53,8 @@ class DemoSpec:
     img_size: int = 224
     workers: int = 2
     attention_prob: float = 0.25
+    export: bool = True
+    calib_count: int = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +66,7 @@ class DemoResult:
     val: dict[str, Any]
     test: dict[str, Any]
     timings: dict[str, float]
+    export: dict[str, Any] | None = None
 
 
 def run_demo(
@@ -107,6 +112,28 @@ def run_demo(
     val = evaluate_checkpoint(EvalSpec(best, split="val", workers=spec.workers)).metrics
     test = evaluate_checkpoint(EvalSpec(best, split="test", workers=spec.workers)).metrics
     t3 = time.perf_counter()
-    timings = {"data_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2, "total_s": t3 - t0}
-    write_json(out / "summary.json", {"val": val, "test": test, "timings": timings, "spec": dataclasses.asdict(spec)})
-    return DemoResult(data_dir, run_dir, val, test, timings)
+    export = None
+    if spec.export:
+        from omsf2.export.calibration import MIN_CALIB_IMAGES
+        from omsf2.export.targets import ExportSpec, run_export
+
+        # INT8 calibration needs MIN_CALIB_IMAGES train phantoms; tiny demos (tests) export FP32 only, and say so.
+        int8 = spec.n >= MIN_CALIB_IMAGES
+        if on_stage:
+            what = "ONNX and INT8 Q/DQ ONNX" if int8 else f"ONNX (no INT8: --n {spec.n} < {MIN_CALIB_IMAGES})"
+            on_stage(f"exporting best.pt to {what} in {out / 'export'}")
+        export = run_export(
+            ExportSpec(
+                best,
+                str(out / "export"),
+                int8=int8,
+                calib_data=str(data_dir / "train") if int8 else None,
+                calib_count=max(MIN_CALIB_IMAGES, min(spec.calib_count, spec.n)),
+                eval_data=str(data_dir / "test"),
+            )
+        ).report
+    t4 = time.perf_counter()
+    timings = {"data_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2, "export_s": t4 - t3, "total_s": t4 - t0}
+    summary = {"val": val, "test": test, "export": export, "timings": timings, "spec": dataclasses.asdict(spec)}
+    write_json(out / "summary.json", summary)
+    return DemoResult(data_dir, run_dir, val, test, timings, export)

@@ -8,7 +8,7 @@ import platform
 
 from omsf2._version import __version__
 
-OPTIONAL = ("onnx", "onnxruntime", "onnxsim", "triton", "tensorrt", "cuda-python", "pydicom-data")
+OPTIONAL = ("onnx", "onnxruntime", "onnxsim", "onnxslim", "triton", "tensorrt", "cuda-python", "pydicom-data")
 
 
 def _version(dist: str) -> str:
@@ -41,4 +41,10 @@ def environment() -> dict[str, str]:
             env[f"cuda:{i}"] = f"{p.name}, sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB"
     for dist in OPTIONAL:
         env[dist] = _version(dist)
+    from omsf2.kernels.ops import Backend, unavailable_reason
+
+    for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        parts = [f"{b.value} ({'yes' if (r := unavailable_reason(b, dev)) is None else 'no: ' + r})" for b in Backend]
+        env[f"kernels on {dev}"] = "; ".join(parts)
+    env["OMSF2_KERNELS"] = os.environ.get("OMSF2_KERNELS", "unset (automatic choice)")
     return env

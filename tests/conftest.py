@@ -67,3 +67,22 @@ def small_cfg(synth_root: Path):
         aug=AugConfig(attention_prob=0.5),
         warmup_epochs=0.5,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> Path:
+    """best.pt of omsf2_tiny trained one epoch at 64 px on ``synth_root`` (reference kernels), once per session."""
+    from omsf2.data.datasets import DataSpec
+    from omsf2.train import AugConfig, TrainConfig, train
+
+    cfg = TrainConfig(
+        data=DataSpec(source=str(synth_root)),
+        epochs=1,
+        batch_size=4,
+        img_size=64,
+        workers=0,
+        aug=AugConfig(attention_prob=0.0),
+    )
+    out = tmp_path_factory.mktemp("trained")
+    train(cfg, out)
+    return out / "best.pt"

@@ -12,22 +12,9 @@ from PIL import Image
 from omsf2.evaluate import EvalSpec, evaluate_checkpoint, render_confusion
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> Path:
-    from omsf2.data.datasets import DataSpec
-    from omsf2.train import AugConfig, TrainConfig, train
-
-    cfg = TrainConfig(
-        data=DataSpec(source=str(synth_root)),
-        epochs=1,
-        batch_size=4,
-        img_size=64,
-        workers=0,
-        aug=AugConfig(attention_prob=0.0),
-    )
-    out = tmp_path_factory.mktemp("run")
-    train(cfg, out)
-    return out / "best.pt"
+@pytest.fixture()
+def trained(trained_ckpt: Path) -> Path:
+    return trained_ckpt
 
 
 def test_eval_writes_json_and_png(trained: Path, tmp_path: Path) -> None:

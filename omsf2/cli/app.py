@@ -20,6 +20,8 @@ from rich.table import Table
 
 from omsf2._version import __version__
 from omsf2.config import AugName, OptimizerName, ResizeMode, ScheduleName, UncertainPolicy
+from omsf2.export.quantize import CalibMethod, Quantizer
+from omsf2.export.targets import ExportFormat
 
 app = typer.Typer(
     name="omsf2",
@@ -30,6 +32,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets: write the synthetic phantom dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+kernels_app = typer.Typer(help="Fused kernels: check each backend against the reference.", no_args_is_help=True)
+app.add_typer(kernels_app, name="kernels")
 
 # Options that may differ when resuming: they do not change what the run computes (device aside,
 # whose exactness the resume docs qualify) or only extend it.
@@ -325,11 +329,138 @@ def demo(
         res = run_demo(spec, rep, lambda s: console.print(f"[bold]>[/] {s}"), on_image)
     _print_metrics(res.val, "val split (model selection)")
     _print_metrics(res.test, "test split (held out)")
+    if res.export is not None:
+        _print_export(res.export)
     t = res.timings
     console.print(
-        f"data {t['data_s']:.0f}s, train {t['train_s']:.0f}s, eval {t['eval_s']:.0f}s, total {t['total_s']:.0f}s; "
+        f"data {t['data_s']:.0f}s, train {t['train_s']:.0f}s, eval {t['eval_s']:.0f}s, "
+        f"export {t.get('export_s', 0):.0f}s, total {t['total_s']:.0f}s; "
         f"run in {res.run_dir}"
     )
+
+
+@kernels_app.command("check")
+@cli_errors
+def kernels_check(
+    device: Annotated[str, typer.Option(help="cpu or cuda[:index] [default: cuda if present, else cpu].")] = "auto",
+    backend: Annotated[
+        list[str] | None, typer.Option("--backend", "-b", help="ref, triton or cuda (repeatable) [default: all].")
+    ] = None,
+    dtype: Annotated[
+        list[str] | None, typer.Option("--dtype", help="fp32, fp16 or bf16 (repeatable) [default: all on CUDA].")
+    ] = None,
+    interpret: Annotated[
+        bool, typer.Option(help="Run Triton in its CPU interpreter (sets TRITON_INTERPRET=1; correctness only).")
+    ] = False,
+    timing: Annotated[bool, typer.Option(help="Time backends where it means something (GPU; CPU reference).")] = True,
+    iters: Annotated[int, typer.Option(min=1, help="Timed iterations per row.")] = 100,
+) -> None:
+    """Compare each op on each backend with the reference: max abs error, and on a GPU time and GB/s."""
+    import os
+
+    if interpret:
+        # Triton reads this once, when first imported; nothing has imported it yet in this process.
+        os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+
+    from omsf2.kernels.check import check_kernels
+
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    table = Table(show_header=True, title=f"omsf2 kernels on {dev}")
+    for col in ("op", "shape", "backend", "dtype", "status", "max abs err", "median ms", "p90 ms", "GB/s", "% peak"):
+        table.add_column(col, justify="left" if col in ("op", "shape", "backend", "dtype", "status") else "right")
+    notes: list[str] = []
+
+    def show(r: Any) -> None:
+        err_s = "" if r.max_abs_err is None else f"{r.max_abs_err:.2e}"
+        med = "" if r.median_ms is None else f"{r.median_ms:.4f}"
+        p90 = "" if r.p90_ms is None else f"{r.p90_ms:.4f}"
+        gbs = "" if r.gb_per_s is None else f"{r.gb_per_s:.0f}"
+        pct = "" if r.gb_per_s is None or not r.peak_gb_per_s else f"{100 * r.gb_per_s / r.peak_gb_per_s:.0f}%"
+        status = r.status if not r.detail else f"{r.status}"
+        if r.detail and r.detail not in notes:
+            notes.append(f"{r.backend}: {r.detail}")
+        table.add_row(r.op, r.case, r.backend, r.dtype, status, err_s, med, p90, gbs, pct)
+
+    rows = check_kernels(dev, backends=backend, dtypes=dtype, timing=timing, iters=iters, on_row=show)
+    console.print(table)
+    for note in dict.fromkeys(notes):
+        console.print(f"note: {escape(note)}", highlight=False)
+    if dev.startswith("cpu"):
+        console.print(
+            "CPU: the reference is timed; Triton (interpreter) is checked for correctness only, never timed.",
+            highlight=False,
+        )
+    bad = [r for r in rows if r.status in ("MISMATCH", "error")]
+    if bad:
+        raise _fail(f"{len(bad)} kernel check(s) failed: " + "; ".join(f"{r.op}/{r.backend}/{r.dtype}" for r in bad))
+
+
+@app.command()
+@cli_errors
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="An omsf2 checkpoint (best.pt).")],
+    out: Annotated[Path, typer.Option(help="Output folder for the artifacts and report.json.")],
+    format: Annotated[ExportFormat, typer.Option(help="onnx (here), engine or all (TensorRT on a GPU).")] = (
+        ExportFormat.ONNX
+    ),
+    int8: Annotated[bool, typer.Option("--int8", help="Also write the INT8 Q/DQ ONNX flavours (gated).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Build an FP16 TensorRT engine.")] = False,
+    calib_data: Annotated[Path | None, typer.Option(help="Calibration images: DIR/<class>/* or DIR/*.")] = None,
+    calib_method: Annotated[CalibMethod, typer.Option(help="Activation-range method.")] = CalibMethod.PERCENTILE,
+    calib_count: Annotated[int, typer.Option(help="Calibration images, stratified by class (>= 64).")] = 512,
+    eval_data: Annotated[
+        Path | None, typer.Option(help="Labelled DIR/<class>/* for parity and the INT8 accuracy gate.")
+    ] = None,
+    max_drop: Annotated[float, typer.Option(help="Accuracy points an INT8 flavour may lose vs FP32 ONNX.")] = 1.0,
+    batch: Annotated[str, typer.Option(help="TensorRT profile batch sizes MIN,OPT,MAX.")] = "1,8,32",
+    opset: Annotated[int, typer.Option(help="ONNX opset (19-23).")] = 19,
+    plugins: Annotated[
+        bool, typer.Option("--plugins/--no-plugins", help="Fused neck ops as omsf2 custom ops (TensorRT plugins).")
+    ] = False,
+    quantizer: Annotated[Quantizer, typer.Option(help="ort (onnxruntime) or modelopt (own environment).")] = (
+        Quantizer.ORT
+    ),
+) -> None:
+    """Export a checkpoint: ONNX, INT8 Q/DQ ONNX (calibrated, accuracy-gated), TensorRT engines."""
+    from omsf2.export.targets import ExportSpec, run_export
+
+    spec = ExportSpec(
+        checkpoint=str(checkpoint),
+        out=str(out),
+        format=format,
+        int8=int8,
+        fp16=fp16,
+        calib_data=None if calib_data is None else str(calib_data),
+        calib_method=calib_method,
+        calib_count=calib_count,
+        eval_data=None if eval_data is None else str(eval_data),
+        max_drop=max_drop,
+        batch=batch,  # type: ignore[arg-type]  # parsed and validated by ExportSpec
+        opset=opset,
+        plugins=plugins,
+        quantizer=quantizer,
+    )
+    res = run_export(spec, lambda s: console.print(f"[bold]>[/] {s}"))
+    _print_export(res.report)
+    console.print(f"wrote {', '.join(sorted(p.name for p in res.artifacts.values()))} and report.json to {res.out}")
+
+
+def _print_export(r: dict[str, Any]) -> None:
+    p = r.get("onnx_parity", {})
+    console.print(
+        f"ONNX vs PyTorch on {p.get('n')} {p.get('data')}: max |logits error| {p.get('max_abs_err', 0):.2e}, "
+        f"top-1 agreement {100 * p.get('top1_agreement', 0):.1f}%"
+    )
+    for key in ("int8", "int8_cpu"):
+        if key in r:
+            q = r[key]
+            console.print(
+                f"{q['file']} ({q['method']}, {q['calib_count']} calib, {q['eval_count']} eval): accuracy "
+                f"{100 * q['int8_accuracy']:.2f}% vs FP32 {100 * q['fp32_accuracy']:.2f}% (drop "
+                f"{q['accuracy_drop']:.2f} pts, max {q['max_drop']:g}), macro-F1 {q['int8_macro_f1']:.4f} vs "
+                f"{q['fp32_macro_f1']:.4f}, top-1 agreement {100 * q['top1_agreement']:.1f}%"
+            )
 
 
 @app.command()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from omsf2.kernels.reference import multiscale_pool_ref, scale_fuse_ref
+from omsf2.kernels import multiscale_pool, scale_fuse
 
 
 class ConvBNAct(nn.Sequential):
@@ -37,8 +37,8 @@ class ConvBNAct(nn.Sequential):
         super().__init__(*layers)
 
 
-class MultiscalePool(nn.Module):
-    """Dense multi-scale pooling (SPP) followed by a 1x1 projection.
+class SPP(nn.Module):
+    """Dense multi-scale pooling (``omsf2.kernels.multiscale_pool``) followed by a 1x1 projection.
 
     (N, C, H, W) -> concat[x, pool5, pool9, pool13] (N, 4C, H, W) -> (N, out_ch, H, W).
     """
@@ -50,7 +50,7 @@ class MultiscalePool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, in_ch, H, W) -> (N, out_ch, H, W)."""
-        return self.proj(multiscale_pool_ref(x, self.windows, "max"))
+        return self.proj(multiscale_pool(x, self.windows, "max"))
 
 
 class DPPM(nn.Module):
@@ -143,7 +143,7 @@ class SSPNeck(nn.Module):
         self.lat2 = ConvBNAct(c2, ch, 1)
         self.lat3 = ConvBNAct(c3, ch, 1)
         self.lat4 = ConvBNAct(c4, ch, 1)
-        self.spp = MultiscalePool(c5, ch, pool_windows)
+        self.spp = SPP(c5, ch, pool_windows)
         self.dppm = DPPM(ch)
         self.cam = CAM(ch, levels=4)
         self.out = nn.ModuleList([ConvBNAct(ch, ch, 3) for _ in range(4)])
@@ -165,5 +165,5 @@ class SSPNeck(nn.Module):
         att = [resize_to(cam[:, i : i + 1], lat[i].shape[-2:]) for i in range(4)]
         fused: list[Tensor] = [lat[3] * (1 + att[3])]
         for i in (2, 1, 0):
-            fused.insert(0, scale_fuse_ref(lat[i], att[i], fused[0], att[i + 1]))
+            fused.insert(0, scale_fuse(lat[i], att[i], fused[0], att[i + 1]))
         return [conv(p) for conv, p in zip(self.out, fused, strict=True)], cam

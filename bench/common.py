@@ -1,0 +1,102 @@
+"""Shared by the bench scripts: the machine description and the recorded-results summary page.
+
+Every result JSON in ``bench/results`` is rendered into ``bench/results/README.md`` by
+:func:`summarize`, whichever script wrote it, so the page never goes stale for one kind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+def machine() -> tuple[str, str]:
+    """(slug, description) of this machine: CPU model, cores, memory, GPU."""
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    except OSError:
+        mem = 0.0
+    cores = os.cpu_count() or 0
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    desc = f"{cpu}, {cores} cores, {mem:.0f} GiB RAM, {gpu}, torch {torch.__version__}"
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{cpu}-{cores}c-{'gpu' if torch.cuda.is_available() else 'cpu'}".lower())
+    return slug.strip("-"), desc
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def summarize() -> Path:
+    """Rewrite bench/results/README.md from every result JSON (train-*.json, kernels-*.json)."""
+    lines = [
+        "# Recorded results",
+        "",
+        "Written by the bench scripts (`bench/train_scenarios.py`, `bench/kernel_bench.py`) from the JSON",
+        "files beside this page; each JSON holds the exact commands or cases, times, machine and every",
+        "metric. Accuracy is on splits not trained on; a split that also chose the checkpoint says so,",
+        "since its figure is then optimistic.",
+        "",
+    ]
+    for path in sorted(RESULTS.glob("train-*.json")):
+        r = json.loads(path.read_text())
+        lines += [f"## {r['scenario']} ({path.name})", "", f"{r['about']}.", ""]
+        lines += [f"Machine: {r['machine']}; {r['date']}.", ""]
+        lines += ["| command | wall time |", "|---|---:|"]
+        lines += [f"| `{s['command']}` | {s['wall_s']:.0f} s |" for s in r["steps"]]
+        lines += ["", "| split | n | accuracy | macro-F1 | QWK | macro-AUC | per-class recall |"]
+        lines += ["|---|---:|---:|---:|---:|---:|---|"]
+        m = r["metrics"]
+        splits = []
+        if "summary" in m:
+            splits = [("val (model selection)", m["summary"]["val"]), ("test (held out)", m["summary"]["test"])]
+        if "eval_val" in m:
+            splits = [("val, best.pt (selected on val: optimistic)", m["eval_val"])]
+        if "eval_val_last" in m:
+            splits.append(("val, last.pt (no selection)", m["eval_val_last"]))
+        for label, s in splits:
+            rec = ", ".join(f"{k} {v:.2f}" for k, v in s["per_class_recall"].items())
+            lines.append(
+                f"| {label} | {s['n']} | {_fmt(s['accuracy'])} | {_fmt(s['macro_f1'])} | {_fmt(s['qwk'])} "
+                f"| {_fmt(s['macro_auc'])} | {rec} |"
+            )
+        lines.append("")
+    for path in sorted(RESULTS.glob("kernels-*.json")):
+        lines += _kernel_section(path)
+    out = RESULTS / "README.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def _cell(v: object, fmt: str) -> str:
+    return "" if v is None else format(v, fmt)
+
+
+def _kernel_section(path: Path) -> list[str]:
+    """One kernel micro-benchmark result as a markdown table (see bench/kernel_bench.py)."""
+    r = json.loads(path.read_text())
+    lines = [f"## kernels ({path.name})", "", f"{r['about']}", "", f"Machine: {r['machine']}; {r['date']}.", ""]
+    lines += ["| op | shape | implementation | dtype | status | max abs err | median ms | p90 ms | GB/s | x ref |"]
+    lines += ["|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['op']} | {row['case']} | {row['backend']} | {row['dtype']} | {row['status']} "
+            f"| {_cell(row.get('max_abs_err'), '.1e')} | {_cell(row.get('median_ms'), '.4f')} "
+            f"| {_cell(row.get('p90_ms'), '.4f')} | {_cell(row.get('gb_per_s'), '.0f')} "
+            f"| {_cell(row.get('speedup_vs_ref'), '.2f')} |"
+        )
+    lines += ["", *[f"- {n}" for n in r.get("notes", [])], ""]
+    return lines

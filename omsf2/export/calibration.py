@@ -1,0 +1,172 @@
+"""Calibration and evaluation images for INT8: through exactly the checkpoint's preprocessing.
+
+A folder is either ``DIR/<class>/*`` (class names must be the checkpoint's; the selection is then
+stratified by class) or a flat ``DIR/*`` of images (calibration only: no labels, no strata).
+Every image goes through :func:`omsf2.data.io.read_image` and
+:func:`omsf2.data.preprocess.preprocess` with the checkpoint's :class:`PreprocessSpec`: the same
+numpy code that training and the runtime use, so calibration sees what deployment sees.
+
+The trade-off: an unreadable file is an error naming it, not a silently skipped image, because a
+calibration set with foreign files in it is usually the wrong folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from omsf2.config import PreprocessSpec
+from omsf2.data import io as dio
+from omsf2.data.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+MIN_CALIB_IMAGES = 64
+DEFAULT_CALIB_COUNT = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSet:
+    """Preprocessed images, their labels (-1 where unknown) and where they came from."""
+
+    images: np.ndarray  # float32 (N, C, H, W)
+    labels: np.ndarray  # int64 (N,)
+    paths: tuple[str, ...]
+    classes: tuple[str, ...]
+    root: str
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def per_class(self) -> dict[str, int]:
+        """Images per class (empty for an unlabelled set)."""
+        return {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationSpec:
+    """Which calibration images :func:`load_calibration` takes.
+
+    Attributes:
+        root: ``DIR/<class>/*`` or a flat ``DIR/*`` of images.
+        count: images to take (all when fewer are available, but at least ``min_count``).
+        seed: seed of the per-class selection.
+        min_count: fewer usable images than this is an error.
+    """
+
+    root: str
+    count: int = DEFAULT_CALIB_COUNT
+    seed: int = 0
+    min_count: int = MIN_CALIB_IMAGES
+
+    def __post_init__(self) -> None:
+        if self.count < self.min_count:
+            raise ValueError(f"--calib-count must be at least {self.min_count}, got {self.count}")
+
+
+def _scan(root: str | os.PathLike[str], classes: tuple[str, ...], what: str, labelled: bool) -> dict[int, list[Path]]:
+    """Image files by class index (-1 for a flat folder)."""
+    r = Path(root)
+    if not r.is_dir():
+        raise ValueError(f"{what} folder '{r}' does not exist or is not a folder")
+    subdirs = sorted(p for p in r.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subdirs:
+        names = [p.name for p in subdirs]
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise ValueError(
+                f"{what} folder '{r}' has class folder(s) {unknown} that the checkpoint does not know "
+                f"(its classes: {', '.join(classes)})"
+            )
+        return {classes.index(p.name): dio.list_images(p) for p in subdirs}
+    if labelled:
+        raise ValueError(
+            f"{what} folder '{r}' needs one sub-folder per class ({', '.join(classes)}) holding the images"
+        )
+    return {-1: dio.list_images(r)}
+
+
+def _load(files: list[tuple[int, Path]], spec: PreprocessSpec, what: str) -> np.ndarray:
+    out = np.empty((len(files), spec.channels, *spec.size), np.float32)
+    for i, (_, f) in enumerate(files):
+        try:
+            out[i] = preprocess(dio.read_image(f), spec)
+        except (TypeError, ValueError) as e:
+            # read_image's message already names the file; preprocess's does not.
+            msg = str(e) if str(f) in str(e) else f"'{f}': {e}"
+            raise ValueError(f"{what} image {msg} (every file there must be a readable radiograph)") from e
+    return out
+
+
+def load_calibration(spec: CalibrationSpec, pre: PreprocessSpec, classes: tuple[str, ...] | list[str]) -> ImageSet:
+    """Select and preprocess calibration images, stratified by class.
+
+    Each class contributes ``count / n_classes`` images (a class with fewer gives all it has and
+    the rest is filled from the others), chosen by a seeded shuffle.
+
+    Raises:
+        ValueError: missing folder, foreign class folders, an unreadable image, or fewer than
+            ``spec.min_count`` images.
+    """
+    cls = tuple(classes)
+    by_class = _scan(spec.root, cls, "calibration", labelled=False)
+    total = sum(len(v) for v in by_class.values())
+    if total < spec.min_count:
+        raise ValueError(
+            f"calibration folder '{spec.root}' holds {total} image(s); INT8 calibration needs at least "
+            f"{spec.min_count} ({', '.join(dio.IMAGE_SUFFIXES)})"
+        )
+    rng = np.random.default_rng(spec.seed)
+    pools = {k: [v[i] for i in rng.permutation(len(v))] for k, v in sorted(by_class.items())}
+    want = min(spec.count, total)
+    chosen: list[tuple[int, Path]] = []
+    # Round-robin over classes: stratified, and classes that run out leave room for the others.
+    pos = dict.fromkeys(pools, 0)
+    while len(chosen) < want:
+        for k, files in pools.items():
+            if pos[k] < len(files) and len(chosen) < want:
+                chosen.append((k, files[pos[k]]))
+                pos[k] += 1
+    chosen.sort(key=lambda kf: str(kf[1]))
+    images = _load(chosen, pre, "calibration")
+    log.info("calibration: %d images from %s", len(chosen), spec.root)
+    return ImageSet(
+        images,
+        np.array([k for k, _ in chosen], np.int64),
+        tuple(str(f) for _, f in chosen),
+        cls if -1 not in pools else (),
+        str(spec.root),
+    )
+
+
+def load_eval(root: str | os.PathLike[str], pre: PreprocessSpec, classes: tuple[str, ...] | list[str]) -> ImageSet:
+    """Every image of a labelled ``DIR/<class>/*`` folder, preprocessed (the accuracy gate's data).
+
+    Raises:
+        ValueError: missing folder, no class sub-folders, foreign classes, no images, unreadable image.
+    """
+    cls = tuple(classes)
+    by_class = _scan(root, cls, "eval", labelled=True)
+    files = [(k, f) for k, fs in sorted(by_class.items()) for f in fs]
+    if not files:
+        raise ValueError(f"eval folder '{root}' holds no images ({', '.join(dio.IMAGE_SUFFIXES)})")
+    images = _load(files, pre, "eval")
+    return ImageSet(images, np.array([k for k, _ in files], np.int64), tuple(str(f) for _, f in files), cls, str(root))
+
+
+def check_disjoint(calib: ImageSet, evaluation: ImageSet) -> None:
+    """The gate means nothing on images the ranges were fitted to.
+
+    Raises:
+        ValueError: the two sets share files.
+    """
+    shared = {os.path.realpath(p) for p in calib.paths} & {os.path.realpath(p) for p in evaluation.paths}
+    if shared:
+        raise ValueError(
+            f"--eval-data shares {len(shared)} image(s) with --calib-data (e.g. '{sorted(shared)[0]}'); "
+            "the accuracy gate needs images that calibration did not see"
+        )

@@ -1,0 +1,38 @@
+"""``omsf2 kernels check``: every backend on this machine against the reference, one line on bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from omsf2.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU report")
+def test_kernels_check_on_cpu_runs_triton_in_the_interpreter() -> None:
+    res = runner.invoke(app, ["kernels", "check", "--device", "cpu", "--iters", "3"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    rows = [ln for ln in res.output.splitlines() if ln.startswith("│")]
+    triton = [ln for ln in rows if "│ triton " in ln]
+    cuda = [ln for ln in rows if "│ cuda " in ln]
+    assert len(triton) == 3 and all("│ ok " in ln for ln in triton), res.output  # ran, in the interpreter
+    assert len(cuda) == 3 and all("unavailable" in ln for ln in cuda), res.output
+    assert "MISMATCH" not in res.output and "never timed" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--dtype", "fp8"], "invalid dtype(s) ['fp8']; choose from fp32, fp16, bf16"),
+        (["--backend", "tensorrt"], "invalid kernel backend 'tensorrt'; choose one of: triton, cuda, ref"),
+        (["--device", "tpu"], "invalid device 'tpu'; choose cpu or cuda[:index]"),
+    ],
+)
+def test_kernels_check_bad_input_is_one_line(args: list[str], needle: str) -> None:
+    res = runner.invoke(app, ["kernels", "check", *args])
+    assert res.exit_code == 1, res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.output
