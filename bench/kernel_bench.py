@@ -160,6 +160,34 @@ def _trt_rows(cases: list[Any], dtypes: list[str], iters: int, plugin_lib: Path 
     return rows
 
 
+def _direct_pool_rows(cases: list[Any], device: str, iters: int) -> list[dict[str, Any]]:
+    """Max pooling at each window directly (one F.max_pool2d per window): what the cascade replaced."""
+    import torch
+    import torch.nn.functional as F
+
+    from omsf2.kernels.check import DTYPES, percentile, time_fn
+
+    rows = []
+    dev = torch.device(device)
+    for case in cases:
+        if case.op != "multiscale_pool" or case.mode != "max":
+            continue
+        (x,) = case.inputs(DTYPES["fp32"], dev)
+
+        def direct(x: Any = x, ks: tuple[int, ...] = case.windows) -> Any:
+            return torch.cat([x, *(F.max_pool2d(x, k, 1, k // 2) for k in ks)], dim=1)
+
+        with torch.no_grad():
+            err = (direct() - case.reference((x,))).abs().max().item()
+            times = time_fn(direct, dev, iters=iters)
+        rows.append(
+            {"op": case.op, "case": case.label(), "backend": "direct pools (torch)", "dtype": "fp32",
+             "status": "ok", "max_abs_err": err, "median_ms": statistics.median(times),
+             "p90_ms": percentile(times, 0.9)}
+        )  # fmt: skip
+    return rows
+
+
 def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ref = {(r["case"], r["dtype"]): r["median_ms"] for r in rows if r["backend"] == "ref" and r.get("median_ms")}
     for r in rows:
@@ -209,11 +237,14 @@ def main() -> None:
             dataclasses.asdict(r)
             for r in check_kernels("cpu", backends=["ref"], cases=_model_shape_cases(1), iters=args.iters)
         ]
+        rows += _direct_pool_rows(_model_shape_cases(1), "cpu", args.iters)
         notes += [
             "CPU machine: only the PyTorch reference is timed (model shapes, batch 1, perf_counter).",
             "Triton rows ran in Triton's CPU interpreter (TRITON_INTERPRET=1): correctness only; its wall time "
             "measures the interpreter and is not reported.",
             "CUDA and TensorRT rows need a GPU; their status says why they did not run.",
+            "'direct pools (torch)' pools x once per window; the reference cascades max pools (9 = 5 then 5, "
+            "13 = 9 then 5), same values; 'x ref' below 1 means slower than the reference.",
         ]
         about = "CPU run: interpreter correctness on small odd shapes, and the reference's CPU time at model shapes."
     rows = _with_speedups(rows)

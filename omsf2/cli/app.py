@@ -21,7 +21,7 @@ from rich.table import Table
 from omsf2._version import __version__
 from omsf2.config import AugName, OptimizerName, ResizeMode, ScheduleName, UncertainPolicy
 from omsf2.export.quantize import CalibMethod, Quantizer
-from omsf2.export.targets import ExportFormat
+from omsf2.export.targets import EngineVia, ExportFormat
 
 app = typer.Typer(
     name="omsf2",
@@ -421,6 +421,12 @@ def export(
     quantizer: Annotated[Quantizer, typer.Option(help="ort (onnxruntime) or modelopt (own environment).")] = (
         Quantizer.ORT
     ),
+    via: Annotated[
+        EngineVia, typer.Option(help="Engines from the ONNX (TensorRT's parser) or torch-tensorrt (fp32/fp16).")
+    ] = EngineVia.ONNX,
+    plugin_lib: Annotated[
+        Path | None, typer.Option(help="libomsf2_plugins.so for engines built with --plugins.")
+    ] = None,
 ) -> None:
     """Export a checkpoint: ONNX, INT8 Q/DQ ONNX (calibrated, accuracy-gated), TensorRT engines."""
     from omsf2.export.targets import ExportSpec, run_export
@@ -440,6 +446,8 @@ def export(
         opset=opset,
         plugins=plugins,
         quantizer=quantizer,
+        via=via,
+        plugin_library=None if plugin_lib is None else str(plugin_lib),
     )
     res = run_export(spec, lambda s: console.print(f"[bold]>[/] {s}"))
     _print_export(res.report)

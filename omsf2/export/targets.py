@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 REPORT = "report.json"
 
 
+class EngineVia(str, enum.Enum):
+    """What ``--via`` selects: how an engine is built."""
+
+    ONNX = "onnx"  # TensorRT's ONNX parser on the exported (Q/DQ) ONNX: every precision
+    TORCH_TENSORRT = "torch-tensorrt"  # Torch-TensorRT's dynamo path from the checkpoint: fp32 / fp16
+
+
 class ExportFormat(str, enum.Enum):
     """What ``--format`` selects."""
 
@@ -145,12 +152,27 @@ class ExportSpec:
     plugins: bool = False
     quantizer: Quantizer = Quantizer.ORT
     min_calib: int = MIN_CALIB_IMAGES
+    via: EngineVia = EngineVia.ONNX
+    plugin_library: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "format", parse_enum(ExportFormat, self.format, "format"))
         object.__setattr__(self, "calib_method", parse_enum(CalibMethod, self.calib_method, "calibration method"))
         object.__setattr__(self, "quantizer", parse_enum(Quantizer, self.quantizer, "quantizer"))
         object.__setattr__(self, "batch", parse_batch(self.batch))
+        object.__setattr__(self, "via", parse_enum(EngineVia, self.via, "--via"))
+        engines = self.format is not ExportFormat.ONNX
+        if self.via is EngineVia.TORCH_TENSORRT and engines and self.int8:
+            raise ValueError(
+                "--via torch-tensorrt builds fp32 / fp16 engines; INT8 engines come from the Q/DQ ONNX (--via onnx)"
+            )
+        if self.plugins and engines and not self.plugin_library:
+            raise ValueError(
+                "--plugins with an engine format needs --plugin-lib PATH/libomsf2_plugins.so "
+                "(built with CMake on the target: omsf2/kernels/cuda/README.md)"
+            )
+        if self.plugin_library and not Path(self.plugin_library).is_file():
+            raise ValueError(f"--plugin-lib {self.plugin_library}: no such file")
         if self.int8 and not self.calib_data:
             raise ValueError("--int8 needs --calib-data DIR (images, ideally DIR/<class>/*) to calibrate on")
         if self.int8 and not self.eval_data:
@@ -195,11 +217,15 @@ def _engine_hint(spec: ExportSpec, targets: list[Target], reason: str) -> str:
         )
     )
     onnx_name = "model.int8.onnx" if int8 else "model.onnx"
-    flags = " --stronglyTyped" if int8 else (" --fp16" if spec.fp16 else "")
+    # Strongly typed builds take precision from the graph (TensorRT 11 has no --fp16/--int8 flags):
+    # an FP16 engine needs the FP16 ONNX that omsf2 export writes, so trtexec is offered for the others.
+    trtexec = (
+        "" if spec.fp16 and not int8 else f" or 'trtexec --onnx={onnx_name} --stronglyTyped --saveEngine=model.engine'"
+    )
     return (
         f"cannot build TensorRT engines here: {reason}. {have}. On the target GPU run "
         f"'omsf2 export {spec.checkpoint} --format engine{' --int8' if int8 else ''}{' --fp16' if spec.fp16 else ''} "
-        f"...' or 'trtexec --onnx={onnx_name}{flags} --saveEngine=model.engine'"
+        f"...'{trtexec}"
     )
 
 
@@ -331,12 +357,26 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
             assert t.source is not None
             stage(f"building {t.filename} (TensorRT, {t.precision})")
             te = time.perf_counter()
-            produced[t.name] = build_engine(
-                produced[t.source],
-                EngineSpec(batch=spec.batch, precision=t.precision),
-                stage_dir / t.filename,
-                onnx_report=report,
+            engine_spec = EngineSpec(
+                batch=spec.batch,
+                precision=t.precision,
+                plugin_library=Path(spec.plugin_library) if spec.plugin_library else None,
             )
+            if spec.via is EngineVia.TORCH_TENSORRT:
+                from omsf2.export.tensorrt import build_engine_torch_tensorrt
+
+                produced[t.name] = build_engine_torch_tensorrt(
+                    Path(spec.checkpoint), engine_spec, stage_dir / t.filename
+                )
+            else:
+                source = produced[t.source]
+                if t.precision == "fp16":
+                    # Strongly typed networks take precision from the graph: an FP16 engine needs
+                    # an FP16 ONNX (inputs and outputs stay float32).
+                    from omsf2.export.tensorrt import to_fp16_onnx
+
+                    source = to_fp16_onnx(source, stage_dir / "model.fp16.onnx")
+                produced[t.name] = build_engine(source, engine_spec, stage_dir / t.filename, onnx_report=report)
             timings[f"{t.name}_s"] = time.perf_counter() - te
         final: dict[str, Path] = {}
         for name, path in produced.items():

@@ -26,7 +26,8 @@ def _check_windows(windows: Sequence[int]) -> tuple[int, ...]:
 def multiscale_pool_ref(x: Tensor, windows: Sequence[int] = (5, 9, 13), mode: str = "max") -> Tensor:
     """Dense multi-scale pooling: ``x`` concatenated with its same-size poolings.
 
-    Each window ``k`` pools with stride 1 and padding ``k // 2``, so every output keeps (H, W).
+    Each window ``k`` pools with stride 1 and padding ``k // 2``, so every output keeps (H, W). Max
+    pools are computed as a cascade of smaller ones, which gives identical values.
     ``"max"`` ignores the padding (it is -inf); ``"avg"`` averages over the valid elements only
     (``count_include_pad=False``), so borders are not darkened.
 
@@ -45,13 +46,20 @@ def multiscale_pool_ref(x: Tensor, windows: Sequence[int] = (5, 9, 13), mode: st
     if mode not in POOL_MODES:
         raise ValueError(f"invalid pooling mode {mode!r}; choose one of {POOL_MODES}")
     ks = _check_windows(windows)
-    outs = [x]
-    for k in ks:
-        if mode == "max":
-            outs.append(F.max_pool2d(x, kernel_size=k, stride=1, padding=k // 2))
-        else:
-            outs.append(F.avg_pool2d(x, kernel_size=k, stride=1, padding=k // 2, count_include_pad=False))
-    return torch.cat(outs, dim=1)
+    if mode == "avg":
+        pools = [F.avg_pool2d(x, kernel_size=k, stride=1, padding=k // 2, count_include_pad=False) for k in ks]
+        return torch.cat([x, *pools], dim=1)
+    # Max pools cascade exactly (SPPF): with -inf padding, pool_a(pool_b(x)) == pool_{a+b-1}(x), so
+    # each window is the previous one pooled by the difference + 1 (9 = 5 then 5, 13 = 9 then 5).
+    # Same values as pooling x at each size, 2.7-3x faster on CPU (bench/results), and the same
+    # chain of small MaxPools in the ONNX graph.
+    by_size: dict[int, Tensor] = {1: x}
+    prev = 1
+    for k in sorted(set(ks)):
+        step = k - prev + 1
+        by_size[k] = by_size[prev] if step == 1 else F.max_pool2d(by_size[prev], step, stride=1, padding=step // 2)
+        prev = k
+    return torch.cat([x, *(by_size[k] for k in ks)], dim=1)
 
 
 def scale_fuse_ref(l: Tensor, a: Tensor, l_up: Tensor, a_up: Tensor) -> Tensor:  # noqa: E741

@@ -87,3 +87,10 @@ def test_scale_fuse_rejects_mismatched_shapes() -> None:
         scale_fuse_ref(l, torch.rand(1, 1, 8, 8), torch.randn(1, 3, 4, 4), torch.rand(1, 1, 3, 4))
     with pytest.raises(TypeError, match="dtype"):
         scale_fuse_ref(l, torch.rand(1, 1, 8, 8).double(), torch.randn(1, 3, 4, 4), torch.rand(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("windows", [(5, 9, 13), (13, 5, 9), (3, 7), (1, 5), (9, 9, 3), (15,)])
+def test_max_cascade_equals_direct_pooling(windows: tuple[int, ...]) -> None:
+    x = torch.randn(2, 3, 11, 7)
+    direct = torch.cat([x, *(torch.nn.functional.max_pool2d(x, k, 1, k // 2) for k in windows)], dim=1)
+    assert torch.equal(multiscale_pool_ref(x, windows, "max"), direct)
