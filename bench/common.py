@@ -57,8 +57,6 @@ def summarize() -> Path:
         lines += [f"Machine: {r['machine']}; {r['date']}.", ""]
         lines += ["| command | wall time |", "|---|---:|"]
         lines += [f"| `{s['command']}` | {s['wall_s']:.0f} s |" for s in r["steps"]]
-        lines += ["", "| split | n | accuracy | macro-F1 | QWK | macro-AUC | per-class recall |"]
-        lines += ["|---|---:|---:|---:|---:|---:|---|"]
         m = r["metrics"]
         splits = []
         if "summary" in m:
@@ -67,12 +65,29 @@ def summarize() -> Path:
             splits = [("val, best.pt (selected on val: optimistic)", m["eval_val"])]
         if "eval_val_last" in m:
             splits.append(("val, last.pt (no selection)", m["eval_val_last"]))
+        if splits:
+            lines += ["", "| split | n | accuracy | macro-F1 | QWK | macro-AUC | per-class recall |"]
+            lines += ["|---|---:|---:|---:|---:|---:|---|"]
         for label, s in splits:
             rec = ", ".join(f"{k} {v:.2f}" for k, v in s["per_class_recall"].items())
             lines.append(
                 f"| {label} | {s['n']} | {_fmt(s['accuracy'])} | {_fmt(s['macro_f1'])} | {_fmt(s['qwk'])} "
                 f"| {_fmt(s['macro_auc'])} | {rec} |"
             )
+        exp = m.get("summary", {}).get("export") or m.get("export")
+        if exp:
+            par = exp["onnx_parity"]
+            lines += ["", f"Export: ONNX vs PyTorch top-1 agreement {par['top1_agreement']:.1%} on {par['n']} images "
+                      f"(max logits error {par['max_abs_err']:.1e}).", ""]  # fmt: skip
+            lines += ["| INT8 flavour | method | calib | eval n | FP32 acc | INT8 acc | drop (pts) | top-1 agreement |"]
+            lines += ["|---|---|---:|---:|---:|---:|---:|---:|"]
+            for key in ("int8", "int8_cpu"):
+                if q := exp.get(key):
+                    lines.append(
+                        f"| {q['file']} | {q['method']} | {q['calib_count']} | {q['eval_count']} "
+                        f"| {q['fp32_accuracy']:.4f} | {q['int8_accuracy']:.4f} | {q['accuracy_drop']:.2f} "
+                        f"| {q['top1_agreement']:.1%} |"
+                    )
         lines.append("")
     for path in sorted(RESULTS.glob("kernels-*.json")):
         lines += _kernel_section(path)

@@ -47,6 +47,24 @@ SCENARIOS: dict[str, dict] = {
             "eval_val_last": "runs/bench-cxr/eval-val-last.json",
         },
     },
+    "cxr-export": {
+        "about": "omsf2 export --int8 of the cxr-real scenario's best.pt: calibrated on its train split, gated on val",
+        "commands": [
+            [
+                OMSF2,
+                "export",
+                "runs/bench-cxr/best.pt",
+                "--int8",
+                "--calib-data",
+                str(CXR / "train"),
+                "--eval-data",
+                str(CXR / "val"),
+                "--out",
+                "runs/bench-cxr-export",
+            ],
+        ],
+        "metrics": {"export": "runs/bench-cxr-export/report.json"},
+    },
 }
 
 

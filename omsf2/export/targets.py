@@ -276,7 +276,8 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
     if spec.int8:
         from omsf2.export.calibration import CalibrationSpec, check_disjoint, load_calibration, load_eval
 
-        assert spec.calib_data is not None and spec.eval_data is not None  # checked in ExportSpec
+        if spec.calib_data is None or spec.eval_data is None:  # ExportSpec checks this too
+            raise ValueError("--int8 needs --calib-data DIR and --eval-data DIR")
         log.info("reading calibration images from %s", spec.calib_data)
         calib = load_calibration(
             CalibrationSpec(spec.calib_data, spec.calib_count, min_count=spec.min_calib), pre, classes
@@ -317,7 +318,8 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
         if spec.int8:
             from omsf2.export.quantize import QuantizeSpec, quantize_int8
 
-            assert calib is not None and evaluation is not None
+            if calib is None or evaluation is None:
+                raise ValueError("--int8 needs calibration and evaluation images")
             flavours = tuple(t.flavour for t in targets if t.flavour)
             stage(f"INT8: calibrating on {len(calib)} images ({spec.calib_method.value}), gating on {len(evaluation)}")
             q = quantize_int8(
@@ -354,7 +356,8 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
                 continue
             from omsf2.export.tensorrt import EngineSpec, build_engine
 
-            assert t.source is not None
+            if t.source is None:
+                raise ValueError(f"engine target {t.name} names no ONNX to build from")
             stage(f"building {t.filename} (TensorRT, {t.precision})")
             te = time.perf_counter()
             engine_spec = EngineSpec(

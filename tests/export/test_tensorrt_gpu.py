@@ -22,20 +22,13 @@ H = W = 64
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory) -> dict[str, Path]:
+def graphs(tiny_ckpt, tmp_path_factory) -> dict[str, Path]:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from omsf2 import create_model
-    from omsf2.config import PreprocessSpec
     from omsf2.export.onnx import OnnxExportSpec, export_onnx
-    from omsf2.models.checkpoint import save_checkpoint
 
     d = tmp_path_factory.mktemp("trt_gpu")
-    model = create_model("omsf2_tiny", img_size=H, num_classes=4).eval()
-    payload = {"model_config": model.cfg.to_dict(), "classes": list("abcd"), "task": "multiclass",
-               "preprocess": PreprocessSpec(size=(H, W)).to_dict(), "model": model.state_dict()}  # fmt: skip
-    save_checkpoint(d / "c.pt", payload)
-    export_onnx(OnnxExportSpec(checkpoint=str(d / "c.pt"), out=str(d / "model.onnx")))
+    export_onnx(OnnxExportSpec(checkpoint=str(tiny_ckpt), out=str(d / "model.onnx")))
     rng = np.random.default_rng(0)
 
     class Reader(CalibrationDataReader):
@@ -56,7 +49,7 @@ def graphs(tmp_path_factory) -> dict[str, Path]:
         )  # fmt: skip
     finally:
         root.setLevel(level)
-    return {"ckpt": d / "c.pt", "fp32": d / "model.onnx", "int8": d / "model.int8.onnx", "dir": d}
+    return {"ckpt": tiny_ckpt, "fp32": d / "model.onnx", "int8": d / "model.int8.onnx", "dir": d}
 
 
 def _inputs(n: int = 8) -> np.ndarray:

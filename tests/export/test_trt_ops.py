@@ -25,21 +25,14 @@ TRT = ["10.3", "11"]
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> dict[str, Path]:
+def exported(tiny_ckpt, tmp_path_factory) -> dict[str, Path]:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from omsf2 import create_model
-    from omsf2.config import PreprocessSpec
     from omsf2.export.onnx import OnnxExportSpec, export_onnx
-    from omsf2.models.checkpoint import save_checkpoint
 
     d = tmp_path_factory.mktemp("trt_ops")
-    model = create_model("omsf2_tiny", img_size=64, num_classes=4).eval()
-    payload = {"model_config": model.cfg.to_dict(), "classes": list("abcd"), "task": "multiclass",
-               "preprocess": PreprocessSpec(size=(64, 64)).to_dict(), "model": model.state_dict()}  # fmt: skip
-    save_checkpoint(d / "c.pt", payload)
-    export_onnx(OnnxExportSpec(checkpoint=str(d / "c.pt"), out=str(d / "model.onnx")))
-    export_onnx(OnnxExportSpec(checkpoint=str(d / "c.pt"), out=str(d / "model.plugins.onnx"), plugins=True))
+    export_onnx(OnnxExportSpec(checkpoint=str(tiny_ckpt), out=str(d / "model.onnx")))
+    export_onnx(OnnxExportSpec(checkpoint=str(tiny_ckpt), out=str(d / "model.plugins.onnx"), plugins=True))
 
     rng = np.random.default_rng(0)
 

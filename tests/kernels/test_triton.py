@@ -209,7 +209,7 @@ def test_scale_fuse_rejects() -> None:
         scale_fuse_triton(l, a, l_up, a_up[:, :, :3])
     with pytest.raises(ValueError, match="empty map"):
         scale_fuse_triton(l, a, l_up[:, :, :0], a_up[:, :, :0])
-    with pytest.raises(TypeError, match="one dtype"):
+    with pytest.raises(TypeError, match="one floating dtype"):
         scale_fuse_triton(l, a.half(), l_up, a_up)
     with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
         scale_fuse_triton(*(t.double() for t in (l, a, l_up, a_up)))

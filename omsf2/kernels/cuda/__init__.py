@@ -23,6 +23,8 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from omsf2.kernels.reference import check_scale_fuse_args
+
 __all__ = [
     "SUPPORTED_DTYPES",
     "CudaExtensionError",
@@ -248,19 +250,4 @@ def check_scale_fuse_shapes(l: Tensor, a: Tensor, l_up: Tensor, a_up: Tensor) ->
         TypeError: the four dtypes differ or are not floating point.
         ValueError: shapes or devices disagree, or the coarse level is empty while the output is not.
     """
-    if any(t.dim() != 4 for t in (l, a, l_up, a_up)):
-        raise ValueError("scale_fuse expects four 4-D tensors (N, C, H, W)")
-    n, c, h, w = l.shape
-    if tuple(a.shape) != (n, 1, h, w):
-        raise ValueError(f"scale_fuse: a must have shape {(n, 1, h, w)}, got {tuple(a.shape)}")
-    if l_up.shape[0] != n or l_up.shape[1] != c:
-        raise ValueError(f"scale_fuse: l_up must have shape ({n}, {c}, h, w), got {tuple(l_up.shape)}")
-    if tuple(a_up.shape) != (n, 1, *l_up.shape[2:]):
-        raise ValueError(f"scale_fuse: a_up must have shape {(n, 1, *l_up.shape[2:])}, got {tuple(a_up.shape)}")
-    dtypes = {l.dtype, a.dtype, l_up.dtype, a_up.dtype}
-    if len(dtypes) != 1 or not l.is_floating_point():
-        raise TypeError(f"scale_fuse expects four tensors of one floating dtype, got {sorted(map(str, dtypes))}")
-    if len({t.device for t in (l, a, l_up, a_up)}) != 1:
-        raise ValueError("scale_fuse expects all four tensors on one device")
-    if l.numel() > 0 and l_up.numel() == 0:
-        raise ValueError("scale_fuse: l_up must be non-empty when l is not (nothing to upsample from)")
+    check_scale_fuse_args(l, a, l_up, a_up)

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from omsf2.kernels.reference import check_scale_fuse_args
+
 __all__ = [
     "KERNELS",
     "SUPPORTED_DTYPES",
@@ -196,27 +198,8 @@ def scale_fuse_triton(l: Tensor, a: Tensor, l_up: Tensor, a_up: Tensor) -> Tenso
         TypeError: dtypes that differ or are not float32/float16/bfloat16.
         RuntimeError: Triton is not installed.
     """
-    if l.dim() != 4 or a.dim() != 4 or l_up.dim() != 4 or a_up.dim() != 4:
-        raise ValueError(
-            "scale_fuse expects four 4-D tensors (N, C, H, W), got shapes "
-            f"{[tuple(t.shape) for t in (l, a, l_up, a_up)]}"
-        )
-    n, c, h, w = l.shape
-    if tuple(a.shape) != (n, 1, h, w):
-        raise ValueError(f"scale_fuse: a must have shape {(n, 1, h, w)}, got {tuple(a.shape)}")
-    if l_up.shape[0] != n or l_up.shape[1] != c:
-        raise ValueError(f"scale_fuse: l_up must have shape ({n}, {c}, h, w), got {tuple(l_up.shape)}")
-    if tuple(a_up.shape) != (n, 1, *l_up.shape[2:]):
-        raise ValueError(f"scale_fuse: a_up must have shape {(n, 1, *l_up.shape[2:])}, got {tuple(a_up.shape)}")
-    if h * w > 0 and l_up.shape[2] * l_up.shape[3] == 0:
-        raise ValueError(f"scale_fuse: cannot upsample an empty map {tuple(l_up.shape[2:])} to {(h, w)}")
-    dtypes = {t.dtype for t in (l, a, l_up, a_up)}
-    if len(dtypes) != 1:
-        raise TypeError(f"scale_fuse expects four tensors of one dtype, got {sorted(map(str, dtypes))}")
+    check_scale_fuse_args(l, a, l_up, a_up)
     _check_float("scale_fuse", l)
-    devices = {t.device for t in (l, a, l_up, a_up)}
-    if len(devices) != 1:
-        raise ValueError(f"scale_fuse expects four tensors on one device, got {sorted(map(str, devices))}")
     _check_device("scale_fuse", l.device)
     fuse = importlib.import_module(_FUSE)
     return fuse.scale_fuse(l.contiguous(), a.contiguous(), l_up.contiguous(), a_up.contiguous())
