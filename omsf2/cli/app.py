@@ -310,7 +310,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes for data generation and loading.")] = 2,
 ) -> None:
-    """End-to-end on the embedded phantoms: generate, train omsf2_tiny, evaluate on val and test."""
+    """End-to-end on the embedded phantoms: generate, train omsf2_tiny, evaluate on val and test, export."""
     from rich.progress import Progress
 
     from omsf2.cli.progress import RichReporter
