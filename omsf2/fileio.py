@@ -8,6 +8,7 @@ temporary is removed and the target is left as it was.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -60,3 +61,12 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
         p.write_text(text)
 
     return atomic_write(path, _write)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

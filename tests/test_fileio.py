@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,13 @@ def test_unwritable_destination_is_a_clear_error(tmp_path) -> None:
     blocker.write_text("x")
     with pytest.raises(ValueError, match="cannot write"):
         write_json(blocker / "sub" / "m.json", {})
+
+
+def test_sha256_file_matches_hashlib_across_block_boundaries(tmp_path: Path) -> None:
+    import hashlib
+
+    from omsf2.fileio import sha256_file
+
+    data = bytes(range(256)) * 5000  # 1.28 MB: more than one 1 MiB block
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()

@@ -22,7 +22,6 @@ Compatibility rule (``compatibility_error``):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,15 +33,6 @@ from omsf2.fileio import write_json
 FORMAT = "omsf2-engine-manifest"
 FORMAT_VERSION = 1
 AMPERE = (8, 0)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def manifest_path(engine_path: str | os.PathLike[str]) -> Path:

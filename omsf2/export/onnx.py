@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from omsf2._version import __version__
+from omsf2.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,6 @@ class OnnxExportResult:
     parity: dict[str, Any]
     nodes: int
     timings: dict[str, float]
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ort_session(model: Any, threads: int = 0) -> Any:

@@ -247,8 +247,8 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
         ValueError: bad input (checkpoint, data, output folder, options), no GPU for engine
             targets, a parity or accuracy-gate failure; nothing is left in OUT then.
     """
-    from omsf2.export.onnx import OnnxExportSpec, export_onnx, sha256_file
-    from omsf2.fileio import write_json
+    from omsf2.export.onnx import OnnxExportSpec, export_onnx
+    from omsf2.fileio import sha256_file, write_json
     from omsf2.models.checkpoint import checkpoint_info, load_checkpoint
 
     def stage(msg: str) -> None:

@@ -43,7 +43,7 @@ from typing import Any
 
 from omsf2._version import __version__
 from omsf2.export import trt_runtime
-from omsf2.export.manifest import AMPERE, EngineManifest, TensorInfo, manifest_path, sha256_file
+from omsf2.export.manifest import AMPERE, EngineManifest, TensorInfo, manifest_path
 from omsf2.export.trt_runtime import (
     LoadedEngine,
     TensorRTError,
@@ -52,7 +52,7 @@ from omsf2.export.trt_runtime import (
     tensorrt_unavailable_reason,
     trt_major_minor,
 )
-from omsf2.fileio import atomic_path
+from omsf2.fileio import atomic_path, sha256_file
 
 __all__ = [
     "PRECISIONS",

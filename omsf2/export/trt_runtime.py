@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from omsf2.export.manifest import EngineManifest, compatibility_error, manifest_path, read_manifest, sha256_file
+from omsf2.export.manifest import EngineManifest, compatibility_error, manifest_path, read_manifest
+from omsf2.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
