@@ -127,7 +127,7 @@ def _trt_rows(cases: list[Any], dtypes: list[str], iters: int, plugin_lib: Path 
                         names = [f"in{i}" for i in range(len(inputs))]
                         kwargs: dict[str, Any] = {"input_names": names, "output_names": ["out"]}
                         if plugins:
-                            from omsf2.export.plugins import plugin_ops, translation_table
+                            from omsf2.export.custom_ops import plugin_ops, translation_table
 
                             ctx: Any = plugin_ops()
                             kwargs["custom_translation_table"] = translation_table()

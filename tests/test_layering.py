@@ -14,7 +14,21 @@ PKG = Path(__file__).resolve().parents[1] / "omsf2"
 # module prefix -> omsf2 subpackages it must not import
 FORBIDDEN = {
     "omsf2.kernels": ("omsf2.models", "omsf2.data", "omsf2.train", "omsf2.cli", "omsf2.evaluate", "omsf2.export"),
-    "omsf2.export": ("omsf2.train", "omsf2.cli", "omsf2.evaluate", "omsf2.bench", "omsf2.runtime"),
+    "omsf2.export": ("omsf2.train", "omsf2.cli", "omsf2.evaluate", "omsf2.bench"),
+    # the torch-free runtime: never torch, never export (export uses runtime, not the reverse)
+    "omsf2.runtime": (
+        "torch",
+        "omsf2.export",
+        "omsf2.models",
+        "omsf2.kernels",
+        "omsf2.train",
+        "omsf2.cli",
+        "omsf2.evaluate",
+        "omsf2.bench",
+        "omsf2.data.datasets",
+        "omsf2.data.loader",
+    ),
+    "omsf2.op_contract": ("torch", "numpy", "omsf2.models", "omsf2.kernels", "omsf2.export", "omsf2.runtime"),
     "omsf2.models": ("omsf2.data", "omsf2.train", "omsf2.cli", "omsf2.evaluate"),
     "omsf2.data": ("omsf2.models", "omsf2.train", "omsf2.cli", "omsf2.evaluate", "omsf2.kernels"),
     "omsf2.metrics": ("omsf2.models", "omsf2.data", "omsf2.train", "omsf2.cli", "torch"),
@@ -70,8 +84,10 @@ def test_import_rules(name: str, path: Path) -> None:
 
 def test_import_omsf2_is_light() -> None:
     code = (
-        "import sys, omsf2, omsf2.data.io, omsf2.data.preprocess, omsf2.data.synthetic, omsf2.metrics, omsf2.config;"
-        "bad = [m for m in ('torch', 'triton', 'onnx', 'onnxruntime', 'tensorrt') if m in sys.modules];"
+        "import sys, omsf2, omsf2.data.io, omsf2.data.preprocess, omsf2.data.synthetic, omsf2.metrics, omsf2.config,"
+        " omsf2.runtime, omsf2.runtime.bundle, omsf2.runtime.predictor, omsf2.runtime.sessions, omsf2.op_contract;"
+        "bad = [m for m in ('torch', 'triton', 'onnx', 'onnxruntime', 'tensorrt', 'openvino', 'matplotlib')"
+        " if m in sys.modules];"
         "assert not bad, bad; print(omsf2.__version__)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

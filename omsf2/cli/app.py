@@ -19,6 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from omsf2._version import __version__
+from omsf2.cli.bundle import bundle_cmd
+from omsf2.cli.predict import predict_cmd
 from omsf2.config import AugName, OptimizerName, ResizeMode, ScheduleName, UncertainPolicy
 from omsf2.export.quantize import CalibMethod, Quantizer
 from omsf2.export.targets import EngineVia, ExportFormat
@@ -481,6 +483,10 @@ def info() -> None:
     for k, v in environment().items():
         table.add_row(k, str(v))
     console.print(table)
+
+
+app.command("predict")(cli_errors(predict_cmd))
+app.command("bundle")(cli_errors(bundle_cmd))
 
 
 def main() -> None:

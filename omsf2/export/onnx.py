@@ -3,7 +3,7 @@
 The graph is traced by torch's dynamo exporter (``torch.onnx.export(dynamo=True)``, which needs
 ``onnxscript``), on CPU, in eval mode, with the reference kernels forced
 (``omsf2.kernels.use_backend("ref")``) or, with ``plugins``, the fused ops as ``omsf2`` custom
-ops (:mod:`omsf2.export.plugins`). The batch axis is dynamic; H and W are fixed by the
+ops (:mod:`omsf2.export.custom_ops`). The batch axis is dynamic; H and W are fixed by the
 checkpoint's preprocessing, which every consumer applies anyway.
 
 Why dynamo and opset 19 by default: the TorchScript exporter is deprecated; the dynamo exporter
@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,11 +35,10 @@ import numpy as np
 
 from omsf2._version import __version__
 from omsf2.fileio import sha256_file
+from omsf2.runtime.sessions import INPUT_NAME, OUTPUT_NAMES, ort_session, run_session
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("logits", "heatmap")
 DEFAULT_OPSET = 19
 OPSETS = range(19, 24)  # what the dynamo exporter writes and the TensorRT 10.x/11.x parsers read
 MAX_BATCH = 4096
@@ -91,35 +89,6 @@ class OnnxExportResult:
     timings: dict[str, float]
 
 
-def ort_session(model: Any, threads: int = 0) -> Any:
-    """An onnxruntime CPU session for a ModelProto or path (``omsf2`` custom ops expanded)."""
-    import onnx
-    import onnxruntime as ort
-
-    from omsf2.export.plugins import expand_plugins, has_plugins
-
-    proto = onnx.load(str(model)) if isinstance(model, str | os.PathLike) else model
-    if has_plugins(proto):
-        proto = expand_plugins(proto)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime's own exception types derive from Exception only
-        raise RuntimeError(f"onnxruntime cannot load the graph: {' '.join(str(e).split())[:300]}") from e
-
-
-def run_session(session: Any, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, heatmap) of an ONNX session over ``images`` in batches."""
-    logits, heat = [], []
-    for i in range(0, len(images), batch):
-        lo, hm = session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images[i : i + batch])})
-        logits.append(lo)
-        heat.append(hm)
-    return np.concatenate(logits), np.concatenate(heat)
-
-
 def parity(ref: np.ndarray, got: np.ndarray, atol: float) -> dict[str, Any]:
     """Max |logits| error and top-1 agreement; a flip is tolerated only where torch's top-2 margin < 2 * atol."""
     err = np.abs(ref.astype(np.float64) - got)
@@ -168,7 +137,7 @@ def export_onnx(spec: OnnxExportSpec) -> OnnxExportResult:
     import onnx
     import torch
 
-    from omsf2.export import plugins
+    from omsf2.export import custom_ops as plugins
     from omsf2.fileio import atomic_path
     from omsf2.kernels import use_backend
     from omsf2.models.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
@@ -202,7 +171,7 @@ def export_onnx(spec: OnnxExportSpec) -> OnnxExportResult:
     if spec.plugins and not plugins.has_plugins(proto):
         raise RuntimeError(
             "--plugins: the exported graph holds no omsf2 custom ops; the model no longer calls "
-            "omsf2.kernels.multiscale_pool/scale_fuse (export/plugins.py needs its hook updated)"
+            "omsf2.kernels.multiscale_pool/scale_fuse (export/custom_ops.py needs its hook updated)"
         )
     meta = {
         META_CLASSES: json.dumps(classes),

@@ -363,8 +363,8 @@ def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
     import onnx
     from onnxruntime.quantization.calibrate import save_tensors_data
 
+    from omsf2.export.custom_ops import expand_plugins, has_plugins
     from omsf2.export.onnx import ort_session, run_session
-    from omsf2.export.plugins import expand_plugins, has_plugins
 
     if spec.quantizer is Quantizer.MODELOPT and (reason := modelopt_unavailable_reason()):
         raise ValueError(reason)

@@ -1,7 +1,7 @@
 """Strongly typed TensorRT engines from the (Q/DQ, FP16 or FP32) ONNX, with a manifest beside each.
 
 Builds: :func:`build_engine` (TensorRT's ONNX parser), :func:`build_engine_torch_tensorrt` (Torch-TensorRT's
-dynamo path). :func:`load_engine` / :func:`run_engine` live in :mod:`omsf2.export.trt_runtime` (re-exported).
+dynamo path). :func:`load_engine` / :func:`run_engine` live in :mod:`omsf2.runtime.tensorrt_engine` (re-exported).
 
 Precision comes from the graph, never from builder flags: the network is created strongly typed,
 so an ``int8`` engine is built from the Q/DQ ONNX (``model.int8.onnx``: explicit quantization),
@@ -42,17 +42,19 @@ from pathlib import Path
 from typing import Any
 
 from omsf2._version import __version__
-from omsf2.export import trt_runtime
-from omsf2.export.manifest import AMPERE, EngineManifest, TensorInfo, manifest_path
-from omsf2.export.trt_runtime import (
+from omsf2.fileio import atomic_path, sha256_file
+from omsf2.runtime.engine_manifest import AMPERE, EngineManifest, TensorInfo, manifest_path, parse_trt_version
+from omsf2.runtime.tensorrt_engine import (
     LoadedEngine,
     TensorRTError,
+    import_trt,
     load_engine,
+    make_logger,
+    np_dtype,
+    require_gpu,
     run_engine,
     tensorrt_unavailable_reason,
-    trt_major_minor,
 )
-from omsf2.fileio import atomic_path, sha256_file
 
 __all__ = [
     "PRECISIONS",
@@ -65,7 +67,6 @@ __all__ = [
     "run_engine",
     "tensorrt_unavailable_reason",
     "to_fp16_onnx",
-    "trt_major_minor",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def inspect_onnx(path: Path, input_name: str = INPUT_NAME) -> OnnxFacts:
     """
     import onnx
 
-    from omsf2.export import trt_ops
+    from omsf2.export import parser_support
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -198,21 +199,20 @@ def inspect_onnx(path: Path, input_name: str = INPUT_NAME) -> OnnxFacts:
     if len(dims) != 4:
         raise ValueError(f"ONNX '{path}' input {input_name!r} has rank {len(dims)}; expected 4 (N, C, H, W)")
     image_dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-    nodes = list(trt_ops.iter_nodes(model))
-    qdq_nodes = [n for n in nodes if n.op_type in trt_ops.QDQ_OPS and n.domain in ("", "ai.onnx")]
+    nodes = list(parser_support.iter_nodes(model))
+    qdq_nodes = [n for n in nodes if n.op_type in parser_support.QDQ_OPS and n.domain in ("", "ai.onnx")]
     fp16 = onnx.TensorProto.FLOAT16
     has_fp16 = any(t.data_type == fp16 for t in model.graph.initializer) or any(
         v.type.tensor_type.elem_type == fp16 for v in (*model.graph.input, *model.graph.output, *model.graph.value_info)
     )
-    qinits = trt_ops._initializers(model)
-    problems = sorted({p for n in qdq_nodes if (p := trt_ops._qdq_problem(n, qinits))})
+    problems = parser_support.qdq_problems(model)
     return OnnxFacts(
         inputs=inputs,
         image_dims=image_dims,
         has_qdq=bool(qdq_nodes),
         has_fp16=has_fp16,
         qdq_problems=tuple(problems),
-        custom_ops=frozenset(n.op_type for n in nodes if n.domain == trt_ops.OMSF2_DOMAIN),
+        custom_ops=frozenset(n.op_type for n in nodes if n.domain == parser_support.OMSF2_DOMAIN),
         metadata={p.key: p.value for p in model.metadata_props if p.key.startswith("omsf2.")},
     )
 
@@ -321,7 +321,7 @@ def _parse_errors(parser: Any) -> str:
 
 def dla_supported(version: str) -> bool:
     """Whether a TensorRT release builds for DLA (10.x up to 10.7, and 11.4.1+), per NVIDIA's DLA docs."""
-    v = tuple(int("".join(c for c in p if c.isdigit()) or 0) for p in [*str(version).split("."), "0", "0"][:3])
+    v = parse_trt_version(version)
     return (8, 0, 0) <= v < (10, 8, 0) or v >= (11, 4, 1)
 
 
@@ -431,12 +431,12 @@ def build_engine(
     facts = inspect_onnx(onnx_path, spec.input_name)
     c, h, w = check_onnx_for_spec(onnx_path, spec, facts)
 
-    trt = trt_runtime._import_trt()
-    major, _ = trt_major_minor(trt.__version__)
+    trt = import_trt()
+    major, _, _ = parse_trt_version(trt.__version__)
     if major < 10:
         raise TensorRTError(f"omsf2 builds with TensorRT 10.x or 11.x; found {trt.__version__}")
-    gpu = trt_runtime._require_gpu()
-    logger = trt_runtime._make_logger(trt)
+    gpu = require_gpu()
+    logger = make_logger(trt)
     builder = trt.Builder(logger)
     plugins = builder.get_plugin_registry()
     if spec.plugin_library is not None and plugins.load_library(str(spec.plugin_library)) is None:
@@ -482,7 +482,7 @@ def build_engine(
     outputs = []
     for i in range(network.num_outputs):
         t = network.get_output(i)
-        outputs.append(TensorInfo(t.name, trt_runtime._np_dtype(trt, t.dtype).name, tuple(int(d) for d in t.shape)))
+        outputs.append(TensorInfo(t.name, np_dtype(trt, t.dtype).name, tuple(int(d) for d in t.shape)))
     calib, accuracy = _report_fields(onnx_report)
     manifest = EngineManifest(
         engine_file=out_path.name,
@@ -491,7 +491,7 @@ def build_engine(
         gpu_name=gpu[0],
         compute_capability=(int(gpu[1][0]), int(gpu[1][1])),
         precision=spec.precision,
-        inputs=(TensorInfo(spec.input_name, trt_runtime._np_dtype(trt, tensor.dtype).name, net_shape, profile_shapes),),
+        inputs=(TensorInfo(spec.input_name, np_dtype(trt, tensor.dtype).name, net_shape, profile_shapes),),
         outputs=tuple(outputs),
         onnx_sha256=sha256_file(onnx_path),
         calibration_sha256=calib,
@@ -534,8 +534,8 @@ def build_engine_torch_tensorrt(ckpt_path: Path, spec: EngineSpec, out_path: Pat
     from omsf2.kernels import use_backend
     from omsf2.models.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
 
-    trt = trt_runtime._import_trt()
-    gpu = trt_runtime._require_gpu()
+    trt = import_trt()
+    gpu = require_gpu()
     ckpt = load_checkpoint(ckpt_path)
     cfg, _, _, prep = checkpoint_info(ckpt)
     h, w = spec.image_size or prep.size
@@ -563,13 +563,13 @@ def build_engine_torch_tensorrt(ckpt_path: Path, spec: EngineSpec, out_path: Pat
     )
     build_s = time.perf_counter() - t0
     # Read the I/O back from the plan: Torch-TensorRT names tensors itself.
-    engine = trt.Runtime(trt_runtime._make_logger(trt)).deserialize_cuda_engine(data)
+    engine = trt.Runtime(make_logger(trt)).deserialize_cuda_engine(data)
     if engine is None:
         raise TensorRTError("Torch-TensorRT produced a plan this TensorRT cannot deserialize")
     ins, outs = [], []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
-        dt = trt_runtime._np_dtype(trt, engine.get_tensor_dtype(name)).name
+        dt = np_dtype(trt, engine.get_tensor_dtype(name)).name
         shape = tuple(int(d) for d in engine.get_tensor_shape(name))
         if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
             prof = tuple(tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(name, 0))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-POOL_MODES = ("max", "avg")
+from omsf2.op_contract import check_pool_mode
 
 
 def _check_windows(windows: Sequence[int]) -> tuple[int, ...]:
@@ -43,8 +43,7 @@ def multiscale_pool_ref(x: Tensor, windows: Sequence[int] = (5, 9, 13), mode: st
         raise ValueError(f"multiscale_pool expects (N, C, H, W), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"multiscale_pool expects a floating-point tensor, got {x.dtype}")
-    if mode not in POOL_MODES:
-        raise ValueError(f"invalid pooling mode {mode!r}; choose one of {POOL_MODES}")
+    check_pool_mode(mode)
     ks = _check_windows(windows)
     if mode == "avg":
         pools = [F.avg_pool2d(x, kernel_size=k, stride=1, padding=k // 2, count_include_pad=False) for k in ks]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from omsf2.export.manifest import (
+from omsf2.runtime.engine_manifest import (
     EngineManifest,
     TensorInfo,
     compatibility_error,

@@ -9,8 +9,8 @@ import onnx
 import pytest
 import torch
 
+from omsf2.export.custom_ops import expand_plugins, has_plugins
 from omsf2.export.onnx import OnnxExportSpec, export_onnx, ort_session, run_session
-from omsf2.export.plugins import expand_plugins, has_plugins
 from omsf2.models.checkpoint import load_checkpoint, model_from_checkpoint
 
 
@@ -65,7 +65,7 @@ def test_plugins_emit_omsf2_custom_ops_with_parity(tiny_ckpt, tmp_path) -> None:
 def test_expand_plugins_matches_the_reference_ops_on_odd_sizes() -> None:
     from onnx import TensorProto, helper
 
-    from omsf2.export.plugins import translation_table
+    from omsf2.export.custom_ops import translation_table
     from omsf2.kernels.reference import multiscale_pool_ref, scale_fuse_ref
 
     translation_table()  # registers the schemas

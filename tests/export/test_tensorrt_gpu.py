@@ -100,8 +100,8 @@ def test_fp16_engine_from_converted_onnx(graphs, tmp_path) -> None:
 
 
 def test_manifest_loads_and_a_mismatch_is_refused(graphs, tmp_path) -> None:
-    from omsf2.export.manifest import manifest_path, read_manifest, write_manifest
     from omsf2.export.tensorrt import EngineSpec, build_engine, load_engine
+    from omsf2.runtime.engine_manifest import manifest_path, read_manifest, write_manifest
 
     cache = tmp_path / "timing.cache"
     engine = build_engine(graphs["int8"], EngineSpec(precision="int8", timing_cache=cache), tmp_path / "m.engine",

@@ -5,7 +5,7 @@ The graphs are real: a tiny omsf2 checkpoint exported with ``omsf2.export.onnx.e
 ``model.int8.onnx`` from ``omsf2.export.quantize.quantize_int8``, and a reference one from
 onnxruntime's ``quantize_static`` with the settings TensorRT's contract needs (QDQ, S8S8,
 per-channel weights, symmetric activations and weights, float biases). The op table is static
-(``omsf2/export/trt_ops.py`` says which onnx-tensorrt revisions it comes from): this proves the
+(``omsf2/export/parser_support.py`` says which onnx-tensorrt revisions it comes from): this proves the
 graphs use documented ops and attributes, not that TensorRT builds them (``test_tensorrt_gpu.py``).
 """
 
@@ -19,7 +19,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from omsf2.export.trt_ops import PARSERS, parser_ops, unsupported_ops
+from omsf2.export.parser_support import PARSERS, parser_ops, unsupported_ops
 
 TRT = ["10.3", "11"]
 

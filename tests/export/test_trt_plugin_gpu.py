@@ -77,9 +77,9 @@ def test_cpp_plugin_engine_matches_onnxruntime_reference(graphs, plugin_library)
 def test_python_triton_plugin_engine_matches_onnxruntime_reference(graphs) -> None:
     import tensorrt as trt
 
-    from omsf2.export.trt_runtime import trt_major_minor
+    from omsf2.runtime.engine_manifest import parse_trt_version
 
-    if trt_major_minor(trt.__version__) < (10, 6):
+    if parse_trt_version(trt.__version__)[:2] < (10, 6):
         pytest.skip(f"tensorrt.plugin AOT plugins need TensorRT >= 10.6, this is {trt.__version__}")
     from omsf2.export.tensorrt import EngineSpec, build_engine, load_engine, run_engine
     from omsf2.kernels.triton.trt_plugin import register_trt_plugins

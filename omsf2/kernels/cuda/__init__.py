@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from omsf2.kernels.reference import check_scale_fuse_args
+from omsf2.op_contract import pool_mode_code
 
 __all__ = [
     "SUPPORTED_DTYPES",
@@ -43,8 +44,6 @@ _EXT_NAME = "omsf2_cuda_ext"
 
 #: Storage dtypes the kernels are instantiated for (avg pooling and scale_fuse compute in fp32).
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-#: Pooling modes, in the order of the kernel's PoolMode enum (0 = max, 1 = avg), as the TensorRT plugin.
-POOL_MODES = ("max", "avg")
 #: Most windows per call: the kernel keeps one shared-memory row buffer per window (kMaxWindows in the .cuh).
 MAX_WINDOWS = 8
 
@@ -181,9 +180,7 @@ def check_pool_args(windows: Sequence[int], mode: str) -> tuple[tuple[int, ...],
         raise ValueError(f"pooling windows must be odd positive integers, got {tuple(windows)!r}")
     if not 1 <= len(ks) <= MAX_WINDOWS:
         raise ValueError(f"between 1 and {MAX_WINDOWS} pooling windows are supported, got {len(ks)}")
-    if mode not in POOL_MODES:
-        raise ValueError(f"invalid pooling mode {mode!r}; choose one of {POOL_MODES}")
-    return ks, POOL_MODES.index(mode)
+    return ks, pool_mode_code(mode)  # the kernel's PoolMode enum follows the contract's table
 
 
 def multiscale_pool_cuda(x: Tensor, windows: Sequence[int] = (5, 9, 13), mode: str = "max") -> Tensor:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from omsf2.kernels.reference import check_scale_fuse_args
+from omsf2.op_contract import check_pool_mode
 
 __all__ = [
     "KERNELS",
@@ -169,8 +170,7 @@ def multiscale_pool_triton(x: Tensor, windows: Sequence[int] = (5, 9, 13), mode:
     if x.dim() != 4:
         raise ValueError(f"multiscale_pool expects (N, C, H, W), got shape {tuple(x.shape)}")
     _check_float("multiscale_pool", x)
-    if mode not in ("max", "avg"):
-        raise ValueError(f"invalid pooling mode {mode!r}; choose one of ('max', 'avg')")
+    check_pool_mode(mode)
     _check_device("multiscale_pool", x.device)
     pool = importlib.import_module(_POOL)
     return pool.multiscale_pool(x.contiguous(), windows, mode)

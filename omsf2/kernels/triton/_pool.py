@@ -35,6 +35,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from omsf2.op_contract import check_pool_mode
+
 MAX_WINDOW = 15  # HALO <= 7 keeps >= 18 outputs per 32-wide tile, the smallest tile of the configs
 MAX_WINDOWS = 8  # 4-bit fields of the packed constexprs
 MAX_TILE = 128  # largest tile edge; also bounds the prefix-scan steps in the kernel
@@ -108,8 +110,7 @@ def pool_plan(windows: Sequence[int], mode: str) -> PoolPlan:
     Raises:
         ValueError: an invalid mode or window set.
     """
-    if mode not in ("max", "avg"):
-        raise ValueError(f"invalid pooling mode {mode!r}; choose one of ('max', 'avg')")
+    check_pool_mode(mode)
     ws = check_windows(windows)
     radii_sorted = sorted({w // 2 for w in ws})
     # Doubling cascade: radius 0 -> 1 (centre and both neighbours), then steps d <= r, so the

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from omsf2 import op_contract
 from omsf2.kernels.triton import aot
 
-NAMESPACE = "omsf2"
-POOL_OP = f"{NAMESPACE}::MultiscalePool"
-FUSE_OP = f"{NAMESPACE}::ScaleFuse"
-PLUGIN_VERSION = "1"  # the version tensorrt.plugin gives every QDP; the C++ plugins use it too
-POOL_MODES = {0: "max", 1: "avg"}  # the int32 ``mode`` attribute
+NAMESPACE = op_contract.DOMAIN
+POOL_OP = f"{NAMESPACE}::{op_contract.MULTISCALE_POOL}"
+FUSE_OP = f"{NAMESPACE}::{op_contract.SCALE_FUSE}"
+PLUGIN_VERSION = str(op_contract.VERSION)  # the version tensorrt.plugin gives every QDP; the C++ plugins use it too
 _TYPES = "FP32|FP16|BF16"
 
 
@@ -66,7 +66,7 @@ def pool_mode(mode: Any) -> int:
         ValueError: anything but 0 (max) or 1 (avg).
     """
     flat = np.asarray(mode).reshape(-1)
-    if flat.size != 1 or int(flat[0]) not in POOL_MODES:
+    if flat.size != 1 or not 0 <= int(flat[0]) < len(op_contract.POOL_MODES):
         raise ValueError(f"MultiscalePool mode must be 0 (max) or 1 (avg), got {mode!r}")
     return int(flat[0])
 
@@ -88,7 +88,7 @@ def pool_kernel(
     """
     from omsf2.kernels.triton import _pool
 
-    name = POOL_MODES[pool_mode(mode)]
+    name = op_contract.POOL_MODES[pool_mode(mode)]
     plan = _pool.pool_plan([int(w) for w in windows], name)
     tile, warps = _tactic(_pool_tactics(), tactic)
     consts = {**plan.constexprs(), **tile}

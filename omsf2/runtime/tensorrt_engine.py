@@ -1,12 +1,14 @@
 """Loading and running omsf2 TensorRT engines, and where TensorRT and a GPU are (or are not) found.
 
-Split from :mod:`omsf2.export.tensorrt` (which re-exports these names) so the build module stays
-readable. Everything TensorRT/CUDA is imported inside functions: importing this module needs
-neither. :func:`load_engine` refuses, with one line, an engine whose manifest says it was built for
-another TensorRT or GPU (the rule is in :mod:`omsf2.export.manifest`) before TensorRT is asked to
+The runtime half of TensorRT (the build half is :mod:`omsf2.export.tensorrt`, which imports the
+helpers here: :func:`import_trt`, :func:`require_gpu`, :func:`make_logger`, :func:`np_dtype`).
+Everything TensorRT/CUDA is imported inside functions: importing this module needs neither, and
+it never imports torch; device memory and the GPU query come from cuda-python.
+:func:`load_engine` refuses, with one line, an engine whose manifest says it was built for another
+TensorRT or GPU (the rule is in :mod:`omsf2.runtime.engine_manifest`) before TensorRT is asked to
 deserialize it; :func:`run_engine` runs one batch with the TensorRT 10/11 name-based API
 (``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``, as in NVIDIA's
-``samples/python/common_runtime.py``), device memory from torch CUDA tensors or cuda-python.
+``samples/python/common_runtime.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from omsf2.export.manifest import EngineManifest, compatibility_error, manifest_path, read_manifest
 from omsf2.fileio import sha256_file
+from omsf2.runtime.engine_manifest import EngineManifest, compatibility_error, manifest_path, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,12 @@ class TensorRTError(RuntimeError):
 # --------------------------------------------------------------------------- environment
 
 
-def _import_trt() -> Any:
+def import_trt() -> Any:
+    """The ``tensorrt`` module.
+
+    Raises:
+        TensorRTError: TensorRT is not installed or its libraries do not load.
+    """
     try:
         import tensorrt as trt
     except Exception as e:  # ImportError, or OSError when libnvinfer is missing behind a stub
@@ -40,64 +47,66 @@ def _import_trt() -> Any:
     return trt
 
 
-def trt_major_minor(version: str) -> tuple[int, int]:
-    """``"10.3.0.30"`` -> ``(10, 3)``."""
-    parts = [int("".join(c for c in p if c.isdigit()) or 0) for p in str(version).split(".")[:2]]
-    major, minor = [*parts, 0, 0][:2]
-    return major, minor
+def import_cudart() -> Any:
+    """cuda-python's runtime bindings (``cuda.bindings.runtime`` from 12.6 on, ``cuda.cudart`` before).
 
-
-def _gpu_info() -> tuple[str, tuple[int, int]] | None:
-    """(name, compute capability) of CUDA device 0 via torch, else cuda-python; None without a GPU."""
+    Raises:
+        TensorRTError: cuda-python is not installed.
+    """
     try:
-        import torch
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as e:
+            raise TensorRTError("cuda-python is not installed (pip install 'omsf2[trt]')") from e
+    return cudart
 
-        if torch.cuda.is_available():
-            cap = torch.cuda.get_device_capability(0)
-            return torch.cuda.get_device_name(0), (int(cap[0]), int(cap[1]))
-    except Exception:  # a broken torch CUDA build falls through to cuda-python
-        pass
+
+def gpu_info() -> tuple[str, tuple[int, int]] | None:
+    """(name, compute capability) of CUDA device 0 via cuda-python; None without a usable GPU."""
     try:
-        cudart = _import_cudart()
+        cudart = import_cudart()
         err, count = cudart.cudaGetDeviceCount()
         if err != cudart.cudaError_t.cudaSuccess or count < 1:
             return None
         err, props = cudart.cudaGetDeviceProperties(0)
+        if err != cudart.cudaError_t.cudaSuccess:
+            return None
         name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
         return name, (int(props.major), int(props.minor))
-    except Exception:
+    except Exception:  # no driver, a broken install: no GPU as far as omsf2 is concerned
         return None
 
 
-def _import_cudart() -> Any:
-    # cuda-python >= 12.6 moved the runtime bindings to cuda.bindings; older releases have cuda.cudart.
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        from cuda import cudart
-    return cudart
+_NO_GPU = "no CUDA GPU is visible (cuda-python found none; is cuda-python installed and a driver loaded?)"
 
 
 def tensorrt_unavailable_reason() -> str | None:
     """None when TensorRT imports and a CUDA GPU is usable, else one line saying what is missing."""
     try:
-        _import_trt()
+        import_trt()
     except TensorRTError as e:
         return str(e)
-    if _gpu_info() is None:
-        return "no CUDA GPU is visible (neither torch.cuda nor cuda-python found one)"
+    if gpu_info() is None:
+        return _NO_GPU
     return None
 
 
-def _require_gpu() -> tuple[str, tuple[int, int]]:
-    gpu = _gpu_info()
+def require_gpu() -> tuple[str, tuple[int, int]]:
+    """(name, compute capability) of CUDA device 0.
+
+    Raises:
+        TensorRTError: no CUDA GPU is visible.
+    """
+    gpu = gpu_info()
     if gpu is None:
-        raise TensorRTError("no CUDA GPU is visible (neither torch.cuda nor cuda-python found one)")
+        raise TensorRTError(_NO_GPU)
     return gpu
 
 
-def _make_logger(trt: Any) -> Any:
-    """A ``trt.ILogger`` that forwards to :mod:`logging` and keeps errors for our messages."""
+def make_logger(trt: Any) -> Any:
+    """A ``trt.ILogger`` that forwards to :mod:`logging` and keeps errors (``.errors``) for our messages."""
 
     class _Logger(trt.ILogger):
         def __init__(self) -> None:
@@ -119,7 +128,8 @@ def _make_logger(trt: Any) -> Any:
     return _Logger()
 
 
-def _np_dtype(trt: Any, dtype: Any) -> np.dtype:
+def np_dtype(trt: Any, dtype: Any) -> np.dtype:
+    """The numpy dtype of a ``trt.DataType``."""
     return np.dtype(trt.nptype(dtype))
 
 
@@ -156,12 +166,12 @@ def load_engine(engine_path: Path, *, plugin_library: Path | None = None) -> Loa
     data = p.read_bytes()
     if hashlib.sha256(data).hexdigest() != manifest.engine_sha256:
         raise ValueError(f"engine '{p}' does not match its manifest (sha256 differs); rebuild or restore it")
-    trt = _import_trt()
-    name, cc = _require_gpu()
+    trt = import_trt()
+    name, cc = require_gpu()
     err = compatibility_error(manifest, trt.__version__, name, cc)
     if err:
         raise ValueError(err)
-    logger = _make_logger(trt)
+    logger = make_logger(trt)
     runtime = trt.Runtime(logger)
     handle = None
     if manifest.plugin_library:
@@ -187,8 +197,8 @@ def load_engine(engine_path: Path, *, plugin_library: Path | None = None) -> Loa
 def run_engine(engine: Any, batch: np.ndarray) -> dict[str, np.ndarray]:
     """Run one batch (N, C, H, W) through an engine; outputs by name, as host arrays.
 
-    Device memory comes from torch CUDA tensors when torch has CUDA, else from cuda-python.
-    Uses the TensorRT 10/11 name-based API: ``set_input_shape``, ``set_tensor_address``,
+    Device memory comes from cuda-python (``cudaMalloc`` / ``cudaMemcpyAsync`` on a stream of its
+    own). Uses the TensorRT 10/11 name-based API: ``set_input_shape``, ``set_tensor_address``,
     ``execute_async_v3``.
 
     Raises:
@@ -196,7 +206,7 @@ def run_engine(engine: Any, batch: np.ndarray) -> dict[str, np.ndarray]:
         TensorRTError: execution failed.
     """
     eng = engine.engine if isinstance(engine, LoadedEngine) else engine
-    trt = _import_trt()
+    trt = import_trt()
     x = np.asarray(batch)
     names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
     ins = [n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -207,41 +217,17 @@ def run_engine(engine: Any, batch: np.ndarray) -> dict[str, np.ndarray]:
     lo, _, hi = (tuple(int(d) for d in s) for s in eng.get_tensor_profile_shape(name, 0))
     if x.ndim != 4 or x.shape[1:] != hi[1:] or not lo[0] <= x.shape[0] <= hi[0]:
         raise ValueError(f"batch shape {x.shape} is outside the engine's profile {lo}..{hi}")
-    x = np.ascontiguousarray(x, dtype=_np_dtype(trt, eng.get_tensor_dtype(name)))
+    x = np.ascontiguousarray(x, dtype=np_dtype(trt, eng.get_tensor_dtype(name)))
     ctx = eng.create_execution_context()
     ctx.set_input_shape(name, x.shape)
     out_meta = {
-        n: (tuple(int(d) for d in ctx.get_tensor_shape(n)), _np_dtype(trt, eng.get_tensor_dtype(n))) for n in outs
+        n: (tuple(int(d) for d in ctx.get_tensor_shape(n)), np_dtype(trt, eng.get_tensor_dtype(n))) for n in outs
     }
-    try:
-        import torch
-
-        use_torch = torch.cuda.is_available()
-    except ImportError:
-        use_torch = False
-    if use_torch:
-        return _run_torch(ctx, name, x, out_meta)
     return _run_cudart(ctx, name, x, out_meta)
 
 
-def _run_torch(ctx: Any, name: str, x: np.ndarray, out_meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    import torch
-
-    xin = torch.from_numpy(x).cuda()
-    outs = {n: torch.from_numpy(np.empty(shape, dt)).cuda() for n, (shape, dt) in out_meta.items()}
-    ctx.set_tensor_address(name, xin.data_ptr())
-    for n, t in outs.items():
-        ctx.set_tensor_address(n, t.data_ptr())
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())  # the copies above ran on the current stream
-    if not ctx.execute_async_v3(stream.cuda_stream):
-        raise TensorRTError("execute_async_v3 failed")
-    stream.synchronize()
-    return {n: t.cpu().numpy() for n, t in outs.items()}
-
-
 def _run_cudart(ctx: Any, name: str, x: np.ndarray, out_meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    cudart = _import_cudart()
+    cudart = import_cudart()
 
     def call(res: Any) -> Any:
         err, *rest = res if isinstance(res, tuple) else (res,)

@@ -1,4 +1,4 @@
-"""Which ONNX graphs TensorRT's ONNX parser accepts: op lists for TensorRT 10.3 and 11.x, and a checker.
+"""The table of ops TensorRT's ONNX parser supports (TensorRT 10.3 and 11.x), and a checker against it.
 
 The tables transcribe onnx-tensorrt's ``docs/operators.md`` ("Supported ONNX Operators"). Only the
 revisions below were readable here, so the two tables are derived from them and the changelog;
@@ -28,11 +28,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from omsf2.op_contract import CUSTOM_OPS as OMSF2_CUSTOM_OPS
+from omsf2.op_contract import DOMAIN as OMSF2_DOMAIN
+from omsf2.op_contract import TRT_PLUGIN_ATTRS
+from omsf2.runtime.engine_manifest import parse_trt_version
+
 if TYPE_CHECKING:
     import onnx
-
-OMSF2_DOMAIN = "omsf2"
-OMSF2_CUSTOM_OPS = frozenset({"MultiscalePool", "ScaleFuse"})
 
 # Everything marked "Y" in the TensorRT 10.6 revision of docs/operators.md (commit 0137504e).
 _TABLE_10_6 = """
@@ -123,8 +125,8 @@ def parser_ops(trt: str = "10.3") -> ParserOps:
     Raises:
         ValueError: a version with no table, naming the valid choices.
     """
-    parts = str(trt).strip().split(".")
-    key = parts[0] if parts[0] == "11" else ".".join(parts[:2])
+    major, minor, _ = parse_trt_version(trt)
+    key = "11" if major == 11 else f"{major}.{minor}"
     if key not in PARSERS:
         raise ValueError(f"no TensorRT ONNX-parser op table for {trt!r}; choose one of {', '.join(PARSERS)} (or 11.x)")
     return PARSERS[key]
@@ -159,7 +161,8 @@ def iter_nodes(model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
         yield from fn.node
 
 
-def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+def initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Initializers and ``Constant`` node outputs of the main graph, by name (Q/DQ zero points live in either)."""
     inits = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:  # zero points are often Constant nodes after export/simplification
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
@@ -190,6 +193,13 @@ def _qdq_problem(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> st
     if numpy_helper.to_array(zp).astype("float64").any():
         return "non-zero zero point (TensorRT quantization is symmetric)"
     return None
+
+
+def qdq_problems(model: onnx.ModelProto) -> list[str]:
+    """Why the Q/DQ nodes of ``model`` are not TensorRT's Q/DQ contract (sorted, unique); empty when they are."""
+    inits = initializers(model)
+    nodes = (n for n in iter_nodes(model) if n.op_type in QDQ_OPS and n.domain in ("", "ai.onnx"))
+    return sorted({p for n in nodes if (p := _qdq_problem(n, inits))})
 
 
 def _node_problem(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> str | None:
@@ -238,7 +248,7 @@ def unsupported_ops(model: onnx.ModelProto, trt: str = "10.3", *, plugins: bool 
         if imp.domain in ("", "ai.onnx") and not table.opset_min <= imp.version <= table.opset_max:
             problems.add(f"opset {imp.version} (TensorRT {table.trt} documents {table.opset_min}..{table.opset_max})")
     local_fns = {(f.domain, f.name) for f in model.functions}
-    inits = _initializers(model)
+    inits = initializers(model)
     for node in iter_nodes(model):
         if (node.domain, node.op_type) in local_fns:
             continue  # the parser inlines local functions; their bodies are walked by iter_nodes
@@ -251,7 +261,7 @@ def unsupported_ops(model: onnx.ModelProto, trt: str = "10.3", *, plugins: bool 
                 # The parser's plugin fallback looks the creator up by op type in the namespace and
                 # version given by these string attributes (namespace "" when absent).
                 attrs = {a.name: a.s.decode() for a in node.attribute if a.type == 3}  # AttributeProto.STRING
-                if attrs.get("plugin_namespace") != OMSF2_DOMAIN or attrs.get("plugin_version") != "1":
+                if any(attrs.get(k) != v for k, v in TRT_PLUGIN_ATTRS.items()):
                     problems.add(
                         f"{OMSF2_DOMAIN}::{node.op_type} (needs plugin_namespace='omsf2', plugin_version='1' "
                         "attributes for TensorRT's plugin lookup)"

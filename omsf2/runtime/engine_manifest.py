@@ -5,7 +5,9 @@ elsewhere fails deep inside TensorRT, or works and runs kernels tuned for anothe
 manifest records what was built where and from what (ONNX and calibration hashes, the accuracy
 gate's numbers, I/O names and shapes, build options), so :func:`compatibility_error` can refuse
 a mismatch with one readable line before TensorRT is asked. This module is pure Python (stdlib
-only): the runtime and a scanner's tooling read manifests without torch or TensorRT.
+only): the runtime and a scanner's tooling read manifests without torch or TensorRT; the export
+writes them with :func:`write_manifest` from here. It also owns the one TensorRT version parser
+(:func:`parse_trt_version`) that the build, the parser-support table and the DLA rule use.
 
 Compatibility rule (``compatibility_error``):
 
@@ -181,12 +183,18 @@ def read_manifest(path: str | os.PathLike[str]) -> EngineManifest:
         raise ValueError(f"engine manifest '{p}': {e}") from e
 
 
-def _version3(v: str) -> tuple[int, ...]:
+def parse_trt_version(version: str) -> tuple[int, int, int]:
+    """``"10.3.0.30"`` -> ``(10, 3, 0)``: major, minor, patch (the build component is dropped).
+
+    Missing components are 0 and non-digits inside a component are ignored (``"11.1.0rc1"`` ->
+    ``(11, 1, 0)``), so every ``tensorrt.__version__`` and every table key parses the same way.
+    """
     nums = []
-    for part in str(v).split(".")[:3]:
+    for part in str(version).strip().split(".")[:3]:
         digits = "".join(ch for ch in part if ch.isdigit())
         nums.append(int(digits) if digits else 0)
-    return tuple(nums + [0] * (3 - len(nums)))
+    nums += [0] * (3 - len(nums))
+    return nums[0], nums[1], nums[2]
 
 
 def _sm(cc: tuple[int, int]) -> str:
@@ -210,7 +218,7 @@ def compatibility_error(
     cc = (int(compute_capability[0]), int(compute_capability[1]))
     built_cc = (int(manifest.compute_capability[0]), int(manifest.compute_capability[1]))
     reasons = []
-    built_v, run_v = _version3(manifest.tensorrt_version), _version3(trt_version)
+    built_v, run_v = parse_trt_version(manifest.tensorrt_version), parse_trt_version(trt_version)
     if manifest.version_compat:
         if run_v < built_v:
             reasons.append(

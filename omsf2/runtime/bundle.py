@@ -1,0 +1,395 @@
+"""A bundle: one hash-verified folder that holds everything a deployment runs.
+
+``make_bundle(export_dir, out)`` copies what ``omsf2 export`` wrote (ONNX flavours, engines and their
+manifests, ``libomsf2_plugins.so`` where built) into ``out`` with a ``manifest.json`` and a short
+README. The manifest follows the MONAI bundle's metadata conventions where they fit
+(``network_data_format``, ``intended_use``, ``data_source``, ``references``) and adds what the
+runtime needs: class names, the preprocessing spec, the export's accuracy figures and INT8 gate,
+which file each export target became, and the sha256 of every other file in the folder.
+
+:func:`load_bundle` verifies before anything is run: a newer format version, a path that escapes
+the folder (absolute, ``..``, a symlink out), a file that was changed, added or removed are each
+refused with one line (:class:`BundleError`). The manifest itself is not listed (it holds the
+hashes); its own sha256 is the bundle's :attr:`Bundle.digest`, which a deployment can pin.
+The trade-off: hashing reads every file once per load (an INT8 engine is tens of MB, well under a
+second), in exchange for never running a file other than the one that was exported and gated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from omsf2._version import __version__
+from omsf2.config import PreprocessSpec
+from omsf2.fileio import sha256_file
+
+FORMAT = "omsf2-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+README = "README.md"
+REPORT = "report.json"
+PLUGIN_LIBRARY = "libomsf2_plugins.so"
+DEFAULT_MAX_BATCH = 32
+DEFAULT_INTENDED_USE = (
+    "Research use only: staging of pneumoconiosis on posteroanterior chest radiographs (CR/DX). "
+    "Not a medical device; not for diagnosis."
+)
+
+
+class BundleError(ValueError):
+    """A bundle or export folder that must not be run; the message is one line naming the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """A verified bundle (or export folder): where its files are and what the model expects.
+
+    Attributes:
+        root: the folder.
+        classes: class names, in logit order.
+        preprocess: the preprocessing spec recorded with the model.
+        artifacts: export target name (``onnx``, ``onnx_int8_cpu``, ``engine_int8`` ...) -> file.
+        max_batch: the most images one inference call takes.
+        task: ``multiclass`` (softmax) or ``multilabel`` (sigmoid).
+        digest: sha256 of ``manifest.json`` (of ``report.json`` for an export folder).
+        metadata: the whole manifest.
+    """
+
+    root: Path
+    classes: tuple[str, ...]
+    preprocess: PreprocessSpec
+    artifacts: dict[str, Path]
+    max_batch: int
+    task: str
+    digest: str
+    metadata: dict[str, Any] = dataclasses.field(repr=False, compare=False)
+
+
+# --------------------------------------------------------------------------- paths and hashes
+
+
+def _safe_relpath(root: Path, name: object) -> Path:
+    """``root / name`` when ``name`` is a plain relative path that stays inside ``root``, else BundleError."""
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        raise BundleError(f"bundle '{root}': invalid file name {name!r} in {MANIFEST}")
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts or name.startswith("~"):
+        raise BundleError(f"bundle '{root}': path {name!r} in {MANIFEST} escapes the bundle folder")
+    path = root / pure
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise BundleError(f"bundle '{root}': '{name}' resolves outside the bundle folder (symlink)") from None
+    return path
+
+
+def _present_files(root: Path) -> set[str]:
+    """Every file under ``root`` (POSIX relative names; symlinks to files count as files, not followed for dirs)."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel = Path(dirpath).relative_to(root)
+        for d in dirnames:
+            if (Path(dirpath) / d).is_symlink():
+                found.add((rel / d).as_posix())  # a linked folder is never part of a bundle
+        for f in filenames:
+            found.add((rel / f).as_posix())
+    return found
+
+
+def verify_files(root: Path, files: dict[str, str], exempt: frozenset[str] = frozenset({MANIFEST})) -> None:
+    """Hold the folder to ``files`` (name -> sha256): nothing added, removed, changed or escaping.
+
+    Raises:
+        BundleError: the first problem, in one line.
+    """
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"bundle '{root}': {MANIFEST} lists no files")
+    for name, digest in files.items():
+        path = _safe_relpath(root, name)
+        if path.is_symlink():
+            raise BundleError(f"bundle '{root}': '{name}' is a symlink; bundles hold plain files")
+        if not path.is_file():
+            raise BundleError(f"bundle '{root}': '{name}' is listed in {MANIFEST} but missing (file removed)")
+        if not isinstance(digest, str) or sha256_file(path) != digest:
+            raise BundleError(f"bundle '{root}': '{name}' does not match its sha256 in {MANIFEST} (file changed)")
+    extra = sorted(_present_files(root) - set(files) - exempt)
+    if extra:
+        more = f" (+{len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise BundleError(f"bundle '{root}': '{extra[0]}'{more} is not listed in {MANIFEST} (file added)")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _model_fields(root: Path, meta: dict[str, Any], what: str) -> tuple[tuple[str, ...], PreprocessSpec, str]:
+    try:
+        classes = tuple(str(c) for c in meta["classes"])
+        pre = PreprocessSpec.from_dict(meta["preprocess"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"{what} '{root}' has no valid classes/preprocess ({type(e).__name__}: {e})") from e
+    if not classes:
+        raise BundleError(f"{what} '{root}' lists no classes")
+    task = str(meta.get("task", "multiclass"))
+    if task not in ("multiclass", "multilabel"):
+        raise BundleError(f"{what} '{root}': unknown task {task!r} (multiclass or multilabel)")
+    return classes, pre, task
+
+
+def _read_json(path: Path, what: str) -> tuple[dict[str, Any], str]:
+    if not path.is_file():
+        raise BundleError(f"'{path.parent}' is not an omsf2 {what}: it has no {path.name}")
+    data = path.read_bytes()
+    try:
+        meta = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"'{path}' is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise BundleError(f"'{path}' is not a JSON object")
+    return meta, hashlib.sha256(data).hexdigest()
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read and verify a bundle folder (see the module docstring for what is refused).
+
+    Raises:
+        BundleError: not a bundle, a newer format, or files that do not match the manifest.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"bundle '{root}' is not a folder")
+    meta, digest = _read_json(root / MANIFEST, "bundle")
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"'{root / MANIFEST}' is not an omsf2 bundle manifest (format {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise BundleError(f"'{root / MANIFEST}' has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"bundle '{root}' has format version {version}; this omsf2 {__version__} reads up to {FORMAT_VERSION}"
+            " (upgrade omsf2)"
+        )
+    verify_files(root, meta.get("files", {}))
+    classes, pre, task = _model_fields(root, meta, "bundle")
+    artifacts = meta.get("artifacts")
+    if not isinstance(artifacts, dict) or not artifacts:
+        raise BundleError(f"bundle '{root}' names no model artifacts")
+    resolved = {}
+    for target, name in artifacts.items():
+        if name not in meta["files"]:
+            raise BundleError(f"bundle '{root}': artifact '{name}' is not among the hashed files")
+        resolved[str(target)] = _safe_relpath(root, name)
+    max_batch = int(meta.get("max_batch", DEFAULT_MAX_BATCH))
+    return Bundle(root, classes, pre, resolved, max(1, max_batch), task, digest, meta)
+
+
+def load_export(path: str | os.PathLike[str]) -> Bundle:
+    """Read an ``omsf2 export`` folder as a bundle, its artifacts verified against ``report.json``.
+
+    Files other than the artifacts may sit in an export folder; only the artifacts are checked.
+
+    Raises:
+        BundleError: no report.json, or an artifact that is missing or changed.
+    """
+    root = Path(path)
+    report, digest = _read_json(root / REPORT, "export folder")
+    classes, pre, task = _model_fields(root, report, "export folder")
+    arts = report.get("artifacts")
+    if not isinstance(arts, dict) or not arts:
+        raise BundleError(f"export folder '{root}': {REPORT} lists no artifacts")
+    resolved = {}
+    for target, info in arts.items():
+        if not isinstance(info, dict) or "file" not in info:
+            raise BundleError(f"export folder '{root}': artifact {target!r} has no file in {REPORT}")
+        p = _safe_relpath(root, info["file"])
+        if not p.is_file():
+            raise BundleError(f"export folder '{root}': '{info['file']}' is missing")
+        if sha256_file(p) != info.get("sha256"):
+            raise BundleError(f"export folder '{root}': '{info['file']}' does not match its sha256 in {REPORT}")
+        resolved[str(target)] = p
+    return Bundle(root, classes, pre, resolved, DEFAULT_MAX_BATCH, task, digest, report)
+
+
+def load_model_folder(path: str | os.PathLike[str]) -> Bundle:
+    """A bundle (``manifest.json``) or an export folder (``report.json``), verified."""
+    root = Path(path)
+    if (root / MANIFEST).is_file() or not (root / REPORT).is_file():
+        return load_bundle(root)
+    return load_export(root)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleSpec:
+    """What :func:`make_bundle` writes.
+
+    Attributes:
+        export_dir: an ``omsf2 export`` output folder (with ``report.json``).
+        out: the bundle folder to create; it must not exist (or be empty).
+        name: model name for the manifest [default: the checkpoint's file stem].
+        version: model version string.
+        intended_use: one paragraph on what the model is for (and is not).
+        data_source: where the training data came from.
+        references: citations (papers, repositories).
+        max_batch: the most images the runtime sends in one inference call.
+    """
+
+    export_dir: str
+    out: str
+    name: str | None = None
+    version: str = "0.1.0"
+    intended_use: str = DEFAULT_INTENDED_USE
+    data_source: str = ""
+    references: tuple[str, ...] = ()
+    max_batch: int = DEFAULT_MAX_BATCH
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
+        out = Path(self.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ValueError(f"bundle output '{out}' already exists and is not an empty folder")
+        if not out.parent.is_dir():
+            raise ValueError(f"bundle output '{out}': parent folder '{out.parent}' does not exist")
+
+
+def _files_to_copy(export: Bundle) -> list[Path]:
+    """The artifacts, each engine's manifest, and the plugin library an engine names."""
+    files = list(export.artifacts.values())
+    for p in list(files):
+        if p.suffix == ".engine":
+            side = p.with_name(p.name + ".json")
+            if not side.is_file():
+                raise BundleError(f"export folder '{export.root}': engine '{p.name}' has no manifest '{side.name}'")
+            files.append(side)
+            lib = json.loads(side.read_text()).get("plugin_library")
+            if lib and (export.root / lib).is_file() and export.root / lib not in files:
+                files.append(export.root / lib)
+    lib = export.root / PLUGIN_LIBRARY
+    if lib.is_file() and lib not in files:
+        files.append(lib)
+    return files
+
+
+def _network_data_format(export: Bundle) -> dict[str, Any]:
+    pre = export.preprocess
+    h, w = pre.size
+    channel_def = {str(i): c for i, c in enumerate(export.classes)}
+    return {
+        "inputs": {
+            "image": {
+                "type": "image",
+                "format": "magnitude",
+                "modality": "CR/DX",
+                "num_channels": pre.channels,
+                "spatial_shape": [h, w],
+                "dtype": "float32",
+                "value_range": [0, 1],
+                "is_patch_data": False,
+                "channel_def": {str(i): "gray" for i in range(pre.channels)},
+            }
+        },
+        "outputs": {
+            "logits": {
+                "type": "probabilities",
+                "format": "classes",
+                "num_channels": len(export.classes),
+                "spatial_shape": [1],
+                "dtype": "float32",
+                "value_range": [],
+                "is_patch_data": False,
+                "channel_def": channel_def,
+                "activation": "softmax" if export.task == "multiclass" else "sigmoid",
+            },
+            "heatmap": {
+                "type": "image",
+                "format": "class activation map over the model input (the runtime maps it to the image)",
+                "num_channels": 1,
+                "dtype": "float32",
+                "is_patch_data": False,
+            },
+        },
+    }
+
+
+def _readme(meta: dict[str, Any]) -> str:
+    arts = ", ".join(f"`{f}` ({t})" for t, f in meta["artifacts"].items())
+    return (
+        f"# {meta['name']} {meta['version']} (omsf2 bundle)\n\n"
+        f"Classes: {', '.join(meta['classes'])}.\n\nModel files: {arts}.\n\n"
+        f"Intended use: {meta['intended_use']}\n\n"
+        "Run it (no PyTorch needed: `pip install omsf2[runtime]`):\n\n"
+        "    omsf2 predict IMAGE... --model THIS_FOLDER [--backend ort|ort-int8|openvino|tensorrt] [--overlay DIR]\n\n"
+        "`manifest.json` holds the sha256 of every other file here; a changed, added or removed file,\n"
+        "or a path leaving this folder, makes the runtime refuse the bundle.\n"
+    )
+
+
+def make_bundle(spec: BundleSpec) -> Bundle:
+    """Copy an export folder into a new bundle folder with its manifest and README, then verify it.
+
+    The folder is assembled beside ``spec.out`` and renamed into place, so a failure leaves nothing.
+
+    Raises:
+        BundleError: the export folder is not valid or its artifacts do not match its report.
+        ValueError: bad options or output path.
+    """
+    export = load_export(spec.export_dir)
+    files = _files_to_copy(export)
+    report = export.metadata
+    out = Path(spec.out)
+    ckpt = (report.get("checkpoint") or {}).get("path") or "omsf2"
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": spec.name or Path(str(ckpt)).stem,
+        "version": spec.version,
+        "omsf2_version": __version__,
+        "task": export.task,
+        "description": "OMSF2 multi-scale feature-fusion CNN: stage, class probabilities and a class activation map.",
+        "intended_use": spec.intended_use,
+        "data_source": spec.data_source,
+        "references": list(spec.references),
+        "classes": list(export.classes),
+        "preprocess": export.preprocess.to_dict(),
+        "network_data_format": _network_data_format(export),
+        "max_batch": spec.max_batch,
+        "export": {
+            k: report[k]
+            for k in (
+                "checkpoint",
+                "opset",
+                "plugins",
+                "onnx_parity",
+                "int8",
+                "int8_cpu",
+                "calibration",
+                "calibration_sha256",
+                "eval_data",
+            )
+            if k in report
+        },
+        "artifacts": {t: p.name for t, p in export.artifacts.items()},
+    }
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for src in files:
+            shutil.copy2(src, stage / src.name)
+        (stage / README).write_text(_readme(meta))
+        meta["files"] = {p.name: sha256_file(p) for p in sorted(stage.iterdir())}
+        (stage / MANIFEST).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
+        if out.is_dir():
+            out.rmdir()  # empty (checked by the spec)
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return load_bundle(out)
