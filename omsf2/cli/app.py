@@ -47,8 +47,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(msg: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+# optional module -> the extra that installs it, for "this command needs X" errors
+_EXTRAS = {"torch": "train", "onnx": "onnx", "onnxscript": "onnx", "onnxslim": "onnx", "onnxruntime": "runtime"}
 
 
 def cli_errors(fn: F) -> F:
@@ -62,6 +66,11 @@ def cli_errors(fn: F) -> F:
             raise
         except KeyboardInterrupt:
             raise _fail("interrupted", 130) from None
+        except ModuleNotFoundError as e:  # an optional stack this command needs (torch without [train] ...)
+            root = (e.name or "").split(".")[0]
+            extra = _EXTRAS.get(root)
+            hint = f"pip install 'omsf2[{extra}]'" if extra else f"pip install {root}"
+            raise _fail(f"this command needs {root or 'a missing module'}, which is not installed ({hint})") from None
         except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as e:
             msg = " ".join(str(e).split()) or type(e).__name__
             raise _fail(msg) from None
