@@ -1,0 +1,109 @@
+"""``omsf2 predict`` and ``omsf2 bundle`` through the CLI: outputs, per-file failures, refusals before work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from omsf2.cli.app import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_predict_writes_table_json_csv_and_overlays(tiny_bundle_master: Path, images, tmp_path: Path) -> None:
+    folder = images[0].parent
+    res = run("predict", folder, "--model", tiny_bundle_master, "--overlay", tmp_path / "ov", "--json",
+              tmp_path / "r.json", "--csv", tmp_path / "r.csv", "--batch", "2")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "5 of 5 predicted with ort; overlays in" in res.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["classes"] == ["normal", "stage_I", "stage_II", "stage_III"] and len(doc["results"]) == 5
+    first = doc["results"][0]
+    assert first["label"] in doc["classes"] and first["error"] is None
+    overlay = Path(first["overlay"])
+    from PIL import Image
+
+    from omsf2.data.io import read_image
+
+    with Image.open(overlay) as im:
+        assert im.mode == "RGB" and im.size[::-1] == read_image(first["file"]).shape
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines[0] == "file,label,p_normal,p_stage_I,p_stage_II,p_stage_III,error" and len(lines) == 6
+
+
+def test_bad_files_are_reported_per_file_and_exit_1(tiny_bundle_master: Path, images, tmp_path, write_dicom) -> None:
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    ct = write_dicom(tmp_path / "ct.dcm", np.full((16, 16), 7, np.uint16), modality="CT")
+    res = run("predict", images[0], bad, ct, tmp_path / "missing.png", images[1], "--model", tiny_bundle_master,
+              "--json", tmp_path / "r.json")  # fmt: skip
+    assert res.exit_code == 1
+    assert "2 of 5 predicted" in res.output and "3 file(s) could not be predicted" in res.output
+    errors = {Path(r["file"]).name: r["error"] for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    assert errors["img0.png"] is None and errors["img1.png"] is None
+    assert "corrupt" in errors["corrupt.png"] or "PNG" in errors["corrupt.png"]
+    assert "modality 'CT'" in errors["ct.dcm"]
+    assert errors["missing.png"]
+    ok = run("predict", ct, "--model", tiny_bundle_master, "--any-modality")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_paths_on_stdin_and_json_on_stdout(tiny_bundle_master: Path, images) -> None:
+    res = runner.invoke(app, ["predict", "-", "--model", str(tiny_bundle_master), "--json", "-"],
+                        input="\n".join(str(p) for p in images[:2]) + "\n")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    start = res.stdout.index("{")
+    doc = json.loads(res.stdout[start : res.stdout.rindex("}") + 1])
+    assert [Path(r["file"]).name for r in doc["results"]] == ["img0.png", "img1.png"]
+
+
+def test_tampered_bundle_is_one_line_before_any_file_is_read(tiny_bundle: Path, tmp_path: Path) -> None:
+    (tiny_bundle / "added.bin").write_bytes(b"x")
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"junk")
+    res = run("predict", bad, "--model", tiny_bundle)
+    assert res.exit_code == 1
+    assert res.output.strip().startswith("error:") and "file added" in res.output
+    assert "corrupt" not in res.output and len(res.output.strip().splitlines()) <= 2  # wrapped at most once
+
+
+def test_options_and_outputs_are_checked_before_work(tiny_bundle_master: Path, images, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    for args, msg in [
+        (["--batch", "0"], "--batch must be at least 1"),
+        (["--overlay", tmp_path / "afile"], "exists and is not a folder"),
+        (["--csv", tmp_path], "is a folder"),
+        (["--backend", "bogus"], "Invalid value"),
+    ]:
+        res = run("predict", images[0], "--model", tiny_bundle_master, *args)
+        assert res.exit_code != 0 and msg in res.output, (args, res.output)
+    res = run("predict", tmp_path / "empty-dir-does-not-exist", "--model", tmp_path / "nope")
+    assert res.exit_code == 1 and "does not exist" in res.output
+    (tmp_path / "empty").mkdir()
+    res = run("predict", tmp_path / "empty", "--model", tiny_bundle_master)
+    assert res.exit_code == 1 and "no input images" in res.output
+
+
+def test_bundle_command(tiny_export: Path, tmp_path: Path) -> None:
+    res = run("bundle", tiny_export, "--out", tmp_path / "b", "--name", "demo", "--reference", "paper A")
+    assert res.exit_code == 0, res.output
+    assert "wrote bundle" in res.output and "manifest sha256" in res.output
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["name"] == "demo" and m["references"] == ["paper A"]
+    again = run("bundle", tiny_export, "--out", tmp_path / "b")
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_predict_from_an_export_folder_and_a_checkpoint(tiny_export: Path, images) -> None:
+    res = run("predict", images[0], "--model", tiny_export)
+    assert res.exit_code == 0, res.output
+    res = run("predict", images[0], "--model", tiny_export.parent / "tiny.pt")
+    assert res.exit_code == 0, res.output
+    assert "exporting tiny.pt to ONNX first" in res.output
