@@ -19,8 +19,20 @@ def run(*args):
 
 def test_predict_writes_table_json_csv_and_overlays(tiny_bundle_master: Path, images, tmp_path: Path) -> None:
     folder = images[0].parent
-    res = run("predict", folder, "--model", tiny_bundle_master, "--overlay", tmp_path / "ov", "--json",
-              tmp_path / "r.json", "--csv", tmp_path / "r.csv", "--batch", "2")  # fmt: skip
+    res = run(
+        "predict",
+        folder,
+        "--model",
+        tiny_bundle_master,
+        "--overlay",
+        tmp_path / "ov",
+        "--json",
+        tmp_path / "r.json",
+        "--csv",
+        tmp_path / "r.csv",
+        "--batch",
+        "2",
+    )
     assert res.exit_code == 0, res.output
     assert "5 of 5 predicted with ort; overlays in" in res.output
     doc = json.loads((tmp_path / "r.json").read_text())
@@ -42,8 +54,18 @@ def test_bad_files_are_reported_per_file_and_exit_1(tiny_bundle_master: Path, im
     bad = tmp_path / "corrupt.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     ct = write_dicom(tmp_path / "ct.dcm", np.full((16, 16), 7, np.uint16), modality="CT")
-    res = run("predict", images[0], bad, ct, tmp_path / "missing.png", images[1], "--model", tiny_bundle_master,
-              "--json", tmp_path / "r.json")  # fmt: skip
+    res = run(
+        "predict",
+        images[0],
+        bad,
+        ct,
+        tmp_path / "missing.png",
+        images[1],
+        "--model",
+        tiny_bundle_master,
+        "--json",
+        tmp_path / "r.json",
+    )
     assert res.exit_code == 1
     assert "2 of 5 predicted" in res.output and "3 file(s) could not be predicted" in res.output
     errors = {Path(r["file"]).name: r["error"] for r in json.loads((tmp_path / "r.json").read_text())["results"]}
@@ -56,8 +78,11 @@ def test_bad_files_are_reported_per_file_and_exit_1(tiny_bundle_master: Path, im
 
 
 def test_paths_on_stdin_and_json_on_stdout(tiny_bundle_master: Path, images) -> None:
-    res = runner.invoke(app, ["predict", "-", "--model", str(tiny_bundle_master), "--json", "-"],
-                        input="\n".join(str(p) for p in images[:2]) + "\n")  # fmt: skip
+    res = runner.invoke(
+        app,
+        ["predict", "-", "--model", str(tiny_bundle_master), "--json", "-"],
+        input="\n".join(str(p) for p in images[:2]) + "\n",
+    )
     assert res.exit_code == 0, res.output
     start = res.stdout.index("{")
     doc = json.loads(res.stdout[start : res.stdout.rindex("}") + 1])

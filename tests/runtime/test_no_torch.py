@@ -63,8 +63,11 @@ def test_fresh_runtime_venv_has_no_torch_and_predicts(tiny_bundle_master: Path, 
     env["OMP_NUM_THREADS"] = "1"
     install = subprocess.run(
         [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{REPO}[runtime]"],
-        capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     if install.returncode != 0 and "No matching distribution" in install.stderr:
         pytest.skip(f"no package index reachable for the runtime's dependencies: {install.stderr.strip()[-200:]}")
     assert install.returncode == 0, install.stderr[-2000:]
@@ -75,8 +78,12 @@ def test_fresh_runtime_venv_has_no_torch_and_predicts(tiny_bundle_master: Path, 
     out = tmp_path / "r.json"
     run = subprocess.run(
         [str(omsf2), "predict", *map(str, images), "--model", str(tiny_bundle_master), "--json", str(out)],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr + run.stdout
     assert len(json.loads(out.read_text())["results"]) == len(images)
     need = subprocess.run([str(omsf2), "models"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)

@@ -1,0 +1,121 @@
+/* omsf2_runtime.h: the C ABI a scanner or PACS host links against to run an omsf2 bundle.
+ *
+ * A runtime is created from a bundle folder (every file's sha256 is checked against manifest.json
+ * first, as omsf2.runtime.bundle does), runs one grayscale radiograph at a time from a raw 8- or
+ * 16-bit buffer, and returns the stage, the class probabilities and a heat map at the buffer's
+ * resolution. The preprocessing (modality rescale, window or min-max to [0, 1], MONOCHROME1
+ * inversion, antialiased resize, letterbox, normalisation) reproduces omsf2.data.io +
+ * omsf2.data.preprocess to 1e-5. Inference runs the bundle's TensorRT engine, with the omsf2 plugin
+ * library loaded before deserialisation; a library built without TensorRT verifies bundles and
+ * preprocesses, and omsf2_runtime_run returns OMSF2_ERR_UNSUPPORTED.
+ *
+ * Errors are status codes; the message of the last failure on the calling thread is
+ * omsf2_last_error(). No C++ exception crosses this interface. The free functions are
+ * thread-safe; an omsf2_runtime holds one execution context, so serialise the calls on one runtime
+ * (or create one per inference thread). Results are independent objects.
+ */
+#ifndef OMSF2_RUNTIME_H
+#define OMSF2_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define OMSF2_RUNTIME_ABI_VERSION 1
+
+typedef enum omsf2_status {
+  OMSF2_OK = 0,
+  OMSF2_ERR_INVALID_ARGUMENT = 1, /* a NULL pointer, a size or enum out of range */
+  OMSF2_ERR_BUNDLE = 2,           /* not a bundle, a newer format, or a file changed/added/removed/escaping */
+  OMSF2_ERR_IO = 3,               /* a file could not be read */
+  OMSF2_ERR_UNSUPPORTED = 4,      /* built without TensorRT, or an engine/GPU mismatch */
+  OMSF2_ERR_INFERENCE = 5,        /* TensorRT or CUDA failed, or the model produced non-finite values */
+  OMSF2_ERR_INTERNAL = 6          /* out of memory or a bug */
+} omsf2_status;
+
+typedef enum omsf2_photometric {
+  OMSF2_MONOCHROME2 = 2, /* higher values are brighter */
+  OMSF2_MONOCHROME1 = 1  /* higher values are darker: inverted after the window */
+} omsf2_photometric;
+
+/* One grayscale image as stored in a DICOM file (PS3.3 C.7.6.3) or by a detector. */
+typedef struct omsf2_image {
+  const void* pixels;         /* row-major, rows of `width` samples; uint8_t or uint16_t (host order) */
+  int32_t width;              /* columns, >= 8 */
+  int32_t height;             /* rows, >= 8 */
+  int32_t bits_allocated;     /* 8 or 16: the sample type */
+  int32_t bits_stored;        /* 1..bits_allocated; higher bits are masked off */
+  omsf2_photometric photometric;
+  double rescale_slope;       /* Modality LUT: x = stored * slope + intercept (1 and 0 when absent) */
+  double rescale_intercept;
+  int32_t has_window;         /* nonzero: apply the LINEAR window below, else min-max normalise */
+  double window_center;
+  double window_width;        /* >= 1; an invalid window falls back to min-max, as the Python reader does */
+} omsf2_image;
+
+/* The model input's preprocessing; a bundle's manifest.json holds it ("preprocess"). */
+typedef struct omsf2_preprocess_spec {
+  int32_t height;     /* model input H */
+  int32_t width;      /* model input W */
+  int32_t channels;   /* 1 or 3 (the gray image replicated) */
+  int32_t letterbox;  /* nonzero: keep aspect and pad; zero: stretch */
+  float pad_value;    /* letterbox fill, in [0, 1] image units */
+  float mean[3];      /* per channel (a 1-value spec repeats it) */
+  float std[3];
+} omsf2_preprocess_spec;
+
+/* Where the resized image sits inside the model input. */
+typedef struct omsf2_letterbox {
+  int32_t top, left, new_height, new_width;
+} omsf2_letterbox;
+
+typedef struct omsf2_runtime omsf2_runtime;
+typedef struct omsf2_result omsf2_result;
+
+/* The message of the last failure on this thread ("" if none); valid until the next call on it. */
+const char* omsf2_last_error(void);
+/* OMSF2_RUNTIME_ABI_VERSION of the library (check it against the header's). */
+int32_t omsf2_abi_version(void);
+/* Nonzero when the library was built with TensorRT inference. */
+int32_t omsf2_has_tensorrt(void);
+
+/* Window / invert / clip the image to [0, 1] float32 (height * width values into `out`), exactly
+ * as omsf2.data.io.read_image does for a DICOM with these attributes. */
+omsf2_status omsf2_to_unit_range(const omsf2_image* image, float* out, size_t out_len);
+
+/* The full model input: omsf2_to_unit_range, then omsf2.data.preprocess.preprocess.
+ * `out` receives channels * height * width float32 values (CHW); `box` (may be NULL) the letterbox. */
+omsf2_status omsf2_preprocess(const omsf2_preprocess_spec* spec, const omsf2_image* image, float* out,
+                              size_t out_len, omsf2_letterbox* box);
+
+/* omsf2.data.preprocess.unletterbox: a (map_h, map_w) heat map over the model input back onto an
+ * (image_h, image_w) image; `out` receives image_h * image_w float32 values. */
+omsf2_status omsf2_unletterbox(const omsf2_preprocess_spec* spec, const float* heatmap, int32_t map_h, int32_t map_w,
+                               int32_t image_h, int32_t image_w, float* out, size_t out_len);
+
+/* Open a bundle folder: verify manifest.json and every file's sha256, read the classes and the
+ * preprocessing spec, and (with TensorRT) deserialise its engine. */
+omsf2_status omsf2_runtime_create(const char* bundle_dir, omsf2_runtime** out);
+void omsf2_runtime_destroy(omsf2_runtime* runtime);
+/* The bundle's class count, class names (index < count) and preprocessing spec. */
+int32_t omsf2_runtime_num_classes(const omsf2_runtime* runtime);
+const char* omsf2_runtime_class_name(const omsf2_runtime* runtime, int32_t index);
+omsf2_status omsf2_runtime_spec(const omsf2_runtime* runtime, omsf2_preprocess_spec* spec);
+
+/* Preprocess and infer one image. The result is owned by the caller (omsf2_result_destroy). */
+omsf2_status omsf2_runtime_run(omsf2_runtime* runtime, const omsf2_image* image, omsf2_result** out);
+int32_t omsf2_result_label(const omsf2_result* result);                 /* class index */
+/* probabilities (softmax of the logits), num_classes values */
+const float* omsf2_result_probabilities(const omsf2_result* result);
+/* heat map at the image's resolution, height * width values, row-major */
+const float* omsf2_result_heatmap(const omsf2_result* result, int32_t* height, int32_t* width);
+void omsf2_result_destroy(omsf2_result* result);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OMSF2_RUNTIME_H */
