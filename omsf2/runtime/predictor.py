@@ -243,6 +243,9 @@ class Predictor:
 def open_session(bundle: Bundle, backend: str = "auto", threads: int = 0) -> Session:
     """A session for ``backend`` on the bundle's matching file (``auto``: the first of AUTO_ORDER that opens).
 
+    ``auto`` moves on, with a logged warning, past a backend that is missing or whose file cannot
+    run here (an engine built for another GPU); an explicit backend raises instead.
+
     Raises:
         ValueError: the bundle has no file for the backend, or the backend cannot run here.
     """
@@ -259,6 +262,12 @@ def open_session(bundle: Bundle, backend: str = "auto", threads: int = 0) -> Ses
         try:
             session: Any = row.make(files[0], bundle.root, threads)
         except BackendUnavailable as e:
+            reasons.append(f"{name}: {e}")
+            continue
+        except (ValueError, RuntimeError) as e:  # e.g. an engine built for another GPU or TensorRT
+            if backend != "auto":
+                raise
+            log.warning("backend %s cannot run %s here (%s); trying the next one", name, files[0].name, e)
             reasons.append(f"{name}: {e}")
             continue
         session.max_batch = min(int(session.max_batch or bundle.max_batch), bundle.max_batch)

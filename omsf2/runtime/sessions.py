@@ -145,7 +145,8 @@ class OpenVinoSession:
         core = ov.Core()
         graph = _load_graph(self.path)
         model = core.read_model(str(graph)) if isinstance(graph, Path) else core.read_model(graph.SerializeToString())
-        config: dict[str, Any] = {}
+        # f32 unless the graph itself is quantized: OpenVINO may otherwise pick bf16/f16 on CPUs that have it.
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         self._compiled = core.compile_model(model, "CPU", config)
