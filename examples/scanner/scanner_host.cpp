@@ -2,7 +2,7 @@
 // the stage, the class probabilities and the heat map's peak.
 //
 //   scanner_host BUNDLE --raw FILE WIDTH HEIGHT BITS_STORED [--mono1] [--rescale SLOPE INTERCEPT]
-//                [--window CENTER WIDTH] [--dump-input OUT.f32]
+//                [--window CENTER WIDTH] [--voi-function LINEAR|LINEAR_EXACT|SIGMOID] [--dump-input OUT.f32]
 //   scanner_host BUNDLE IMAGE.dcm            (built with DCMTK: uncompressed grayscale DICOM)
 //
 // A raw file holds little-endian uint16 samples (uint8 when BITS_STORED <= 8), row by row. Exit codes:
@@ -27,7 +27,8 @@ namespace {
 int usage() {
   std::fprintf(stderr,
                "usage: scanner_host BUNDLE --raw FILE WIDTH HEIGHT BITS_STORED [--mono1] [--rescale SLOPE INTERCEPT]\n"
-               "                    [--window CENTER WIDTH] [--dump-input OUT.f32]\n"
+               "                    [--window CENTER WIDTH] [--voi-function LINEAR|LINEAR_EXACT|SIGMOID]\n"
+               "                    [--dump-input OUT.f32]\n"
                "       scanner_host BUNDLE IMAGE.dcm   (needs a build with DCMTK)\n");
   return 1;
 }
@@ -57,15 +58,17 @@ bool read_dicom(const char* path, Input& in) {
   if (file.loadFile(path).bad()) return false;
   DcmDataset* ds = file.getDataset();
   Uint16 rows = 0, cols = 0, allocated = 0, stored = 0;
-  OFString photometric;
+  OFString photometric, voi;
   ds->findAndGetUint16(DCM_Rows, rows);
   ds->findAndGetUint16(DCM_Columns, cols);
   ds->findAndGetUint16(DCM_BitsAllocated, allocated);
   ds->findAndGetUint16(DCM_BitsStored, stored);
   ds->findAndGetOFString(DCM_PhotometricInterpretation, photometric);
-  Float64 slope = 1.0, intercept = 0.0, center = 0.0, width = 0.0;
-  ds->findAndGetFloat64(DCM_RescaleSlope, slope);
-  ds->findAndGetFloat64(DCM_RescaleIntercept, intercept);
+  ds->findAndGetOFString(DCM_VOILUTFunction, voi);
+  // DCMTK zeroes the output when a tag is absent: keep the defaults (slope 1, intercept 0) then.
+  Float64 slope = 1.0, intercept = 0.0, center = 0.0, width = 0.0, value = 0.0;
+  if (ds->findAndGetFloat64(DCM_RescaleSlope, value).good()) slope = value;
+  if (ds->findAndGetFloat64(DCM_RescaleIntercept, value).good()) intercept = value;
   const bool window = ds->findAndGetFloat64(DCM_WindowCenter, center).good() &&
                       ds->findAndGetFloat64(DCM_WindowWidth, width).good();
   const size_t n = static_cast<size_t>(rows) * cols;
@@ -80,7 +83,8 @@ bool read_dicom(const char* path, Input& in) {
   }
   in.image = {in.bytes.data(), cols, rows, allocated, stored,
               photometric == "MONOCHROME1" ? OMSF2_MONOCHROME1 : OMSF2_MONOCHROME2, slope, intercept, window ? 1 : 0,
-              center, width};
+              center, width,
+              voi == "LINEAR_EXACT" ? OMSF2_VOI_LINEAR_EXACT : voi == "SIGMOID" ? OMSF2_VOI_SIGMOID : OMSF2_VOI_LINEAR};
   return true;
 }
 #endif
@@ -113,6 +117,10 @@ int main(int argc, char** argv) {
       in.image.has_window = 1;
       in.image.window_center = std::atof(argv[++i]);
       in.image.window_width = std::atof(argv[++i]);
+    } else if (a == "--voi-function" && i + 1 < argc) {
+      const std::string f = argv[++i];
+      in.image.voi_function = f == "LINEAR_EXACT" ? OMSF2_VOI_LINEAR_EXACT : f == "SIGMOID" ? OMSF2_VOI_SIGMOID
+                                                                                          : OMSF2_VOI_LINEAR;
     } else if (a == "--dump-input" && i + 1 < argc) {
       dump = argv[++i];
     } else if (a.size() > 4 && a.compare(a.size() - 4, 4, ".dcm") == 0) {

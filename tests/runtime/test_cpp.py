@@ -35,6 +35,7 @@ class Image(ctypes.Structure):
         ("has_window", ctypes.c_int32),
         ("window_center", ctypes.c_double),
         ("window_width", ctypes.c_double),
+        ("voi_function", ctypes.c_int),
     ]
 
 
@@ -93,8 +94,11 @@ def _spec(pre: PreprocessSpec) -> Spec:
     )
 
 
+VOI = {"LINEAR": 0, "LINEAR_EXACT": 1, "SIGMOID": 2}
+
+
 def _image(arr: np.ndarray, bits: int, mono1: bool, slope=1.0, intercept=0.0, window=None) -> Image:
-    c, w = window if window else (0.0, 0.0)
+    c, w, fn = (*window, "LINEAR")[:3] if window else (0.0, 0.0, "LINEAR")
     return Image(
         arr.ctypes.data,
         arr.shape[1],
@@ -107,17 +111,21 @@ def _image(arr: np.ndarray, bits: int, mono1: bool, slope=1.0, intercept=0.0, wi
         int(window is not None),
         c,
         w,
+        VOI[fn],
     )
 
 
 CASES = [
-    # (h, w, bits stored, MONOCHROME1, rescale (slope, intercept), window (center, width) or None)
+    # (h, w, bits stored, MONOCHROME1, rescale (slope, intercept), window (center, width[, VOI function]) or None)
     (37, 53, 12, False, (1.0, 0.0), (2048.0, 3000.0)),
     (129, 67, 16, True, (1.0, -1024.0), (20000.0, 40001.0)),
     (211, 300, 12, True, (0.5, 10.0), None),
     (64, 64, 16, False, (2.0, -1000.0), None),
     (13, 21, 8, False, (1.0, 0.0), (100.0, 80.0)),
     (9, 250, 16, True, (1.0, 0.0), (30000.5, 1.0)),
+    (41, 77, 12, False, (1.0, 0.0), (2048.0, 3000.0, "LINEAR_EXACT")),
+    (77, 41, 16, True, (1.0, -5.0), (30000.0, 20000.0, "SIGMOID")),
+    (50, 50, 12, False, (1.0, 0.0), (2048.0, 0.5)),  # invalid LINEAR width: min-max, as Python
 ]
 SPECS = [
     PreprocessSpec(size=(64, 64)),
@@ -155,7 +163,9 @@ def _python_reference(tmp: Path, arr, bits, mono1, rescale, window) -> np.ndarra
     ds.set_pixel_data(arr, "MONOCHROME1" if mono1 else "MONOCHROME2", bits)
     ds.RescaleSlope, ds.RescaleIntercept = rescale
     if window:
-        ds.WindowCenter, ds.WindowWidth = window
+        ds.WindowCenter, ds.WindowWidth = window[:2]
+        if len(window) > 2:
+            ds.VOILUTFunction = window[2]
     path = tmp / "x.dcm"
     ds.save_as(path, enforce_file_format=True)
     return read_image(path)
@@ -372,3 +382,30 @@ def test_cpp_tensorrt_runtime_matches_the_python_predictor(tmp_path: Path, tiny_
     for name, prob in p.probabilities.items():
         line = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith(name + " "))
         assert abs(float(line.split()[-1]) - prob) < 1e-3
+
+
+def test_example_host_reads_dicom_with_dcmtk(scanner_host, tiny_bundle, tmp_path) -> None:
+    """With DCMTK (Debian's libdcmtk-dev) the host reads the real CR and MONOCHROME1/2 files like omsf2.data.io."""
+    from pydicom.data import get_testdata_file
+
+    cr = get_testdata_file("RG1_UNCR.dcm")
+    if cr is None:
+        pytest.skip("pydicom-data is not installed")
+    arr = _buffer(90, 70, 16, 4)
+    twins = []
+    for k, (mono1, window) in enumerate([(False, (32768.0, 60000.0, "LINEAR_EXACT")), (True, None)]):
+        _python_reference(tmp_path, arr, 16, mono1, (2.0, -100.0), window)
+        twins.append((tmp_path / "x.dcm").rename(tmp_path / f"t{k}.dcm"))
+    for path in (Path(cr), *twins):
+        dump = tmp_path / "in.f32"
+        proc = subprocess.run(
+            [str(scanner_host), str(tiny_bundle), str(path), "--dump-input", str(dump)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if "built without DCMTK" in proc.stderr:
+            pytest.skip("scanner_host was built without DCMTK (apt-get install libdcmtk-dev)")
+        assert proc.returncode in (0, 3), proc.stderr
+        ref = preprocess(read_image(path), PreprocessSpec(size=(64, 64)))
+        assert np.abs(np.fromfile(dump, np.float32).reshape(ref.shape) - ref).max() <= 1e-5, path.name

@@ -216,3 +216,19 @@ def test_tensorrt_engine_of_another_gpu_is_refused_in_one_line(engine_bundle: Pa
     ):
         Predictor.from_bundle(engine_bundle, backend="tensorrt")
     assert Predictor.from_bundle(engine_bundle).backend == "ort"  # auto moves on to onnxruntime, with a warning
+
+
+@pytest.mark.needs_trt
+def test_real_tensorrt_engine_bundle_matches_onnxruntime(tiny_export: Path, images, tmp_path: Path) -> None:
+    from omsf2.export.targets import ExportSpec, run_export
+    from omsf2.runtime.bundle import BundleSpec, make_bundle
+
+    export = tmp_path / "export"
+    run_export(ExportSpec(str(tiny_export.parent / "tiny.pt"), str(export), format="all", batch="1,2,4"))
+    bundle = make_bundle(BundleSpec(str(export), str(tmp_path / "bundle"))).root
+    trt = Predictor.from_bundle(bundle, backend="tensorrt")
+    ort = Predictor.from_bundle(bundle, backend="ort")
+    assert Predictor.from_bundle(bundle).backend == "tensorrt" and trt.max_batch == 4
+    for a, b in zip(trt.predict(images), ort.predict(images), strict=True):
+        np.testing.assert_allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-3)
+        np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-2)

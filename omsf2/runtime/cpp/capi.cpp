@@ -67,6 +67,7 @@ omsf2::Image to_image(const omsf2_image* im) {
   out.has_window = im->has_window != 0;
   out.window_center = im->window_center;
   out.window_width = im->window_width;
+  out.voi_function = static_cast<int>(im->voi_function);
   return out;
 }
 

@@ -23,6 +23,7 @@ struct Image {
   double slope = 1.0, intercept = 0.0;
   bool has_window = false;
   double window_center = 0.0, window_width = 0.0;
+  int voi_function = 0;  // 0 LINEAR, 1 LINEAR_EXACT, 2 SIGMOID
 };
 
 struct Spec {

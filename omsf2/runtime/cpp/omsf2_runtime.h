@@ -36,6 +36,13 @@ typedef enum omsf2_status {
   OMSF2_ERR_INTERNAL = 6          /* out of memory or a bug */
 } omsf2_status;
 
+/* VOI LUT Function (0028,1056) of the window (PS3.3 C.11.2.1.2-3). */
+typedef enum omsf2_voi_function {
+  OMSF2_VOI_LINEAR = 0,
+  OMSF2_VOI_LINEAR_EXACT = 1,
+  OMSF2_VOI_SIGMOID = 2
+} omsf2_voi_function;
+
 typedef enum omsf2_photometric {
   OMSF2_MONOCHROME2 = 2, /* higher values are brighter */
   OMSF2_MONOCHROME1 = 1  /* higher values are darker: inverted after the window */
@@ -51,9 +58,10 @@ typedef struct omsf2_image {
   omsf2_photometric photometric;
   double rescale_slope;       /* Modality LUT: x = stored * slope + intercept (1 and 0 when absent) */
   double rescale_intercept;
-  int32_t has_window;         /* nonzero: apply the LINEAR window below, else min-max normalise */
+  int32_t has_window;         /* nonzero: apply the window below, else min-max normalise */
   double window_center;
-  double window_width;        /* >= 1; an invalid window falls back to min-max, as the Python reader does */
+  double window_width;        /* LINEAR: >= 1, else > 0; an invalid window falls back to min-max, as in Python */
+  omsf2_voi_function voi_function;
 } omsf2_image;
 
 /* The model input's preprocessing; a bundle's manifest.json holds it ("preprocess"). */

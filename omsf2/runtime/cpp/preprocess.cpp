@@ -109,7 +109,7 @@ Letterbox letterbox_geometry(int h, int w, const Spec& spec) {
   return {(spec.height - new_h) / 2, (spec.width - new_w) / 2, new_h, new_w};
 }
 
-// io._dicom_gray + io._apply_window (LINEAR) / io._minmax + read_image's clip, in double, then float32.
+// io._dicom_gray + io._apply_window (LINEAR, LINEAR_EXACT, SIGMOID) / io._minmax + read_image's clip, in double, then float32.
 Plane to_unit_range(const Image& im) {
   if (im.width < 8 || im.height < 8) throw std::invalid_argument("image must be at least 8x8 pixels");
   if (im.bits_allocated != 8 && im.bits_allocated != 16) throw std::invalid_argument("bits_allocated must be 8 or 16");
@@ -125,10 +125,15 @@ Plane to_unit_range(const Image& im) {
                                               : static_cast<const uint16_t*>(im.pixels)[i];
     x[i] = static_cast<double>(s & mask) * im.slope + im.intercept;
   }
+  if (im.voi_function < 0 || im.voi_function > 2) throw std::invalid_argument("invalid VOI LUT function");
   const double c = im.window_center, wd = im.window_width;
-  const bool window = im.has_window && std::isfinite(c) && std::isfinite(wd) && wd >= 1.0;
+  const bool window = im.has_window && std::isfinite(c) && std::isfinite(wd) && (im.voi_function == 0 ? wd >= 1.0 : wd > 0.0);
   std::vector<double> y(n);
-  if (window) {
+  if (window && im.voi_function == 1) {  // LINEAR_EXACT
+    for (size_t i = 0; i < n; ++i) y[i] = std::clamp((x[i] - c) / wd + 0.5, 0.0, 1.0);
+  } else if (window && im.voi_function == 2) {  // SIGMOID, written with tanh as in Python
+    for (size_t i = 0; i < n; ++i) y[i] = 0.5 * (1.0 + std::tanh(2.0 * (x[i] - c) / wd));
+  } else if (window) {
     const double lo = c - 0.5 - (wd - 1.0) / 2.0, hi = c - 0.5 + (wd - 1.0) / 2.0;
     const double denom = std::max(wd - 1.0, 1e-12);
     for (size_t i = 0; i < n; ++i) {
