@@ -20,6 +20,9 @@ def bundle_cmd(
     data_source: Annotated[str, typer.Option(help="Where the training data came from.")] = "",
     reference: Annotated[list[str] | None, typer.Option(help="A citation (repeat).")] = None,
     max_batch: Annotated[int, typer.Option(help="Most images per inference call.")] = 32,
+    plugin_lib: Annotated[
+        Path | None, typer.Option(help="libomsf2_plugins.so for engines built with --plugins.")
+    ] = None,
 ) -> None:
     """Bundle an export: model files, manifest.json (metadata, sha256 of every file) and a README."""
     from omsf2.runtime.bundle import DEFAULT_INTENDED_USE, BundleSpec, make_bundle
@@ -33,6 +36,7 @@ def bundle_cmd(
         data_source=data_source,
         references=tuple(reference or ()),
         max_batch=max_batch,
+        plugin_library=None if plugin_lib is None else str(plugin_lib),
     )
     b = make_bundle(spec)
     files = sorted(b.metadata["files"])

@@ -240,6 +240,8 @@ class BundleSpec:
         data_source: where the training data came from.
         references: citations (papers, repositories).
         max_batch: the most images the runtime sends in one inference call.
+        plugin_library: ``libomsf2_plugins.so`` for engines built with the custom ops, when it is
+            not in the export folder (checked against the engine manifest's hash).
     """
 
     export_dir: str
@@ -250,8 +252,11 @@ class BundleSpec:
     data_source: str = ""
     references: tuple[str, ...] = ()
     max_batch: int = DEFAULT_MAX_BATCH
+    plugin_library: str | None = None
 
     def __post_init__(self) -> None:
+        if self.plugin_library is not None and not Path(self.plugin_library).is_file():
+            raise ValueError(f"plugin library '{self.plugin_library}' does not exist")
         if not isinstance(self.max_batch, int) or self.max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
         out = Path(self.out)
@@ -261,20 +266,37 @@ class BundleSpec:
             raise ValueError(f"bundle output '{out}': parent folder '{out.parent}' does not exist")
 
 
-def _files_to_copy(export: Bundle) -> list[Path]:
-    """The artifacts, each engine's manifest, and the plugin library an engine names."""
+def _files_to_copy(export: Bundle, plugin_library: Path | None) -> list[Path]:
+    """The artifacts, each engine's manifest, and the plugin library an engine was built with.
+
+    Raises:
+        BundleError: an engine without its manifest, or one that needs a plugin library that is
+            neither given nor beside it, or whose hash differs from the one it was built with.
+    """
     files = list(export.artifacts.values())
     for p in list(files):
-        if p.suffix == ".engine":
-            side = p.with_name(p.name + ".json")
-            if not side.is_file():
-                raise BundleError(f"export folder '{export.root}': engine '{p.name}' has no manifest '{side.name}'")
-            files.append(side)
-            lib = json.loads(side.read_text()).get("plugin_library")
-            if lib and (export.root / lib).is_file() and export.root / lib not in files:
-                files.append(export.root / lib)
+        if p.suffix != ".engine":
+            continue
+        side = p.with_name(p.name + ".json")
+        if not side.is_file():
+            raise BundleError(f"export folder '{export.root}': engine '{p.name}' has no manifest '{side.name}'")
+        files.append(side)
+        meta = json.loads(side.read_text())
+        if not meta.get("plugin_library"):
+            continue
+        lib = plugin_library or export.root / meta["plugin_library"]
+        if not lib.is_file():
+            raise BundleError(
+                f"engine '{p.name}' needs plugin library '{meta['plugin_library']}'; pass --plugin-lib PATH"
+            )
+        if sha256_file(lib) != meta.get("plugin_library_sha256"):
+            raise BundleError(f"plugin library '{lib}' is not the one '{p.name}' was built with (sha256 differs)")
+        if lib.name != meta["plugin_library"]:
+            raise BundleError(f"plugin library '{lib}' must be named '{meta['plugin_library']}' as the engine expects")
+        if lib not in files:
+            files.append(lib)
     lib = export.root / PLUGIN_LIBRARY
-    if lib.is_file() and lib not in files:
+    if lib.is_file() and not any(f.name == PLUGIN_LIBRARY for f in files):
         files.append(lib)
     return files
 
@@ -343,7 +365,7 @@ def make_bundle(spec: BundleSpec) -> Bundle:
         ValueError: bad options or output path.
     """
     export = load_export(spec.export_dir)
-    files = _files_to_copy(export)
+    files = _files_to_copy(export, None if spec.plugin_library is None else Path(spec.plugin_library))
     report = export.metadata
     out = Path(spec.out)
     ckpt = (report.get("checkpoint") or {}).get("path") or "omsf2"

@@ -122,3 +122,48 @@ def test_make_bundle_refuses_a_non_empty_output_and_a_changed_export(tiny_export
 def test_export_folder_loads_like_a_bundle(tiny_export: Path) -> None:
     b = load_export(tiny_export)
     assert b.classes[0] == "normal" and b.artifacts == {"onnx": tiny_export / "model.onnx"}
+
+
+def _export_with_plugin_engine(tiny_export: Path, tmp_path: Path, lib_bytes: bytes) -> Path:
+    import hashlib
+    import shutil
+
+    from omsf2.runtime.engine_manifest import EngineManifest, TensorInfo, manifest_path, write_manifest
+
+    export = Path(shutil.copytree(tiny_export, tmp_path / "export"))
+    data = b"ENGINE:with-plugins"
+    (export / "model.int8.engine").write_bytes(data)
+    write_manifest(
+        manifest_path(export / "model.int8.engine"),
+        EngineManifest(
+            engine_file="model.int8.engine",
+            engine_sha256=hashlib.sha256(data).hexdigest(),
+            tensorrt_version="10.3.0.30",
+            gpu_name="Orin (nvgpu)",
+            compute_capability=(8, 7),
+            precision="int8",
+            inputs=(TensorInfo("image", "float32", (-1, 1, 64, 64)),),
+            outputs=(TensorInfo("logits", "float32", (-1, 4)),),
+            plugin_library="libomsf2_plugins.so",
+            plugin_library_sha256=hashlib.sha256(lib_bytes).hexdigest(),
+        ),
+    )
+    report = json.loads((export / "report.json").read_text())
+    report["artifacts"]["engine_int8"] = {"file": "model.int8.engine", "sha256": hashlib.sha256(data).hexdigest()}
+    (export / "report.json").write_text(json.dumps(report))
+    return export
+
+
+def test_engine_bundles_carry_the_plugin_library_it_was_built_with(tiny_export: Path, tmp_path: Path) -> None:
+    export = _export_with_plugin_engine(tiny_export, tmp_path, b"\x7fELF plugin v1")
+    with pytest.raises(BundleError, match=r"needs plugin library 'libomsf2_plugins.so'; pass --plugin-lib PATH"):
+        make_bundle(BundleSpec(str(export), str(tmp_path / "b")))
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    (libs / "libomsf2_plugins.so").write_bytes(b"\x7fELF plugin v2")
+    with pytest.raises(BundleError, match=r"is not the one 'model.int8.engine' was built with"):
+        make_bundle(BundleSpec(str(export), str(tmp_path / "b"), plugin_library=str(libs / "libomsf2_plugins.so")))
+    (libs / "libomsf2_plugins.so").write_bytes(b"\x7fELF plugin v1")
+    b = make_bundle(BundleSpec(str(export), str(tmp_path / "b"), plugin_library=str(libs / "libomsf2_plugins.so")))
+    assert {"model.int8.engine", "model.int8.engine.json", "libomsf2_plugins.so"} <= set(b.metadata["files"])
+    assert b.artifacts["engine_int8"] == tmp_path / "b" / "model.int8.engine"
