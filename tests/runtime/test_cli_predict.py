@@ -99,6 +99,17 @@ def test_tampered_bundle_is_one_line_before_any_file_is_read(tiny_bundle: Path, 
     assert "corrupt" not in res.output and len(res.output.strip().splitlines()) <= 2  # wrapped at most once
 
 
+def test_escaping_path_and_newer_format_are_one_line(tiny_bundle: Path, images) -> None:
+    manifest = tiny_bundle / "manifest.json"
+    m = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**m, "files": {**m["files"], "../../etc/passwd": "0" * 64}}))
+    res = run("predict", images[0], "--model", tiny_bundle)
+    assert res.exit_code == 1 and "escapes the bundle folder" in res.output and "Traceback" not in res.output
+    manifest.write_text(json.dumps({**m, "format_version": 99}))
+    res = run("predict", images[0], "--model", tiny_bundle)
+    assert res.exit_code == 1 and "format version 99" in res.output
+
+
 def test_options_and_outputs_are_checked_before_work(tiny_bundle_master: Path, images, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     for args, msg in [
