@@ -223,8 +223,8 @@ BACKENDS: tuple[BackendRow, ...] = (
     BackendRow("ort", ("onnx",), lambda p, r, t: OrtSession(p, t)),
     BackendRow("ort-int8", ("onnx_int8_cpu", "onnx_int8"), lambda p, r, t: OrtSession(p, t, name="ort-int8")),
     BackendRow("openvino", ("onnx",), lambda p, r, t: OpenVinoSession(p, t)),
-    # U8S8 first, as for onnxruntime: on cxr-real val OpenVINO agreed with FP32 on 94.7 % with it, 88.7 % with
-    # the S8S8 TensorRT contract (the export gate measures onnxruntime, not OpenVINO).
+    # U8S8 first, as for onnxruntime: it agreed with FP32 better than the S8S8 TensorRT contract under
+    # OpenVINO (README, "Predict"); neither is gated on OpenVINO, the export gate runs onnxruntime.
     BackendRow(
         "openvino-int8", ("onnx_int8_cpu", "onnx_int8"), lambda p, r, t: OpenVinoSession(p, t, name="openvino-int8")
     ),
