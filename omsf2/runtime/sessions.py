@@ -61,12 +61,20 @@ def _load_graph(model: Any) -> Any:
     return expand_plugins(proto) if has_plugins(proto) else Path(model)
 
 
-def ort_session(model: Any, threads: int = 0, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> Any:
+def ort_session(
+    model: Any,
+    threads: int = 0,
+    *,
+    disable_optimizations: bool = False,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+) -> Any:
     """An onnxruntime session for a ModelProto or path (``omsf2`` custom ops expanded).
 
     Args:
         model: an ``onnx.ModelProto`` or the path of an ``.onnx`` file.
         threads: intra-op threads (0: onnxruntime's default, one per physical core).
+        disable_optimizations: ``ORT_DISABLE_ALL``: Q/DQ nodes run as the float ops they are
+            instead of being fused into integer kernels (the export gate's Q/DQ-float mode).
         providers: execution providers in order of preference.
 
     Raises:
@@ -81,6 +89,8 @@ def ort_session(model: Any, threads: int = 0, providers: tuple[str, ...] = ("CPU
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    if disable_optimizations:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     src = str(graph) if isinstance(graph, Path) else graph.SerializeToString()
     try:
         return ort.InferenceSession(src, opts, providers=list(providers))
@@ -118,7 +128,7 @@ class OrtSession:
                     "onnxruntime has no CUDA execution provider here (install onnxruntime-gpu on a CUDA machine)"
                 )
             providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
-        self._session = ort_session(self.path, self.threads, providers)
+        self._session = ort_session(self.path, self.threads, providers=providers)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits, heatmap) of one batch."""

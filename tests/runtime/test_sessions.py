@@ -232,3 +232,13 @@ def test_real_tensorrt_engine_bundle_matches_onnxruntime(tiny_export: Path, imag
     for a, b in zip(trt.predict(images), ort.predict(images), strict=True):
         np.testing.assert_allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-3)
         np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-2)
+
+
+def test_ort_session_can_run_qdq_as_float_ops(tiny_bundle_master: Path) -> None:
+    import onnxruntime as ort
+
+    path = tiny_bundle_master / "model.onnx"
+    plain = sessions.ort_session(path, 1)
+    raw = sessions.ort_session(path, 1, disable_optimizations=True)
+    assert raw.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert plain.get_session_options().graph_optimization_level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL
