@@ -13,6 +13,8 @@ from omsf2.config import OptimizerName, ResizeMode, ScheduleName, parse_enum
 from omsf2.data.datasets import DataSpec
 from omsf2.train.augment import AugConfig
 
+MAX_IMG_SIZE = 2048  # a 2048^2 input already needs tens of GiB of activations per batch of 32
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -101,8 +103,8 @@ class TrainConfig:
                 f"batch size must be >= 2 (BatchNorm needs a batch), got {self.batch_size}",
             ),
             (
-                self.img_size is None or (self.img_size >= 64 and self.img_size % 32 == 0),
-                f"image size must be a multiple of 32 and >= 64, got {self.img_size}",
+                self.img_size is None or (64 <= self.img_size <= MAX_IMG_SIZE and self.img_size % 32 == 0),
+                f"image size must be a multiple of 32 in [64, {MAX_IMG_SIZE}], got {self.img_size}",
             ),
             (self.in_chans in (1, 3), f"input channels must be 1 or 3, got {self.in_chans}"),
             (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
