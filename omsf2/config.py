@@ -83,6 +83,30 @@ class AugName(str, enum.Enum):
     DROP = "drop"
 
 
+class Split(str, enum.Enum):
+    """A dataset split."""
+
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+class KernelBackend(str, enum.Enum):
+    """Fused-kernel implementations, in the order the default prefers them on CUDA (reference last)."""
+
+    TRITON = "triton"
+    CUDA = "cuda"
+    REF = "ref"
+
+
+class KernelDType(str, enum.Enum):
+    """Floating-point types the kernel check runs."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
 @dataclasses.dataclass(frozen=True)
 class PreprocessSpec:
     """Everything that turns a [0, 1] float image into the model's input tensor.

@@ -501,7 +501,7 @@ def write_dataset(
         size: image size in pixels.
         n_val: val phantoms, default :func:`held_out_count`; 0 = no val folder.
         n_test: test phantoms, default :func:`held_out_count`; 0 = no test folder.
-        workers: processes generating in parallel (>= 1).
+        workers: processes generating in parallel (0 or 1: in this process).
         overwrite: replace an existing phantom dataset (never a folder holding anything else).
         on_image: called after each image (progress).
 
@@ -510,8 +510,8 @@ def write_dataset(
     """
     target = Path(out)
     counts = dataset_counts(n, n_val, n_test, size)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 and 1 generate in this process), got {workers}")
     _check_target(target, overwrite)
     remove_stale_staging(target)
     with _sigterm_as_interrupt():

@@ -100,7 +100,7 @@ def test_settings_are_checked_before_any_file(tmp_path) -> None:
     for kwargs, msg in (
         ({"size": 100000}, r"phantom size must lie in \[64, 4096\]"),
         ({"n_val": 2}, "val needs 0 .* or at least 4"),
-        ({"workers": 0}, "workers must be >= 1"),
+        ({"workers": -1}, "workers must be >= 0"),
     ):
         with pytest.raises(ValueError, match=msg):
             synthetic.write_dataset(tmp_path / "d", 4, **{"size": 64, "workers": 1, **kwargs})
