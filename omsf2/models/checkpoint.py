@@ -52,7 +52,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load checkpoint '{p}': not a valid omsf2/torch checkpoint ({first[:160]})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"'{p}' is not an omsf2 checkpoint (a bare state dict goes to --init, not here)")
+        raise ValueError(f"'{p}' is not an omsf2 checkpoint (a bare state dict is init weights, not a checkpoint)")
     if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"checkpoint '{p}' has format version {ckpt['format_version']}; "

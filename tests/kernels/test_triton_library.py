@@ -32,7 +32,6 @@ def test_each_op_is_registered_once_under_one_namespace() -> None:
         assert _schemas(f"omsf2_export::{op}") == []
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)])
 def test_triton_ops_match_the_reference(device: str) -> None:
     _skip_without_triton(device)
     pool, fuse = triton_ops()

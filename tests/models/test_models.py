@@ -107,7 +107,6 @@ def test_model_config_validates() -> None:
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)])
 def test_same_logits_on_every_device(device: str) -> None:
     torch.manual_seed(0)
     m = create_model("omsf2_tiny", img_size=64).eval()
