@@ -11,7 +11,7 @@ makes images from different vendors comparable when the window is sensible and l
 chosen window baked in; files with no VOI information are min-max normalised instead.
 Presentation LUT Shape is not applied: DX images restate MONOCHROME1 as INVERSE there, so
 honouring both would invert twice.
-pydicom is imported on first DICOM use (it costs ~0.2 s), so PNG-only callers never load it.
+pydicom is imported on first DICOM use (a noticeable import), so PNG-only callers never load it.
 
 Every failure is an :class:`ImageReadError` (a ``ValueError``) whose message is one line naming
 the file and the reason, with the library's own exception chained as ``__cause__``.
