@@ -461,11 +461,16 @@ def _generate(tmp: Path, counts: dict[str, int], seed: int, size: int, workers: 
     rows: list[tuple[str, str, str, str]] = []
     if workers > 1:
         ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+        ex = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
+        try:
             for row in ex.map(_write_one, jobs, chunksize=16):
                 rows.append(row)
                 if on_image:
                     on_image()
+        except BaseException:
+            ex.shutdown(wait=True, cancel_futures=True)  # an interrupt must not wait for every queued image
+            raise
+        ex.shutdown()
     else:
         for job in jobs:
             rows.append(_write_one(job))

@@ -135,7 +135,7 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 class _StopFlag:
-    """SIGINT -> flag checked between steps; a second SIGINT raises KeyboardInterrupt."""
+    """SIGINT or SIGTERM -> flag checked between steps; a second signal raises KeyboardInterrupt."""
 
     def __init__(self) -> None:
         self.set = False
@@ -154,11 +154,12 @@ class _StopFlag:
                 raise KeyboardInterrupt
             self.set = True
 
-        old = signal.signal(signal.SIGINT, handler)
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, old)
+            for sig, h in old.items():
+                signal.signal(sig, h)
 
 
 @contextlib.contextmanager
