@@ -296,6 +296,8 @@ class Trainer:
         saved = self._resume.get("train_state", {}) if self._resume else {}
         st = RunState.from_dict(saved) if self._resume else RunState(run_id=uuid.uuid4().hex)
         interrupted = stopped_early = False
+        if self.cfg.init and not self._resume and not Path(self.cfg.init).is_file():
+            raise ValueError(f"init weights '{self.cfg.init}' do not exist")  # before any work
         with claim_run_dir(self.out, st.run_id, self._overwrite):
             p = self._setup()
             self._restore(p)

@@ -42,6 +42,13 @@ def test_out_that_is_a_file_fails_before_any_work(small_cfg: TrainConfig, tmp_pa
     assert spy.calls == [] and f.read_text() == "x"
 
 
+def test_missing_init_weights_fail_before_any_work(small_cfg: TrainConfig, tmp_path: Path) -> None:
+    spy = Spy()
+    with pytest.raises(ValueError, match="init weights .* do not exist"):
+        train(dataclasses.replace(small_cfg, init=str(tmp_path / "none.pt")), tmp_path / "r", spy)
+    assert spy.calls == [] and not (tmp_path / "r").exists()
+
+
 def test_second_run_into_a_locked_folder_is_refused(small_cfg: TrainConfig, tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
