@@ -44,7 +44,7 @@ def test_out_that_is_a_file_fails_before_any_work(small_cfg: TrainConfig, tmp_pa
 
 def test_missing_init_weights_fail_before_any_work(small_cfg: TrainConfig, tmp_path: Path) -> None:
     spy = Spy()
-    with pytest.raises(ValueError, match="init weights .* do not exist"):
+    with pytest.raises(ValueError, match=r"init weights .* do not exist"):
         train(dataclasses.replace(small_cfg, init=str(tmp_path / "none.pt")), tmp_path / "r", spy)
     assert spy.calls == [] and not (tmp_path / "r").exists()
 
