@@ -139,3 +139,19 @@ def test_eval_needs_only_the_split_it_evaluates(trained: Path, tmp_path: Path, s
         EvalSpec(str(trained), data=str(tmp_path / "d"), split="test", json_path=str(tmp_path / "m.json"), workers=0)
     )
     assert res.metrics["n"] == 8
+
+
+def test_resolve_device_keeps_the_index() -> None:
+    import torch
+
+    from omsf2.evaluate import resolve_device
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda:1' requested but no CUDA device"):
+            resolve_device("cuda:1")
+    else:
+        n = torch.cuda.device_count()
+        with pytest.raises(ValueError, match=f"device 'cuda:{n}' requested but this machine has {n}"):
+            resolve_device(f"cuda:{n}")
+    with pytest.raises(ValueError, match="invalid device 'tpu'"):
+        resolve_device("tpu")

@@ -141,7 +141,11 @@ def main_callback(
     if not verbose:
         handler.addFilter(_OwnRecordsOnly())
     root = logging.getLogger()
-    root.handlers = [handler]
+    for h in [h for h in root.handlers if getattr(h, "omsf2_cli", False)]:
+        root.removeHandler(h)  # an earlier invocation's, in the same process (tests)
+    handler.omsf2_cli = True  # type: ignore[attr-defined]
+    if not any(not getattr(h, "omsf2_cli", False) for h in root.handlers):
+        root.addHandler(handler)  # someone else's handlers (pytest's) keep the records otherwise
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.captureWarnings(not verbose)  # library warnings become (filtered) log records
 

@@ -243,7 +243,7 @@ def check_kernels(
         raise ValueError(f"invalid device {str(device)!r}; choose auto, cpu or cuda[:index]")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available; use the cpu device")
+        raise ValueError(f"device {str(device)!r} requested but no CUDA device is available; use the cpu device")
     chosen = [parse_backend(b) for b in backends] if backends else list(Backend)
     names = list(dtypes) if dtypes else (list(DTYPES) if dev.type == "cuda" else ["fp32"])
     bad = [d for d in names if d not in DTYPES]

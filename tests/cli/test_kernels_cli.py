@@ -51,3 +51,9 @@ def test_kernels_check_choices_are_usage_errors(args: list[str], choices: str) -
 def test_kernels_check_help_lists_the_choices() -> None:
     out = runner.invoke(app, ["kernels", "check", "--help"], env={"COLUMNS": "200"}).output
     assert "[triton|cuda|ref]" in out and "[fp32|fp16|bf16]" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_a_cuda_index_is_reported_as_given() -> None:
+    res = runner.invoke(app, ["kernels", "check", "--device", "cuda:1", "--iters", "1"])
+    assert res.exit_code == 1 and "device 'cuda:1' requested" in res.output, res.output
