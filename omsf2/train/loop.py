@@ -4,8 +4,8 @@ Determinism is by construction: every epoch re-seeds the batch order, the augmen
 generator and torch's global RNG (dropout) from ``(seed, epoch)``; the data pipeline has no
 randomness; mid-epoch checkpoints store the RNG states and the step reached. Resuming from any
 ``last.pt`` therefore replays exactly the steps an uninterrupted run takes (on the same device
-and thread count). Ctrl-C is caught between steps: the state is saved to ``last.pt`` and the
-run can be resumed; a second Ctrl-C aborts at once.
+and thread count). Ctrl-C (or SIGTERM) is caught between steps: the state is saved to
+``last.pt`` and the run can be resumed; a second signal aborts at once.
 
 Progress goes to a :class:`Reporter` so that the library never prints: the CLI passes a rich
 progress bar, the default logs.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import math
 import signal
 import threading
@@ -23,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -44,53 +43,21 @@ from omsf2.models.checkpoint import (
 from omsf2.train.augment import apply_attention_aug, geometric, intensity
 from omsf2.train.config import TrainConfig
 from omsf2.train.losses import CenterLoss, soft_distance, task_loss
+from omsf2.train.reporter import LogReporter, Reporter
 from omsf2.train.rundir import claim_run_dir
+from omsf2.train.state import RunState
 
-log = logging.getLogger(__name__)
-
-
-class Reporter(Protocol):
-    """Receives progress; the CLI renders it, tests may act on it (e.g. interrupt a run)."""
-
-    def on_start(self, info: dict[str, Any]) -> None:
-        """The run starts: model, data sizes, device, epochs."""
-
-    def on_task(self, name: str, total: int) -> None:
-        """A sub-task of ``total`` items starts (loading, validating)."""
-
-    def on_advance(self, n: int) -> None:
-        """``n`` more items of the current sub-task are done."""
-
-    def on_epoch_start(self, epoch: int, steps: int, start_step: int) -> None:
-        """Epoch ``epoch`` (1-based) of ``steps`` steps starts at ``start_step`` (> 0 when resumed)."""
-
-    def on_step(self, epoch: int, step: int, loss: float, lr: float) -> None:
-        """Step ``step`` (1-based) finished with this loss at this learning rate."""
-
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
-        """An epoch finished; ``record`` holds its losses and validation metrics."""
-
-
-class LogReporter:
-    """Default reporter: one log line per epoch (the :class:`Reporter` methods, documented there)."""
-
-    def on_start(self, info: dict[str, Any]) -> None:  # noqa: D102
-        log.info("training %s", info)
-
-    def on_task(self, name: str, total: int) -> None:  # noqa: D102
-        log.debug("%s (%d)", name, total)
-
-    def on_advance(self, n: int) -> None:  # noqa: D102
-        pass
-
-    def on_epoch_start(self, epoch: int, steps: int, start_step: int) -> None:  # noqa: D102
-        pass
-
-    def on_step(self, epoch: int, step: int, loss: float, lr: float) -> None:  # noqa: D102
-        pass
-
-    def on_epoch_end(self, record: dict[str, Any]) -> None:  # noqa: D102
-        log.info("epoch %s", record)
+__all__ = [
+    "LogReporter",
+    "Reporter",
+    "RunState",
+    "TrainResult",
+    "Trainer",
+    "frozen_bn_stats",
+    "lr_at",
+    "resume",
+    "train",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,55 +152,6 @@ def _monitor(task: Task, metrics: dict[str, Any], val_loss: float) -> tuple[floa
     # Higher is better; ties go to the lower validation loss.
     key = metrics.get("macro_auc") if task is Task.MULTILABEL else metrics["accuracy"]
     return (float(key) if key is not None else 0.0, -val_loss)
-
-
-@dataclasses.dataclass
-class RunState:
-    """Where a run stands: what ``last.pt`` saves as ``train_state`` and a resume restores.
-
-    Attributes:
-        run_id: identifies the run (its output folder belongs to it).
-        epoch: epochs completed; the epoch in progress has this 0-based index.
-        step: steps done in the epoch in progress.
-        history: one record per completed epoch.
-        best_key: monitor value of the best epoch (higher is better).
-        best_epoch: 1-based epoch of ``best.pt`` (0 = none yet).
-        best_metrics: validation metrics of ``best.pt``.
-        loss_sum: running train loss of the epoch in progress (so a resume reports the same mean).
-        loss_n: steps summed in ``loss_sum``.
-    """
-
-    run_id: str
-    epoch: int = 0
-    step: int = 0
-    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    best_key: tuple[float, float] = (-math.inf, -math.inf)
-    best_epoch: int = 0
-    best_metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
-    loss_sum: float = 0.0
-    loss_n: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Checkpoint form (tensors and plain types only)."""
-        d = dataclasses.asdict(self)
-        d["best_key"] = list(self.best_key)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunState:
-        """Inverse of :meth:`to_dict`; checkpoints written before ``run_id`` existed get ``""``."""
-        key = tuple(float(v) for v in d.get("best_key", (-math.inf, -math.inf)))
-        return cls(
-            run_id=str(d.get("run_id", "")),
-            epoch=int(d.get("epoch", 0)),
-            step=int(d.get("step", 0)),
-            history=list(d.get("history", [])),
-            best_key=(key[0], key[1]),
-            best_epoch=int(d.get("best_epoch", 0)),
-            best_metrics=dict(d.get("best_metrics", {})),
-            loss_sum=float(d.get("loss_sum", 0.0)),
-            loss_n=int(d.get("loss_n", 0)),
-        )
 
 
 @dataclasses.dataclass
