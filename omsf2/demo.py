@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omsf2.config import SettingError
 from omsf2.data.datasets import DataSpec
 from omsf2.data.synthetic import dataset_counts, write_dataset
 from omsf2.evaluate import EvalSpec, evaluate_checkpoint
@@ -58,7 +59,7 @@ class DemoSpec:
 
     def __post_init__(self) -> None:
         if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise SettingError(f"workers must be >= 0, got {self.workers}", "workers")
         if self.calib_count < 1:
             raise ValueError(f"calibration count must be >= 1, got {self.calib_count}")
         dataset_counts(self.n, size=self.size)  # raises on a bad phantom count or size

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from omsf2.config import Task
+from omsf2.config import SettingError, Task
 from omsf2.data.datasets import SPLIT_NAMES, DataSpec, LabeledSet, load_split
 from omsf2.data.loader import BatchSource, open_source
 from omsf2.fileio import atomic_write, check_output_file, write_json
@@ -145,9 +145,9 @@ class EvalSpec:
         if self.split not in SPLIT_NAMES:
             raise ValueError(f"unknown split {self.split!r}; choose one of {', '.join(SPLIT_NAMES)}")
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+            raise SettingError(f"batch size must be >= 1, got {self.batch_size}", "batch_size")
         if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise SettingError(f"workers must be >= 0, got {self.workers}", "workers")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,7 @@ from omsf2.config import (
     OptimizerName,
     ResizeMode,
     ScheduleName,
+    SettingError,
     Split,
     UncertainPolicy,
 )
@@ -109,7 +110,10 @@ def cli_errors(fn: F) -> F:
         except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError, MemoryError) as e:
             if _verbose["on"]:
                 err.print(escape("".join(traceback.format_exception(e))), highlight=False, end="")
-            raise _fail(_message(e)) from None
+            msg = _message(e)
+            if isinstance(e, SettingError) and e.setting in kwargs:
+                msg += f" (--{e.setting.replace('_', '-')})"  # the library names its setting; the flag is ours
+            raise _fail(msg) from None
 
     return wrapper  # type: ignore[return-value]
 

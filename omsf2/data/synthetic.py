@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from omsf2.config import SettingError
+
 STAGES = ("normal", "stage_I", "stage_II", "stage_III")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -369,9 +371,10 @@ def dataset_counts(n: int, n_val: int | None = None, n_test: int | None = None, 
     for split, k in counts.items():
         if not (k >= 4 or (k == 0 and split != "train")):
             what = "train needs" if split == "train" else f"{split} needs 0 (no {split} folder) or"
-            raise ValueError(f"{what} at least 4 phantoms (one per stage), got {k}")
+            setting = {"train": "n", "val": "n_val", "test": "n_test"}[split]
+            raise SettingError(f"{what} at least 4 phantoms (one per stage), got {k}", setting)
     if not 64 <= size <= MAX_SIZE:
-        raise ValueError(f"phantom size must lie in [64, {MAX_SIZE}] pixels, got {size}")
+        raise SettingError(f"phantom size must lie in [64, {MAX_SIZE}] pixels, got {size}", "size")
     return counts
 
 
@@ -391,7 +394,7 @@ def _check_target(target: Path, overwrite: bool) -> None:
         raise ValueError(f"'{target}' exists and is not a folder")
     if target.is_dir() and any(target.iterdir()):
         if not overwrite:
-            raise ValueError(f"'{target}' is not empty; pass overwrite to replace it")
+            raise SettingError(f"'{target}' is not empty; choose another folder or overwrite it", "overwrite")
         if not is_phantom_dataset(target):
             raise ValueError(
                 f"'{target}' is not an omsf2 phantom dataset (it holds other files); refusing to replace it"
@@ -516,7 +519,7 @@ def write_dataset(
     target = Path(out)
     counts = dataset_counts(n, n_val, n_test, size)
     if workers < 0:
-        raise ValueError(f"workers must be >= 0 (0 and 1 generate in this process), got {workers}")
+        raise SettingError(f"workers must be >= 0 (0 and 1 generate in this process), got {workers}", "workers")
     _check_target(target, overwrite)
     remove_stale_staging(target)
     with _sigterm_as_interrupt():

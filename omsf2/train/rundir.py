@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from omsf2.config import SettingError
+
 RUN_FILES = ("best.pt", "last.pt", "metrics.json")
 
 
@@ -75,9 +77,10 @@ def claim_run_dir(out: str | os.PathLike[str], run_id: str, overwrite: bool = Fa
         present = [n for n in RUN_FILES if (path / n).exists()]
         if present and _run_id_of(path / "last.pt") != run_id:
             if not overwrite:
-                raise ValueError(
+                raise SettingError(
                     f"'{path}' holds another run's files ({', '.join(present)}); "
-                    "choose another output folder or overwrite them"
+                    "choose another output folder or overwrite them",
+                    "overwrite",
                 )
             for n in present:
                 (path / n).unlink()

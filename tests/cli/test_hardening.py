@@ -112,7 +112,8 @@ def test_verbose_prints_the_traceback_of_a_one_line_error(tmp_path: Path, monkey
 def test_exit_code_rule_is_stated_and_kept(data_copy: Path, tmp_path: Path) -> None:
     assert "Exit codes" in run("--help").output
     assert run("nonsense").exit_code == 2
-    assert run(*_train_args(data_copy, tmp_path / "r")[:7], "abc").exit_code == 2  # --epochs abc
+    res = run(*_train_args(data_copy, tmp_path / "r")[:6], "abc")  # --epochs abc
+    assert res.exit_code == 2 and "Invalid value for '--epochs'" in res.output, res.output
     assert run("kernels", "check", "--iters", "0").exit_code == 2
     assert run("eval", tmp_path / "x.pt", "--split", "dev").exit_code == 2
     assert not (tmp_path / "r").exists()
@@ -207,3 +208,21 @@ def test_resume_hint_is_shell_quoted(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert res.exit_code == 130
     hint = re.search(r"--resume (.+)$", res.output.strip()).group(1)  # type: ignore[union-attr]
     assert hint == f"'{out / 'last.pt'}'"
+
+
+def test_library_errors_name_settings_and_the_cli_maps_them_to_flags(data_copy: Path, tmp_path: Path) -> None:
+    from omsf2.config import SettingError
+    from omsf2.data.datasets import DataSpec
+    from omsf2.train import TrainConfig
+
+    with pytest.raises(SettingError, match=r"^epochs must be >= 1, got -3$") as e:
+        TrainConfig(data=DataSpec(source="synthetic"), epochs=-3)
+    assert e.value.setting == "epochs"
+    line = one_line_error(run(*_train_args(data_copy, tmp_path / "r")[:6], "-3"))
+    assert line.endswith("epochs must be >= 1, got -3 (--epochs)")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    line = one_line_error(run("data", "synth", tmp_path / "full", "--n", "4", "--size", "64"))
+    assert line.endswith("is not empty; choose another folder or overwrite it (--overwrite)")
+    line = one_line_error(run("data", "synth", tmp_path / "v", "--n", "4", "--n-val", "2"))
+    assert line.endswith("(--n-val)")

@@ -80,7 +80,7 @@ def test_write_dataset_refuses_to_clobber_and_cleans_up(tmp_path) -> None:
     out = tmp_path / "ph"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ValueError, match="not empty; pass overwrite"):
+    with pytest.raises(ValueError, match="not empty; choose another folder or overwrite it"):
         synthetic.write_dataset(out, 4, size=64, workers=1)
     # overwrite replaces only an earlier phantom dataset, never a folder holding anything else.
     with pytest.raises(ValueError, match="is not an omsf2 phantom dataset"):
