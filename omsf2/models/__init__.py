@@ -4,7 +4,7 @@ Importing this package imports the network modules, whose ``@register_model`` bu
 registry (the registry itself imports no network).
 """
 
-from omsf2.models.omsf2 import OMSF2, ModelOutput, OMSF2Features
+from omsf2.models.omsf2 import OMSF2, ModelOutput, OMSF2Features, model_config
 from omsf2.models.registry import create_model, list_models, model_description, register_model
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "OMSF2Features",
     "create_model",
     "list_models",
+    "model_config",
     "model_description",
     "register_model",
 ]

@@ -120,13 +120,24 @@ _CFGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _create_omsf2(variant: str, **kwargs: Any) -> OMSF2:
-    """Build ``variant`` from its default config with ``kwargs`` (ModelConfig fields) applied."""
+def model_config(variant: str, **kwargs: Any) -> ModelConfig:
+    """Default config of an OMSF2 ``variant`` with ``kwargs`` (ModelConfig fields) applied.
+
+    Raises:
+        ValueError: an unknown variant or option (naming the valid ones).
+    """
+    if variant not in _CFGS:
+        raise ValueError(f"unknown model {variant!r}; choose one of {', '.join(sorted(_CFGS))}")
     fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
     bad = sorted(set(kwargs) - fields)
     if bad:
         raise ValueError(f"unknown model option(s) {bad}; valid: {sorted(fields)}")
-    return OMSF2(ModelConfig(name=variant, **{**_CFGS[variant], **kwargs}))
+    return ModelConfig(name=variant, **{**_CFGS[variant], **kwargs})
+
+
+def _create_omsf2(variant: str, **kwargs: Any) -> OMSF2:
+    """Build ``variant`` from its default config with ``kwargs`` (ModelConfig fields) applied."""
+    return OMSF2(model_config(variant, **kwargs))
 
 
 @register_model
