@@ -15,6 +15,24 @@ from collections.abc import Mapping
 from typing import Any
 
 
+class SettingError(ValueError):
+    """A bad value of one named setting (a config field or function argument).
+
+    The message speaks the library's terms; ``setting`` names the field, so a front end can
+    point at its own spelling of it (the CLI appends ``--<option>``).
+
+    Attributes:
+        setting: the field or argument name, e.g. ``"epochs"`` or ``"overwrite"``.
+    """
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.setting))
+
+
 def _choices(enum_cls: type[enum.Enum]) -> str:
     return ", ".join(repr(m.value) for m in enum_cls)
 
@@ -81,6 +99,30 @@ class AugName(str, enum.Enum):
     PATCH = "patch"
     CROP = "crop"
     DROP = "drop"
+
+
+class Split(str, enum.Enum):
+    """A dataset split."""
+
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+class KernelBackend(str, enum.Enum):
+    """Fused-kernel implementations, in the order the default prefers them on CUDA (reference last)."""
+
+    TRITON = "triton"
+    CUDA = "cuda"
+    REF = "ref"
+
+
+class KernelDType(str, enum.Enum):
+    """Floating-point types the kernel check runs."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
 
 
 @dataclasses.dataclass(frozen=True)

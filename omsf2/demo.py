@@ -15,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omsf2.config import SettingError
 from omsf2.data.datasets import DataSpec
-from omsf2.data.synthetic import write_dataset
+from omsf2.data.synthetic import dataset_counts, write_dataset
 from omsf2.evaluate import EvalSpec, evaluate_checkpoint
-from omsf2.fileio import write_json
+from omsf2.fileio import check_output_file, write_json
 from omsf2.train.augment import AugConfig
 from omsf2.train.config import TrainConfig
 from omsf2.train.loop import Reporter, train
@@ -56,6 +57,26 @@ class DemoSpec:
     export: bool = True
     calib_count: int = 256
 
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise SettingError(f"workers must be >= 0, got {self.workers}", "workers")
+        if self.calib_count < 1:
+            raise ValueError(f"calibration count must be >= 1, got {self.calib_count}")
+        dataset_counts(self.n, size=self.size)  # raises on a bad phantom count or size
+
+    def train_config(self) -> TrainConfig:
+        """The training run's configuration (validated on construction)."""
+        return TrainConfig(
+            data=DataSpec(source=str(Path(self.out) / "data")),
+            model=self.model,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            img_size=self.img_size,
+            seed=self.seed,
+            workers=self.workers,
+            aug=AugConfig(attention_prob=self.attention_prob),
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class DemoResult:
@@ -75,34 +96,29 @@ def run_demo(
     on_stage: Callable[[str], None] | None = None,
     on_image: Callable[[], None] | None = None,
 ) -> DemoResult:
-    """Run phantoms -> train -> evaluate; returns val and test metrics and stage timings."""
+    """Run phantoms -> train -> evaluate; returns val and test metrics and stage timings.
+
+    Every setting and the output folder are checked before the phantoms are generated.
+    """
     out = Path(spec.out)
     data_dir = out / "data"
     run_dir = out / "train"
+    cfg = spec.train_config()
+    check_output_file(out / "summary.json")
     t0 = time.perf_counter()
     synth = {"n": spec.n, "seed": spec.seed, "size": spec.size}
     stamp = data_dir / "synth.json"
     if not (stamp.is_file() and json.loads(stamp.read_text()) == synth):
         if on_stage:
-            on_stage(f"writing {spec.n + 2 * max(4, spec.n // 4)} phantoms to {data_dir}")
+            on_stage(f"writing {sum(dataset_counts(spec.n, size=spec.size).values())} phantoms to {data_dir}")
         write_dataset(data_dir, spec.n, spec.seed, spec.size, workers=spec.workers, overwrite=True, on_image=on_image)
         write_json(stamp, synth)
     elif on_stage:
         on_stage(f"reusing the phantoms in {data_dir}")
     t1 = time.perf_counter()
-    cfg = TrainConfig(
-        data=DataSpec(source=str(data_dir)),
-        model=spec.model,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        img_size=spec.img_size,
-        seed=spec.seed,
-        workers=spec.workers,
-        aug=AugConfig(attention_prob=spec.attention_prob),
-    )
     if on_stage:
         on_stage(f"training {spec.model} for {spec.epochs} epochs in {run_dir}")
-    result = train(cfg, run_dir, reporter)
+    result = train(cfg, run_dir, reporter, overwrite=True)  # the demo owns OUT/train
     if result.interrupted:
         raise KeyboardInterrupt
     t2 = time.perf_counter()

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from omsf2.config import Task
-from omsf2.data.datasets import DataSpec, LabeledSet, load_split
+from omsf2.config import SettingError, Task
+from omsf2.data.datasets import SPLIT_NAMES, DataSpec, LabeledSet, load_split
 from omsf2.data.loader import BatchSource, open_source
-from omsf2.fileio import atomic_write, write_json
+from omsf2.fileio import atomic_write, check_output_file, write_json
 from omsf2.metrics import classification_metrics, multilabel_metrics
 from omsf2.models.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
 
@@ -28,12 +28,21 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request is an error."""
+    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request is an error.
+
+    ``"cuda:N"`` keeps its index (and must name a device that exists).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"invalid device {name!r}; choose auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but no CUDA device is available; use --device cpu")
+        raise ValueError(f"device {name!r} requested but no CUDA device is available; use the cpu device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ValueError(f"device {name!r} requested but this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
     return dev
 
 
@@ -64,7 +73,11 @@ def predict_logits(
         if on_batch is not None:
             on_batch(len(b.index))
     k = getattr(model, "num_classes", 0)
-    return torch.cat(outs).numpy() if outs else np.zeros((0, k), np.float32)
+    logits = torch.cat(outs).numpy() if outs else np.zeros((0, k), np.float32)
+    if not np.isfinite(logits).all():
+        bad = int((~np.isfinite(logits)).any(axis=1).sum())
+        raise FloatingPointError(f"the model's logits are not finite (NaN or infinity) for {bad} of {n} images")
+    return logits
 
 
 def compute_metrics(task: Task, source: BatchSource, logits: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
@@ -129,12 +142,12 @@ class EvalSpec:
     workers: int = 2
 
     def __post_init__(self) -> None:
-        if self.split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {self.split!r}; choose one of train, val, test")
+        if self.split not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {self.split!r}; choose one of {', '.join(SPLIT_NAMES)}")
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+            raise SettingError(f"batch size must be >= 1, got {self.batch_size}", "batch_size")
         if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise SettingError(f"workers must be >= 0, got {self.workers}", "workers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,31 +159,42 @@ class EvalResult:
     png_path: Path | None
 
 
-def evaluate_checkpoint(spec: EvalSpec, on_progress: Callable[[str, int, int], None] | None = None) -> EvalResult:
-    """Evaluate a checkpoint on a split and write ``<json>`` and ``<json stem>.confusion.png``.
-
-    Raises:
-        ValueError: unreadable checkpoint, data whose classes differ from the checkpoint's, bad data.
-    """
-    ckpt = load_checkpoint(spec.checkpoint)
-    cfg, classes, task, pre = checkpoint_info(ckpt)
+def _load_eval_split(spec: EvalSpec, ckpt: dict[str, Any], classes: list[str]) -> LabeledSet:
+    """The split to evaluate: from ``spec.data``, else from the data source the checkpoint records."""
     saved = ckpt.get("data")
     base = DataSpec.from_dict(saved) if isinstance(saved, dict) else None
     if spec.data is None and base is None:
-        raise ValueError(f"checkpoint '{spec.checkpoint}' records no data source; pass --data")
-    data = (
-        dataclasses.replace(base, source=spec.data)
-        if (base and spec.data)
-        else (base or DataSpec(source=str(spec.data)))
-    )
+        raise ValueError(f"checkpoint '{spec.checkpoint}' records no data source; give one")
+    data = dataclasses.replace(base, source=spec.data) if (base and spec.data) else (base or DataSpec(str(spec.data)))
+    src = Path(data.source)
+    if spec.data is None and not src.is_absolute() and data.source != "synthetic" and not src.exists():
+        raise ValueError(
+            f"the data path '{data.source}' recorded in checkpoint '{spec.checkpoint}' is relative and does not "
+            f"exist from the current folder '{Path.cwd()}'; give the data source explicitly"
+        )
     ds: LabeledSet = load_split(data, spec.split)
     if list(ds.classes) != classes:
         raise ValueError(
             f"checkpoint '{spec.checkpoint}' was trained on {len(classes)} classes ({', '.join(classes)}) "
             f"but the data has {len(ds.classes)} ({', '.join(ds.classes)})"
         )
+    return ds
+
+
+def evaluate_checkpoint(spec: EvalSpec, on_progress: Callable[[str, int, int], None] | None = None) -> EvalResult:
+    """Evaluate a checkpoint on a split and write ``<json>`` and ``<json stem>.confusion.png``.
+
+    Raises:
+        ValueError: unreadable checkpoint, data whose classes differ from the checkpoint's, bad data.
+    """
+    json_path = Path(spec.json_path) if spec.json_path else Path(spec.checkpoint).parent / f"eval-{spec.split}.json"
+    png = check_output_file(json_path.with_name(json_path.stem + ".confusion.png"))
+    check_output_file(json_path)
     device = resolve_device(spec.device)
+    ckpt = load_checkpoint(spec.checkpoint)
+    cfg, classes, task, pre = checkpoint_info(ckpt)
     model = model_from_checkpoint(ckpt).to(device)
+    ds = _load_eval_split(spec, ckpt, classes)
     n = len(ds)
 
     def counter(phase: str) -> Callable[[int], None]:
@@ -197,12 +221,10 @@ def evaluate_checkpoint(spec: EvalSpec, on_progress: Callable[[str, int, int], N
             "task": task.value,
         }
     )
-    json_path = Path(spec.json_path) if spec.json_path else Path(spec.checkpoint).parent / f"eval-{spec.split}.json"
     png_path = None
     if "confusion" in metrics:
-        png_path = json_path.with_name(json_path.stem + ".confusion.png")
         title = f"{cfg.name} on {ds.description}: accuracy {metrics['accuracy']:.3f}"
         img = render_confusion(metrics["confusion"], classes, title)
-        atomic_write(png_path, lambda p: img.save(p, format="PNG"))
+        png_path = atomic_write(png, lambda p: img.save(p, format="PNG"))
     write_json(json_path, metrics)
     return EvalResult(metrics, json_path, png_path)

@@ -46,6 +46,32 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that a file can be written at ``path``; returns ``Path(path)``.
+
+    Nothing is created: the nearest existing ancestor folder must be writable (a probe file is
+    made and removed there), and neither ``path`` nor an ancestor may be of the wrong kind.
+
+    Raises:
+        ValueError: ``path`` is a folder, an ancestor is a file, or the folder cannot be written.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"'{target}' is a folder; give a file name")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write '{target}': '{folder}' is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".omsf2-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write '{target}': {e.strerror or e}") from e
+    return target
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and atomically move the result to ``path``; returns ``Path(path)``."""
     with atomic_path(path) as tmp:

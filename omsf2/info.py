@@ -19,8 +19,16 @@ def _version(dist: str) -> str:
 
 
 def environment() -> dict[str, str]:
-    """Key facts about this machine and installation, as strings."""
+    """Key facts about this machine and installation, as strings.
+
+    Raises:
+        ValueError: ``OMSF2_KERNELS`` names no kernel backend.
+    """
     import torch
+
+    from omsf2.kernels.ops import Backend, env_backend, unavailable_reason
+
+    chosen = env_backend()
 
     env = {
         "omsf2": __version__,
@@ -41,10 +49,8 @@ def environment() -> dict[str, str]:
             env[f"cuda:{i}"] = f"{p.name}, sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB"
     for dist in OPTIONAL:
         env[dist] = _version(dist)
-    from omsf2.kernels.ops import Backend, unavailable_reason
-
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         parts = [f"{b.value} ({'yes' if (r := unavailable_reason(b, dev)) is None else 'no: ' + r})" for b in Backend]
         env[f"kernels on {dev}"] = "; ".join(parts)
-    env["OMSF2_KERNELS"] = os.environ.get("OMSF2_KERNELS", "unset (automatic choice)")
+    env["OMSF2_KERNELS"] = chosen.value if chosen is not None else "unset (automatic choice)"
     return env

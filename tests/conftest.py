@@ -37,9 +37,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA device; not on this machine"))
 
 
-def cpu_and_cuda() -> list:
-    """Parametrize over devices: cpu always, cuda marked needs_cuda."""
-    return ["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)]
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)])
+def device(request: pytest.FixtureRequest) -> str:
+    """Run the test on each device: cpu always, cuda marked needs_cuda (skipped without a GPU)."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

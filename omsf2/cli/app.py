@@ -1,14 +1,21 @@
 """``omsf2`` command line: each command parses, calls one library function and prints.
 
-Library errors (ValueError, TypeError, OSError, ...) become one line on stderr and exit code 1
-here and only here; Ctrl-C exits 130 after the library has saved what it could.
+Exit codes, one rule: a usage error found by the command-line parser (an unknown command or
+option, a value of the wrong type, a choice or range the option declares) exits 2 with Typer's
+usage box, as in every Click program; every error found after parsing (a bad value, path, file
+or data) is one ``error:`` line on stderr and exit 1, here and only here; Ctrl-C exits 130 after
+the library has saved what it could. With ``-v`` an error also prints its traceback, and the
+libraries' own log output (pydicom, torch, ...) reaches the terminal only with ``-v``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import shlex
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -21,29 +28,58 @@ from rich.table import Table
 from omsf2._version import __version__
 from omsf2.cli.bundle import bundle_cmd
 from omsf2.cli.predict import predict_cmd
-from omsf2.config import AugName, OptimizerName, ResizeMode, ScheduleName, UncertainPolicy
+from omsf2.config import (
+    AugName,
+    KernelBackend,
+    KernelDType,
+    OptimizerName,
+    ResizeMode,
+    ScheduleName,
+    SettingError,
+    Split,
+    UncertainPolicy,
+)
 from omsf2.export.quantize import CalibMethod, Quantizer
 from omsf2.export.targets import EngineVia, ExportFormat
+
+EXIT_CODES = (
+    "Exit codes: 0 success; 1 an error, reported in one line; 2 a usage error (unknown command or option, "
+    "a value of the wrong type or outside its choices), shown with the usage; 130 interrupted."
+)
 
 app = typer.Typer(
     name="omsf2",
     help="OMSF2: stage pneumoconiosis on chest radiographs, from training to deployable artifacts.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Datasets: write the synthetic phantom dataset.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 kernels_app = typer.Typer(help="Fused kernels: check each backend against the reference.", no_args_is_help=True)
-app.add_typer(kernels_app, name="kernels")
 
 # Options that may differ when resuming: they do not change what the run computes (device aside,
 # whose exactness the resume docs qualify) or only extend it.
-RESUME_MAY_CHANGE = {"resume", "epochs", "workers", "out", "device"}
+RESUME_MAY_CHANGE = {"resume", "epochs", "workers", "out", "device", "overwrite"}
 
-console = Console()
+
+class _Console(Console):
+    """Rich's console, except that a reader leaving early is a normal end, exit 0 (rich exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        """``omsf2 models | head -1``: what the reader read is complete; stop writing quietly."""
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0)
+
+
+console = _Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+_verbose = {"on": False}  # set by the root callback (-v)
 
 
 def _fail(msg: str, code: int = 1) -> typer.Exit:
@@ -55,8 +91,17 @@ def _fail(msg: str, code: int = 1) -> typer.Exit:
 _EXTRAS = {"torch": "train", "onnx": "onnx", "onnxscript": "onnx", "onnxslim": "onnx", "onnxruntime": "runtime"}
 
 
+def _message(e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, MemoryError):
+        return f"out of memory ({type(e).__name__}: {msg[:200]}); use smaller sizes or batches"
+    if "out of memory" in msg.lower() and isinstance(e, RuntimeError):
+        return f"out of memory: {msg[:300]}; use smaller sizes or batches"
+    return msg
+
+
 def cli_errors(fn: F) -> F:
-    """Turn library errors into one line on stderr and exit code 1 (130 on Ctrl-C)."""
+    """Turn library errors into one line on stderr and exit code 1 (130 on Ctrl-C); ``-v`` adds the traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -64,6 +109,8 @@ def cli_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:
+            console.on_broken_pipe()  # a write outside rich found the reader gone
         except KeyboardInterrupt:
             raise _fail("interrupted", 130) from None
         except ModuleNotFoundError as e:  # an optional stack this command needs (torch without [train] ...)
@@ -71,11 +118,22 @@ def cli_errors(fn: F) -> F:
             extra = _EXTRAS.get(root)
             hint = f"pip install 'omsf2[{extra}]'" if extra else f"pip install {root}"
             raise _fail(f"this command needs {root or 'a missing module'}, which is not installed ({hint})") from None
-        except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as e:
-            msg = " ".join(str(e).split()) or type(e).__name__
+        except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError, MemoryError) as e:
+            if _verbose["on"]:
+                err.print(escape("".join(traceback.format_exception(e))), highlight=False, end="")
+            msg = _message(e)
+            if isinstance(e, SettingError) and e.setting in kwargs:
+                msg += f" (--{e.setting.replace('_', '-')})"  # the library names its setting; the flag is ours
             raise _fail(msg) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class _OwnRecordsOnly(logging.Filter):
+    """Without -v the terminal shows omsf2's own warnings and errors, not the libraries' log output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "omsf2" or record.name.startswith("omsf2.")
 
 
 def _version(value: bool) -> None:
@@ -92,9 +150,19 @@ def main_callback(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:
     """OMSF2: stage pneumoconiosis on chest radiographs, from training to deployable artifacts."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    _verbose["on"] = verbose
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        handler.addFilter(_OwnRecordsOnly())
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "omsf2_cli", False)]:
+        root.removeHandler(h)  # an earlier invocation's, in the same process (tests)
+    handler.omsf2_cli = True  # type: ignore[attr-defined]
+    if not any(not getattr(h, "omsf2_cli", False) for h in root.handlers):
+        root.addHandler(handler)  # someone else's handlers (pytest's) keep the records otherwise
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.captureWarnings(not verbose)  # library warnings become (filtered) log records
 
 
 @app.command()
@@ -109,10 +177,10 @@ def train(
         "runs/train"
     ),
     model: Annotated[str, typer.Option(help="Model variant (see 'omsf2 models').")] = "omsf2_tiny",
-    epochs: Annotated[int | None, typer.Option(help="Training epochs [default: 30].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the library's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
     img_size: Annotated[
-        int | None, typer.Option(help="Square input size, a multiple of 32 [default: the variant's].")
+        int | None, typer.Option(help="Square input size, a multiple of 32 (default: the variant's).")
     ] = None,
     resize: Annotated[
         ResizeMode, typer.Option(help="Fit images by letterbox (keep aspect) or stretch.")
@@ -140,8 +208,10 @@ def train(
     clip_grad: Annotated[float, typer.Option(help="Max gradient norm (0 = off).")] = 5.0,
     patience: Annotated[int, typer.Option(help="Early stopping patience in epochs (0 = off).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    workers: Annotated[int | None, typer.Option(help="Data-loading processes [default: 2].")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present, else CPU).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading processes (default: the library's).")] = None,
     synthetic_n: Annotated[int, typer.Option(help="Train phantoms with --data synthetic.")] = 1600,
     uncertain: Annotated[UncertainPolicy, typer.Option(help="CheXpert uncertain-label policy.")] = UncertainPolicy.ONES,
     val_fraction: Annotated[
@@ -154,6 +224,9 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue a run exactly from its last.pt (its saved settings apply).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace another run's best.pt, last.pt and metrics.json in OUT.")
+    ] = False,
 ) -> None:
     """Train an OMSF2 model; writes OUT/best.pt, OUT/last.pt and OUT/metrics.json."""
     from omsf2.cli.progress import RichReporter
@@ -170,7 +243,7 @@ def train(
             from omsf2.train import resume as resume_run
 
             out_dir = out if "out" in given else None
-            result = resume_run(resume, out_dir, rep, epochs, device if "device" in given else None, workers)
+            result = resume_run(resume, out_dir, rep, epochs, device, workers, overwrite)
         else:
             if data is None:
                 raise ValueError("--data is required (an image folder, a CheXpert folder or CSV, or 'synthetic')")
@@ -179,7 +252,10 @@ def train(
             from omsf2.train import train as train_run
 
             names = () if no_attention_aug else tuple(attention_aug or tuple(AugName))
+            # Options left unset take the library's defaults (TrainConfig's), not a copy of them here.
+            unset: dict[str, Any] = {"epochs": epochs, "device": device, "workers": workers}
             cfg = TrainConfig(
+                **{k: v for k, v in unset.items() if v is not None},
                 data=DataSpec(
                     source=data,
                     synthetic_n=synthetic_n,
@@ -189,7 +265,6 @@ def train(
                     split_seed=seed,
                 ),
                 model=model,
-                epochs=30 if epochs is None else epochs,
                 batch_size=batch_size,
                 img_size=img_size,
                 resize=resize,
@@ -209,14 +284,13 @@ def train(
                 soft_distance=soft_distance,
                 center_loss=center_loss,
                 bap=not no_bap,
-                device=device,
-                workers=2 if workers is None else workers,
                 ckpt_every=ckpt_every,
                 init=None if init is None else str(init),
             )
-            result = train_run(cfg, out, rep)
+            result = train_run(cfg, out, rep, overwrite)
     if result.interrupted:
-        err.print(f"interrupted; state saved: resume with  omsf2 train --resume {result.out_dir / 'last.pt'}")
+        hint = shlex.quote(str(result.out_dir / "last.pt"))
+        err.print(f"interrupted; state saved: resume with  omsf2 train --resume {hint}", highlight=False, markup=False)
         raise typer.Exit(130)
     _print_metrics(result.best, f"best epoch {result.best_epoch} (val)")
     console.print(f"wrote {result.out_dir / 'best.pt'}, last.pt, metrics.json  ({result.wall_s:.0f}s)")
@@ -241,14 +315,16 @@ def _print_metrics(m: dict[str, Any], title: str) -> None:
 @cli_errors
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="An omsf2 checkpoint (best.pt).")],
-    data: Annotated[str | None, typer.Option(help="Data root [default: the one recorded in the checkpoint].")] = None,
-    split: Annotated[str, typer.Option(help="train, val or test.")] = "val",
+    data: Annotated[str | None, typer.Option(help="Data root (default: the one recorded in the checkpoint).")] = None,
+    split: Annotated[Split, typer.Option(help="Split to evaluate.")] = Split.VAL,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Metrics JSON [default: CKPT_DIR/eval-SPLIT.json].")
+        Path | None, typer.Option("--json", help="Metrics JSON (default: CKPT_DIR/eval-SPLIT.json).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present, else CPU).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading processes (default: the library's).")] = None,
 ) -> None:
     """Evaluate a checkpoint on a split: print metrics, write JSON and a confusion-matrix PNG."""
     from rich.progress import Progress
@@ -263,9 +339,9 @@ def eval_cmd(
                 tasks[phase] = prog.add_task(phase, total=total)
             prog.update(tasks[phase], completed=done)
 
-        spec = EvalSpec(
-            str(checkpoint), data, split, None if json_path is None else str(json_path), batch_size, device, workers
-        )
+        given: dict[str, Any] = {k: v for k, v in {"device": device, "workers": workers}.items() if v is not None}
+        json_file = None if json_path is None else str(json_path)
+        spec = EvalSpec(str(checkpoint), data, split.value, json_file, batch_size, **given)
         res = evaluate_checkpoint(spec, on_progress)
     _print_metrics(res.metrics, f"{res.metrics['model']} on {res.metrics['data']}")
     console.print(f"wrote {res.json_path}" + (f" and {res.png_path}" if res.png_path else ""))
@@ -290,20 +366,24 @@ def models() -> None:
 @cli_errors
 def data_synth(
     out: Annotated[Path, typer.Argument(help="Folder to create: OUT/<split>/<stage>/*.png and labels.csv.")],
-    n: Annotated[int, typer.Option(help="Train phantoms (val and test get a quarter each unless set).")] = 1600,
+    n: Annotated[int, typer.Option(help="Train phantoms (val and test get a quarter each, at least 4).")] = 1600,
     seed: Annotated[int, typer.Option(help="Dataset seed.")] = 0,
     size: Annotated[int, typer.Option(help="Image size in pixels.")] = 256,
-    n_val: Annotated[int | None, typer.Option(help="Val phantoms [default: N/4].")] = None,
-    n_test: Annotated[int | None, typer.Option(help="Test phantoms [default: N/4].")] = None,
+    n_val: Annotated[
+        int | None, typer.Option(help="Val phantoms, 0 for no val folder (default: a quarter of N).")
+    ] = None,
+    n_test: Annotated[
+        int | None, typer.Option(help="Test phantoms, 0 for no test folder (default: a quarter of N).")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Generating processes.")] = 2,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier phantom dataset (never other files).")] = False,
 ) -> None:
     """Write the synthetic pneumoconiosis phantom dataset as an image folder."""
     from rich.progress import Progress
 
-    from omsf2.data.synthetic import write_dataset
+    from omsf2.data.synthetic import dataset_counts, write_dataset
 
-    total = n + (max(4, n // 4) if n_val is None else n_val) + (max(4, n // 4) if n_test is None else n_test)
+    total = sum(dataset_counts(n, n_val, n_test, size).values())  # also checks the settings before any work
     with Progress(console=console, transient=True) as prog:
         task = prog.add_task("phantoms", total=total)
         counts = write_dataset(out, n, seed, size, n_val, n_test, workers, overwrite, lambda: prog.advance(task))
@@ -325,16 +405,18 @@ def demo(
     from rich.progress import Progress
 
     from omsf2.cli.progress import RichReporter
+    from omsf2.data.synthetic import dataset_counts
     from omsf2.demo import DemoSpec, run_demo
 
     spec = DemoSpec(out=str(out), n=n, epochs=epochs, seed=seed, workers=workers)
+    total = sum(dataset_counts(spec.n, size=spec.size).values())
     with RichReporter(console) as rep:
         prog: Progress = rep.progress
         holder: dict[str, Any] = {}
 
         def on_image() -> None:
             if "t" not in holder:
-                holder["t"] = prog.add_task("phantoms", total=n + 2 * max(4, n // 4), extra="")
+                holder["t"] = prog.add_task("phantoms", total=total, extra="")
             prog.advance(holder["t"])
 
         res = run_demo(spec, rep, lambda s: console.print(f"[bold]>[/] {s}"), on_image)
@@ -353,12 +435,15 @@ def demo(
 @kernels_app.command("check")
 @cli_errors
 def kernels_check(
-    device: Annotated[str, typer.Option(help="cpu or cuda[:index] [default: cuda if present, else cpu].")] = "auto",
+    device: Annotated[
+        str, typer.Option(help="auto, cpu or cuda[:index] (auto: CUDA when present, else CPU).")
+    ] = "auto",
     backend: Annotated[
-        list[str] | None, typer.Option("--backend", "-b", help="ref, triton or cuda (repeatable) [default: all].")
+        list[KernelBackend] | None, typer.Option("--backend", "-b", help="Backend (repeatable; default: all).")
     ] = None,
     dtype: Annotated[
-        list[str] | None, typer.Option("--dtype", help="fp32, fp16 or bf16 (repeatable) [default: all on CUDA].")
+        list[KernelDType] | None,
+        typer.Option("--dtype", help="Data type (repeatable; default: fp32 on CPU, all on CUDA)."),
     ] = None,
     interpret: Annotated[
         bool, typer.Option(help="Run Triton in its CPU interpreter (sets TRITON_INTERPRET=1; correctness only).")
@@ -372,11 +457,15 @@ def kernels_check(
     if interpret:
         # Triton reads this once, when first imported; nothing has imported it yet in this process.
         os.environ["TRITON_INTERPRET"] = "1"
-    import torch
-
     from omsf2.kernels.check import check_kernels
+    from omsf2.kernels.ops import env_backend
 
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    env_backend()  # a bad OMSF2_KERNELS fails here, before the table starts
+    dev = device
+    if device == "auto":
+        import torch
+
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
     table = Table(show_header=True, title=f"omsf2 kernels on {dev}")
     for col in ("op", "shape", "backend", "dtype", "status", "max abs err", "median ms", "p90 ms", "GB/s", "% peak"):
         table.add_column(col, justify="left" if col in ("op", "shape", "backend", "dtype", "status") else "right")
@@ -393,7 +482,9 @@ def kernels_check(
             notes.append(f"{r.backend}: {r.detail}")
         table.add_row(r.op, r.case, r.backend, r.dtype, status, err_s, med, p90, gbs, pct)
 
-    rows = check_kernels(dev, backends=backend, dtypes=dtype, timing=timing, iters=iters, on_row=show)
+    backends = None if not backend else [b.value for b in backend]
+    dtypes = None if not dtype else [d.value for d in dtype]
+    rows = check_kernels(dev, backends=backends, dtypes=dtypes, timing=timing, iters=iters, on_row=show)
     console.print(table)
     for note in dict.fromkeys(notes):
         console.print(f"note: {escape(note)}", highlight=False)
@@ -494,6 +585,11 @@ def info() -> None:
     console.print(table)
 
 
+# -- registration: sub-apps and command modules, one line each ----------------------------------
+# Commands defined above register with @app.command(); command groups and commands that live in
+# their own module (omsf2/cli/<name>.py) are added here.
+app.add_typer(data_app, name="data")
+app.add_typer(kernels_app, name="kernels")
 app.command("predict")(cli_errors(predict_cmd))
 app.command("bundle")(cli_errors(bundle_cmd))
 

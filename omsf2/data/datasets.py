@@ -107,6 +107,8 @@ class DataSpec:
             raise ValueError(f"val fraction must lie in (0, 1), got {self.val_fraction}")
         if self.synthetic_n < 4:
             raise ValueError(f"synthetic dataset needs at least 4 images (one per stage), got {self.synthetic_n}")
+        if not 64 <= self.synthetic_size <= synthetic.MAX_SIZE:
+            raise ValueError(f"phantom size must lie in [64, {synthetic.MAX_SIZE}] pixels, got {self.synthetic_size}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -151,7 +153,7 @@ def load_split(spec: DataSpec, split: str) -> LabeledSet:
 
 def synthetic_split(spec: DataSpec, split: str) -> LabeledSet:
     """The in-memory phantom split (train: ``synthetic_n``; val and test: a quarter of it each)."""
-    n = spec.synthetic_n if split == "train" else max(4, spec.synthetic_n // 4)
+    n = spec.synthetic_n if split == "train" else synthetic.held_out_count(spec.synthetic_n)
     samples = tuple(
         Sample(
             f"synthetic:{spec.synthetic_seed}:{split}:{i}:{spec.synthetic_size}",
@@ -170,14 +172,17 @@ def _read_patients(root: Path) -> dict[str, str]:
     path = root / "labels.csv"
     if not path.is_file():
         return {}
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        key = "split_group" if "split_group" in fields else "patient_id" if "patient_id" in fields else None
-        if "file" not in fields or key is None:
-            log.warning("%s has no 'file' and 'patient_id' columns; treating every image as its own patient", path)
-            return {}
-        return {str(Path(row["file"])): row[key] for row in reader if row.get("file") and row.get(key)}
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            key = "split_group" if "split_group" in fields else "patient_id" if "patient_id" in fields else None
+            if "file" not in fields or key is None:
+                log.warning("%s has no 'file' and 'patient_id' columns; treating every image as its own patient", path)
+                return {}
+            return {str(Path(row["file"])): row[key] for row in reader if row.get("file") and row.get(key)}
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"cannot read '{path}': not a valid CSV file ({' '.join(str(e).split())[:200]})") from None
 
 
 def _folder_classes(split_dir: Path) -> list[Path]:
@@ -207,37 +212,47 @@ def _scan_folder(root: Path, split_dir: Path, patients: dict[str, str], classes:
 
 
 def folder_split(spec: DataSpec, split: str) -> LabeledSet:
-    """``root/<split>/<class>/*`` split; val is carved out of train by patient when absent."""
+    """``root/<split>/<class>/*`` split; val is carved out of train by patient when absent.
+
+    A split that has its own folder needs only that folder (``test`` alone evaluates); its
+    classes must then match ``train``'s when there is one.
+    """
     root = Path(spec.source)
     if not any(root.iterdir()):
         raise ValueError(f"data folder '{root}' is empty; expected {root}/train/<class>/*.png|jpg|dcm")
     train_dir = root / "train"
+    split_dir = root / split
+    patients = _read_patients(root)
+    own_folder = split_dir.is_dir() and not (split == "train" and not (root / "val").is_dir())
+    if own_folder and split != "train":
+        classes = [p.name for p in _folder_classes(train_dir)] if train_dir.is_dir() else None
+        out = _scan_folder(root, split_dir, patients, classes)
+        if patients and train_dir.is_dir():
+            _warn_shared_patients(_scan_folder(root, train_dir, patients, None), out, split, root)
+        return out
     if not train_dir.is_dir():
         found = ", ".join(p.name for p in sorted(root.iterdir()) if p.is_dir()) or "none"
+        need = "train" if split != "test" else "test"
         raise ValueError(
-            f"no 'train' split in '{root}': expected {root}/train/<class>/*.png|jpg|dcm (folders found: {found})"
+            f"no '{need}' split in '{root}': expected {root}/{need}/<class>/*.png|jpg|dcm (folders found: {found})"
         )
-    patients = _read_patients(root)
     train = _scan_folder(root, train_dir, patients, None)
-    split_dir = root / split
-    if split == "train" and not (root / "val").is_dir():
-        return patient_split(train, spec.val_fraction, spec.split_seed)[0]
-    if split == "val" and not split_dir.is_dir():
-        return patient_split(train, spec.val_fraction, spec.split_seed)[1]
-    if not split_dir.is_dir():
-        raise ValueError(f"no '{split}' split in '{root}': expected {split_dir}/<class>/*")
     if split == "train":
-        return train
-    out = _scan_folder(root, split_dir, patients, train.classes)
+        return train if (root / "val").is_dir() else patient_split(train, spec.val_fraction, spec.split_seed)[0]
+    if split == "val":
+        return patient_split(train, spec.val_fraction, spec.split_seed)[1]
+    raise ValueError(f"no '{split}' split in '{root}': expected {split_dir}/<class>/*")
+
+
+def _warn_shared_patients(train: LabeledSet, out: LabeledSet, split: str, root: Path) -> None:
     shared = {s.patient for s in train.samples} & {s.patient for s in out.samples}
-    if shared and patients:
+    if shared:
         log.warning(
             "%d patient(s) appear in both train and %s of '%s': the split is not patient-level",
             len(shared),
             split,
             root,
         )
-    return out
 
 
 def patient_split(ds: LabeledSet, val_fraction: float, seed: int) -> tuple[LabeledSet, LabeledSet]:

@@ -11,7 +11,7 @@ makes images from different vendors comparable when the window is sensible and l
 chosen window baked in; files with no VOI information are min-max normalised instead.
 Presentation LUT Shape is not applied: DX images restate MONOCHROME1 as INVERSE there, so
 honouring both would invert twice.
-pydicom is imported on first DICOM use (it costs ~0.2 s), so PNG-only callers never load it.
+pydicom is imported on first DICOM use (a noticeable import), so PNG-only callers never load it.
 
 Every failure is an :class:`ImageReadError` (a ``ValueError``) whose message is one line naming
 the file and the reason, with the library's own exception chained as ``__cause__``.
@@ -376,17 +376,26 @@ def _quiet_pydicom(label: str) -> Iterator[None]:
     """
 
     def to_debug(record: logging.LogRecord) -> bool:
-        logger.debug("%s: %s", label, record.getMessage())
+        logger.debug("%s: %s", label, record.getMessage(), exc_info=record.exc_info)
         return False
 
-    pd_logger = logging.getLogger("pydicom")
-    pd_logger.addFilter(to_debug)
+    # A logger's filters see only records logged on it, not those its children propagate, and
+    # pydicom logs decoder failures (with a traceback) on "pydicom.pixels.decoders.base": filter
+    # every pydicom logger, once pydicom's modules have imported and created them.
+    import pydicom.pixels  # noqa: F401
+
+    manager = logging.Logger.manager
+    names = ["pydicom"] + [n for n in list(manager.loggerDict) if n.startswith("pydicom.")]
+    pd_loggers = [lg for n in names if isinstance(lg := logging.getLogger(n), logging.Logger)]
+    for lg in pd_loggers:
+        lg.addFilter(to_debug)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yield
         finally:
-            pd_logger.removeFilter(to_debug)
+            for lg in pd_loggers:
+                lg.removeFilter(to_debug)
             for w in caught:
                 logger.debug("%s: %s", label, w.message)
 

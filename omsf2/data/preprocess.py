@@ -9,10 +9,10 @@ Resizing is PIL's ``BILINEAR`` filter (the antialiased triangle filter whose sup
 the reduction factor, as ``torch.nn.functional.interpolate(..., antialias=True)``) written as two
 separable weight matrices, ``out = Wy @ img @ Wx.T``, cached per (in, out) length. The
 trade-off: the matrices are stored sparse (K taps per output sample) and applied with numpy
-gathers and multiply-adds instead of BLAS matmuls: slightly slower on an idle machine (a
-2000x2000 → 224x224 resize takes ~6-9 ms on one core, Pillow's C loop ~7 ms), but single-threaded
-and immune to OpenBLAS's thread stalls when data-loader workers already load every core, which
-made the matmul version 30x slower there.
+gathers and multiply-adds instead of BLAS matmuls: single-threaded, close to Pillow's C loop,
+and immune to OpenBLAS's thread stalls when data-loader workers already load every core (the
+measured figures, idle and under load, are in ``bench/results/preprocess-<machine>.md``, written
+by ``bench/preprocess_bench.py``).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _resample(img: np.ndarray, taps: _Taps, axis: int) -> np.ndarray:
 
     A loop over the K taps of gathers and multiply-adds: the same products as the matrix
     multiplication, without BLAS, whose threads stall badly when data-loader workers already
-    occupy every core (30x slower measured on 2 busy cores).
+    occupy every core (see the module docstring).
     """
     weight = taps.weight[:, :, None] if axis == 0 else taps.weight[:, None, :]
     out = np.take(img, taps.index[0], axis=axis, mode="clip")

@@ -17,17 +17,23 @@ regenerated, in any order, in parallel.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import math
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from omsf2.config import SettingError
 
 STAGES = ("normal", "stage_I", "stage_II", "stage_III")
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -68,6 +74,18 @@ def _rng(seed: int, split: str, index: int) -> np.random.Generator:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS[split], int(index)]))
+
+
+MAX_SIZE = 4096  # pixels per side; a 4096^2 phantom already takes ~1 GiB of float64 work arrays
+
+
+def held_out_count(n: int) -> int:
+    """Default size of the val and of the test split for ``n`` train phantoms: a quarter, at least 4.
+
+    The one place this rule lives (the dataset writer, the in-memory ``synthetic`` source, the
+    demo and the CLI's progress totals all call it).
+    """
+    return max(4, n // 4)
 
 
 def stage_of(index: int) -> int:
@@ -327,6 +345,143 @@ def _write_one(args: tuple[str, int, str, int, int]) -> tuple[str, str, str, str
     return rel, STAGES[ph.stage], split, ph.patient_id
 
 
+_STAGING = ".{name}.staging-{pid}-"  # a run's temporary folder beside the target, named by its pid
+_DATASET_ENTRIES = {"train", "val", "test", "labels.csv", "SOURCE.md", "synth.json"}
+_SOURCE_TITLE = "# Synthetic pneumoconiosis phantoms"
+
+
+def dataset_counts(n: int, n_val: int | None = None, n_test: int | None = None, size: int = 256) -> dict[str, int]:
+    """Validate a dataset's settings and return the phantoms per split (no files touched).
+
+    Args:
+        n: train phantoms (>= 4, one per stage).
+        n_val: val phantoms, default :func:`held_out_count`; 0 writes no val folder (training
+            then splits val off train by patient).
+        n_test: test phantoms, default :func:`held_out_count`; 0 writes no test folder.
+        size: image size in pixels (64 to ``MAX_SIZE``).
+
+    Raises:
+        ValueError: naming the valid range.
+    """
+    counts = {
+        "train": n,
+        "val": held_out_count(n) if n_val is None else n_val,
+        "test": held_out_count(n) if n_test is None else n_test,
+    }
+    for split, k in counts.items():
+        if not (k >= 4 or (k == 0 and split != "train")):
+            what = "train needs" if split == "train" else f"{split} needs 0 (no {split} folder) or"
+            setting = {"train": "n", "val": "n_val", "test": "n_test"}[split]
+            raise SettingError(f"{what} at least 4 phantoms (one per stage), got {k}", setting)
+    if not 64 <= size <= MAX_SIZE:
+        raise SettingError(f"phantom size must lie in [64, {MAX_SIZE}] pixels, got {size}", "size")
+    return counts
+
+
+def is_phantom_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds only what :func:`write_dataset` writes (so replacing it loses nothing else)."""
+    names = {p.name for p in folder.iterdir()}
+    source = folder / "SOURCE.md"
+    return (
+        names <= _DATASET_ENTRIES and source.is_file() and source.read_text(errors="replace").startswith(_SOURCE_TITLE)
+    )
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.name in ("", ".", ".."):
+        raise ValueError(f"'{target}' names no folder to create; give a new folder's name, e.g. 'phantoms'")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"'{target}' exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise SettingError(f"'{target}' is not empty; choose another folder or overwrite it", "overwrite")
+        if not is_phantom_dataset(target):
+            raise ValueError(
+                f"'{target}' is not an omsf2 phantom dataset (it holds other files); refusing to replace it"
+            )
+    if Path.cwd().resolve().is_relative_to(target.resolve()):
+        raise ValueError(f"'{target}' holds the current folder; refusing to replace it")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove temporary folders beside ``target`` left by runs that died (SIGKILL, power cut)."""
+    removed = []
+    prefix = f".{target.name}.staging-"
+    for p in target.parent.glob(prefix + "*") if target.parent.is_dir() else ():
+        pid = p.name[len(prefix) :].split("-", 1)[0]
+        if p.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the block (main thread only), so clean-up code runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _mkdir_staging(target: Path) -> Path:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_STAGING.format(name=target.name, pid=os.getpid()), dir=target.parent))
+    except OSError as e:
+        raise ValueError(f"cannot write '{target}': {e.strerror or e}") from e
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the dataset gets what mkdir would give it
+    return tmp
+
+
+def _generate(tmp: Path, counts: dict[str, int], seed: int, size: int, workers: int, on_image: Any) -> list[Any]:
+    jobs = []
+    for split, k in counts.items():
+        if k:
+            for stage in STAGES:
+                (tmp / split / stage).mkdir(parents=True, exist_ok=True)
+        jobs += [(str(tmp), seed, split, i, size) for i in range(k)]
+    rows: list[tuple[str, str, str, str]] = []
+    if workers > 1:
+        ctx = multiprocessing.get_context("spawn")
+        ex = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
+        try:
+            for row in ex.map(_write_one, jobs, chunksize=16):
+                rows.append(row)
+                if on_image:
+                    on_image()
+        except BaseException:
+            ex.shutdown(wait=True, cancel_futures=True)  # an interrupt must not wait for every queued image
+            raise
+        ex.shutdown()
+    else:
+        for job in jobs:
+            rows.append(_write_one(job))
+            if on_image:
+                on_image()
+    return rows
+
+
 def write_dataset(
     out: str | os.PathLike[str],
     n: int,
@@ -340,80 +495,54 @@ def write_dataset(
 ) -> dict[str, int]:
     """Write phantoms as an image folder ``out/<split>/<stage>/*.png`` plus ``labels.csv``.
 
-    The folder is built under a temporary name and renamed into place at the end, so an
-    interrupted run leaves no half-written dataset. ``labels.csv`` has the columns of
-    ../shared/data/cxr-real's (``file, label, split, patient_id``), so the folder loader reads
-    patient ids from it.
+    Every setting and the target are checked before any image is made. The folder is built under
+    a temporary name and renamed into place at the end, so an interrupted run (Ctrl-C or SIGTERM)
+    leaves no half-written dataset; temporary folders of runs that died are removed on the next
+    start. ``labels.csv`` has the columns of ../shared/data/cxr-real's (``file, label, split,
+    patient_id``), so the folder loader reads patient ids from it.
 
     Args:
-        out: target folder; it must not exist (or be empty) unless ``overwrite``.
+        out: target folder; it must not exist (or be empty), unless ``overwrite`` and it is an
+            earlier phantom dataset.
         n: train phantoms (>= 4).
         seed: dataset seed.
         size: image size in pixels.
-        n_val: val phantoms, default ``n // 4``.
-        n_test: test phantoms, default ``n // 4``.
-        workers: processes generating in parallel.
-        overwrite: replace an existing folder.
+        n_val: val phantoms, default :func:`held_out_count`; 0 = no val folder.
+        n_test: test phantoms, default :func:`held_out_count`; 0 = no test folder.
+        workers: processes generating in parallel (0 or 1: in this process).
+        overwrite: replace an existing phantom dataset (never a folder holding anything else).
         on_image: called after each image (progress).
 
     Returns:
         Images written per split.
     """
     target = Path(out)
-    n_val = max(4, n // 4) if n_val is None else n_val
-    n_test = max(4, n // 4) if n_test is None else n_test
-    if n < 4 or n_val < 0 or n_test < 0:
-        raise ValueError(
-            f"need n >= 4 train phantoms (one per stage) and non-negative val/test counts, got {n}/{n_val}/{n_test}"
-        )
-    if size < 64:
-        raise ValueError(f"phantom size must be >= 64 pixels, got {size}")
-    if target.exists() and not target.is_dir():
-        raise ValueError(f"'{target}' exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise ValueError(f"'{target}' is not empty; pass --overwrite to replace it")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    except OSError as e:
-        raise ValueError(f"cannot write '{target}': {e.strerror or e}") from e
-    try:
-        counts = {"train": n, "val": n_val, "test": n_test}
-        jobs = []
-        for split, k in counts.items():
-            for stage in STAGES:
-                (tmp / split / stage).mkdir(parents=True, exist_ok=True)
-            jobs += [(str(tmp), seed, split, i, size) for i in range(k)]
-        rows: list[tuple[str, str, str, str]] = []
-        if workers > 1:
-            ctx = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as ex:
-                for row in ex.map(_write_one, jobs, chunksize=16):
-                    rows.append(row)
-                    if on_image:
-                        on_image()
-        else:
-            for job in jobs:
-                rows.append(_write_one(job))
-                if on_image:
-                    on_image()
-        with open(tmp / "labels.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["file", "label", "split", "patient_id"])
-            w.writerows(rows)
-        (tmp / "SOURCE.md").write_text(
-            f"# Synthetic pneumoconiosis phantoms\n\nGenerated by omsf2 (`omsf2 data synth`), seed {seed}, "
-            f"size {size}px: {n} train, {n_val} val, {n_test} test. Not patient data: stages 0/I/II/III differ in "
-            "the profusion and size of small round opacities (see omsf2/data/synthetic.py).\n"
-        )
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    counts = dataset_counts(n, n_val, n_test, size)
+    if workers < 0:
+        raise SettingError(f"workers must be >= 0 (0 and 1 generate in this process), got {workers}", "workers")
+    _check_target(target, overwrite)
+    remove_stale_staging(target)
+    with _sigterm_as_interrupt():
+        tmp = _mkdir_staging(target)
+        try:
+            rows = _generate(tmp, counts, seed, size, workers, on_image)
+            with open(tmp / "labels.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["file", "label", "split", "patient_id"])
+                w.writerows(rows)
+            (tmp / "SOURCE.md").write_text(
+                f"{_SOURCE_TITLE}\n\nGenerated by omsf2 (`omsf2 data synth`), seed {seed}, size {size}px: "
+                f"{counts['train']} train, {counts['val']} val, {counts['test']} test. Not patient data: stages "
+                "0/I/II/III differ in the profusion and size of small round opacities (see omsf2/data/synthetic.py).\n"
+            )
+            if target.exists():
+                old = target.with_name(f".{target.name}.staging-{os.getpid()}-old")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return counts

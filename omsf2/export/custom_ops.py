@@ -31,7 +31,7 @@ import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from omsf2.op_contract import DOMAIN, MULTISCALE_POOL, POOL_MODES, SCALE_FUSE, VERSION, pool_mode_code
+from omsf2.op_contract import DOMAIN, MULTISCALE_POOL, SCALE_FUSE, VERSION, check_pool_mode, pool_mode_code
 from omsf2.op_contract import TRT_PLUGIN_ATTRS as TRT_ATTRS
 from omsf2.runtime.ort_custom_ops import expand_plugins, has_plugins
 
@@ -54,9 +54,6 @@ def _register() -> tuple[Any, Any, dict[Any, Any]]:
     import onnxscript
     import torch
     from onnx.defs import OpSchema
-    from torch import Tensor
-
-    from omsf2.kernels.reference import multiscale_pool_ref, scale_fuse_ref
 
     floats = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
     # Schemas make the nodes known to onnxscript's builder and to onnx.checker (full check).
@@ -89,41 +86,21 @@ def _register() -> tuple[Any, Any, dict[Any, Any]]:
         if not onnx.defs.has(schema.name, schema.domain):
             onnx.defs.register_schema(schema)
 
-    # A namespace of our own: the kernels package may register "omsf2::..." ops for torch.compile.
-    # Explicit schemas: annotations are strings under `from __future__ import annotations`.
-    @torch.library.custom_op(
-        "omsf2_export::multiscale_pool", mutates_args=(), schema="(Tensor x, int[] windows, int mode) -> Tensor"
-    )
-    def pool_op(x: Tensor, windows: list[int], mode: int) -> Tensor:
-        return multiscale_pool_ref(x, windows, POOL_MODES[mode])
+    # The kernels' torch.library ops (registered once, by omsf2.kernels.cuda.library): the same
+    # nodes torch.compile sees, here translated to the ONNX custom nodes.
+    import omsf2.kernels.cuda.library  # noqa: F401
 
-    @pool_op.register_fake
-    def _(x: Tensor, windows: list[int], mode: int) -> Tensor:
-        n, c, h, w = x.shape
-        return x.new_empty((n, c * (1 + len(windows)), h, w))
-
-    @torch.library.custom_op(
-        "omsf2_export::scale_fuse", mutates_args=(), schema="(Tensor l, Tensor a, Tensor l_up, Tensor a_up) -> Tensor"
-    )
-    def fuse_op(l: Tensor, a: Tensor, l_up: Tensor, a_up: Tensor) -> Tensor:  # noqa: E741
-        return scale_fuse_ref(l, a, l_up, a_up)
-
-    @fuse_op.register_fake
-    def _(l: Tensor, a: Tensor, l_up: Tensor, a_up: Tensor) -> Tensor:  # noqa: E741
-        return torch.empty_like(l)
+    pool_op, fuse_op = torch.ops.omsf2.multiscale_pool, torch.ops.omsf2.scale_fuse
 
     opset = onnxscript.values.Opset(DOMAIN, VERSION)
 
-    def pool_onnx(x: Any, windows: Sequence[int], mode: int) -> Any:
-        return opset.MultiscalePool(x, windows=[int(w) for w in windows], mode=int(mode), **TRT_ATTRS)
+    def pool_onnx(x: Any, windows: Sequence[int], mode: str) -> Any:
+        return opset.MultiscalePool(x, windows=[int(w) for w in windows], mode=pool_mode_code(mode), **TRT_ATTRS)
 
     def fuse_onnx(l: Any, a: Any, l_up: Any, a_up: Any) -> Any:  # noqa: E741
         return opset.ScaleFuse(l, a, l_up, a_up, **TRT_ATTRS)
 
-    table = {
-        torch.ops.omsf2_export.multiscale_pool.default: pool_onnx,
-        torch.ops.omsf2_export.scale_fuse.default: fuse_onnx,
-    }
+    table = {pool_op.default: pool_onnx, fuse_op.default: fuse_onnx}
     return pool_op, fuse_op, table
 
 
@@ -143,7 +120,7 @@ def plugin_ops() -> Iterator[None]:
     pool_op, fuse_op, _ = _register()
 
     def pool(x: Any, windows: Sequence[int] = (5, 9, 13), mode: str = "max") -> Any:
-        return pool_op(x, [int(w) for w in windows], pool_mode_code(mode))
+        return pool_op(x, [int(w) for w in windows], check_pool_mode(mode))
 
     def fuse(l: Any, a: Any, l_up: Any, a_up: Any) -> Any:  # noqa: E741
         return fuse_op(l, a, l_up, a_up)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from omsf2.kernels.ops import Backend, multiscale_pool, parse_backend, scale_fuse, unavailable_reason
+from omsf2.kernels.ops import Backend, env_backend, multiscale_pool, parse_backend, scale_fuse, unavailable_reason
 from omsf2.kernels.reference import multiscale_pool_ref, scale_fuse_ref
 
 OPS = ("multiscale_pool", "scale_fuse")
@@ -225,7 +225,7 @@ def check_kernels(
     """Check each op x backend x dtype on ``device`` (``omsf2 kernels check``).
 
     Args:
-        device: ``"cpu"`` or ``"cuda[:i]"``.
+        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda[:i]"``.
         backends: which backends (default all; an unavailable one yields an ``unavailable`` row).
         dtypes: names from ``fp32``, ``fp16``, ``bf16`` (default fp32 on CPU, all three on CUDA).
         timing: time the backends where timing is meaningful (see module docstring).
@@ -236,11 +236,14 @@ def check_kernels(
     Returns:
         One :class:`CheckRow` per case, backend and dtype.
     """
+    env_backend()  # a bad OMSF2_KERNELS is an error here too, before any work
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):
-        raise ValueError(f"invalid device {str(device)!r}; choose cpu or cuda[:index]")
+        raise ValueError(f"invalid device {str(device)!r}; choose auto, cpu or cuda[:index]")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available; use --device cpu")
+        raise ValueError(f"device {str(device)!r} requested but no CUDA device is available; use the cpu device")
     chosen = [parse_backend(b) for b in backends] if backends else list(Backend)
     names = list(dtypes) if dtypes else (list(DTYPES) if dev.type == "cuda" else ["fp32"])
     bad = [d for d in names if d not in DTYPES]

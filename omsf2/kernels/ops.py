@@ -31,24 +31,19 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import enum
 import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from omsf2.config import KernelBackend
 from omsf2.kernels.reference import multiscale_pool_ref, scale_fuse_ref
 
 ENV_VAR = "OMSF2_KERNELS"
 
 
-class Backend(str, enum.Enum):
-    """Kernel implementations, in the order the default prefers them on CUDA (reference last)."""
-
-    TRITON = "triton"
-    CUDA = "cuda"
-    REF = "ref"
+Backend = KernelBackend  # kernel implementations, default preference first (defined with the other choices)
 
 
 _CHOICES = ", ".join(b.value for b in Backend)
@@ -65,6 +60,16 @@ def parse_backend(value: str | Backend, what: str = "kernel backend") -> Backend
         return Backend(str(value).strip().lower())
     except ValueError:
         raise ValueError(f"invalid {what} {value!r}; choose one of: {_CHOICES}") from None
+
+
+def env_backend() -> Backend | None:
+    """The backend ``OMSF2_KERNELS`` names, or None when it is unset or empty.
+
+    Raises:
+        ValueError: the variable names no backend (naming the choices).
+    """
+    env = os.environ.get(ENV_VAR, "").strip()
+    return parse_backend(env, f"{ENV_VAR} value") if env else None
 
 
 def unavailable_reason(backend: str | Backend, device: torch.device | str) -> str | None:
@@ -140,7 +145,7 @@ def resolve_backend(backend: str | Backend | None, tensors: Sequence[Tensor]) ->
     device = tensors[0].device
     requested = backend if backend is not None else _forced.get()
     source = "backend"
-    if requested is None and (env := os.environ.get(ENV_VAR, "").strip()):
+    if requested is None and (env := env_backend()) is not None:
         requested, source = env, f"{ENV_VAR} value"
     if requested is None:
         if device.type != "cuda" or _needs_grad(tensors) or _tracing():

@@ -1,6 +1,19 @@
-"""Models: the OMSF2 network, its parts, the registry and checkpoints."""
+"""Models: the OMSF2 network, its parts, the registry and checkpoints.
 
-from omsf2.models.omsf2 import OMSF2, ModelOutput
-from omsf2.models.registry import create_model, list_models, model_config, register_model
+Importing this package imports the network modules, whose ``@register_model`` builders fill the
+registry (the registry itself imports no network).
+"""
 
-__all__ = ["OMSF2", "ModelOutput", "create_model", "list_models", "model_config", "register_model"]
+from omsf2.models.omsf2 import OMSF2, ModelOutput, OMSF2Features, model_config
+from omsf2.models.registry import create_model, list_models, model_description, register_model
+
+__all__ = [
+    "OMSF2",
+    "ModelOutput",
+    "OMSF2Features",
+    "create_model",
+    "list_models",
+    "model_config",
+    "model_description",
+    "register_model",
+]

@@ -42,6 +42,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             missing fields (one-line messages naming the file).
     """
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"checkpoint '{p}' is a folder; give a checkpoint file (e.g. {p / 'best.pt'})")
     if not p.is_file():
         raise ValueError(f"checkpoint '{p}' does not exist")
     try:
@@ -50,7 +52,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load checkpoint '{p}': not a valid omsf2/torch checkpoint ({first[:160]})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"'{p}' is not an omsf2 checkpoint (a bare state dict goes to --init, not here)")
+        raise ValueError(f"'{p}' is not an omsf2 checkpoint (a bare state dict is init weights, not a checkpoint)")
     if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"checkpoint '{p}' has format version {ckpt['format_version']}; "
@@ -72,9 +74,28 @@ def checkpoint_info(ckpt: dict[str, Any]) -> tuple[ModelConfig, list[str], Task,
     )
 
 
+def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` that hold NaN or infinity."""
+    return [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
 def model_from_checkpoint(ckpt: dict[str, Any]) -> OMSF2:
-    """Rebuild the network a checkpoint describes and load its weights strictly (eval mode)."""
+    """Rebuild the network a checkpoint describes and load its weights strictly (eval mode).
+
+    Raises:
+        ValueError: the weights do not fit the recorded config, or some are not finite (a
+            diverged run's weights would give silently wrong predictions).
+    """
     cfg = ModelConfig.from_dict(ckpt["model_config"])
+    bad = nonfinite_tensors(ckpt["model"])
+    if bad:
+        raise ValueError(
+            f"the checkpoint's weights are not finite: {len(bad)} tensor(s) hold NaN or infinity, e.g. {bad[0]}"
+        )
     model = OMSF2(cfg)
     _load_strict(model, ckpt["model"], f"model {cfg.name!r}")
     return model.eval()

@@ -9,7 +9,8 @@ the four CAM maps at stride 4, shape (N, 1, H/4, W/4), values in [0, 1].
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
@@ -37,6 +38,15 @@ class ModelOutput(NamedTuple):
     features: Tensor
 
 
+class OMSF2Features(NamedTuple):
+    """What the heads read: neck levels P2-P5, the CAM maps, backbone C4 and C5 (for BAP)."""
+
+    levels: list[Tensor]
+    cam: Tensor
+    c4: Tensor
+    c5: Tensor
+
+
 class OMSF2(nn.Module):
     """The OMSF2 network. Build it with :func:`omsf2.create_model`.
 
@@ -58,6 +68,26 @@ class OMSF2(nn.Module):
         """Number of logits."""
         return self.cfg.num_classes
 
+    def forward_features(self, x: Tensor) -> OMSF2Features:
+        """Backbone and neck: the feature maps the heads read.
+
+        Args:
+            x: images, shape (N, in_chans, H, W), H and W multiples of 32.
+        """
+        c2, c3, c4, c5 = self.backbone(x)
+        p, cam = self.neck((c2, c3, c4, c5))
+        return OMSF2Features(p, cam, c4, c5)
+
+    def forward_head(self, f: OMSF2Features) -> ModelOutput:
+        """MSFF head (and the BAP branch when built) on :meth:`forward_features`' output."""
+        feats = self.head.forward_features(f.levels)
+        logits = self.head(feats)
+        attention = f.cam
+        if self.bap is not None:
+            bap_logits, attention = self.bap(f.c4, f.c5)
+            logits = (logits + bap_logits) / 2
+        return ModelOutput(logits, f.cam.mean(dim=1, keepdim=True), attention, feats)
+
     def forward_train(self, x: Tensor) -> ModelOutput:
         """Forward pass exposing what training needs.
 
@@ -67,15 +97,7 @@ class OMSF2(nn.Module):
         Returns:
             :class:`ModelOutput`.
         """
-        c2, c3, c4, c5 = self.backbone(x)
-        p, cam = self.neck((c2, c3, c4, c5))
-        feats = self.head.forward_features(p)
-        logits = self.head(feats)
-        attention = cam
-        if self.bap is not None:
-            bap_logits, attention = self.bap(c4, c5)
-            logits = (logits + bap_logits) / 2
-        return ModelOutput(logits, cam.mean(dim=1, keepdim=True), attention, feats)
+        return self.forward_head(self.forward_features(x))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Inference: (N, in_chans, H, W) -> (logits (N, num_classes), heatmap (N, 1, H/4, W/4))."""
@@ -83,27 +105,54 @@ class OMSF2(nn.Module):
         return out.logits, out.heatmap
 
 
+# Default configuration of each registered variant (ModelConfig fields; everything else defaults).
+_CFGS: dict[str, dict[str, Any]] = {
+    "omsf2_tiny": {
+        "depth": 18,
+        "width": 0.375,
+        "neck_channels": 48,
+        "head_channels": 48,
+        "bap_maps": 16,
+        "img_size": 224,
+    },
+    "omsf2_r18": {"depth": 18, "neck_channels": 128, "head_channels": 128, "img_size": 448},
+    "omsf2_r50": {"depth": 50, "neck_channels": 128, "head_channels": 128, "img_size": 448},
+}
+
+
+def model_config(variant: str, **kwargs: Any) -> ModelConfig:
+    """Default config of an OMSF2 ``variant`` with ``kwargs`` (ModelConfig fields) applied.
+
+    Raises:
+        ValueError: an unknown variant or option (naming the valid ones).
+    """
+    if variant not in _CFGS:
+        raise ValueError(f"unknown model {variant!r}; choose one of {', '.join(sorted(_CFGS))}")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
+    bad = sorted(set(kwargs) - fields)
+    if bad:
+        raise ValueError(f"unknown model option(s) {bad}; valid: {sorted(fields)}")
+    return ModelConfig(name=variant, **{**_CFGS[variant], **kwargs})
+
+
+def _create_omsf2(variant: str, **kwargs: Any) -> OMSF2:
+    """Build ``variant`` from its default config with ``kwargs`` (ModelConfig fields) applied."""
+    return OMSF2(model_config(variant, **kwargs))
+
+
 @register_model
-def omsf2_tiny() -> ModelConfig:
+def omsf2_tiny(**kwargs: Any) -> OMSF2:
     """ResNet-18 at 3/8 width, 224 input: about 2M parameters, for CPU tests and the demo."""
-    return ModelConfig(
-        name="omsf2_tiny",
-        depth=18,
-        width=0.375,
-        neck_channels=48,
-        head_channels=48,
-        bap_maps=16,
-        img_size=224,
-    )
+    return _create_omsf2("omsf2_tiny", **kwargs)
 
 
 @register_model
-def omsf2_r18() -> ModelConfig:
+def omsf2_r18(**kwargs: Any) -> OMSF2:
     """ResNet-18 backbone, 448 input."""
-    return ModelConfig(name="omsf2_r18", depth=18, neck_channels=128, head_channels=128, img_size=448)
+    return _create_omsf2("omsf2_r18", **kwargs)
 
 
 @register_model
-def omsf2_r50() -> ModelConfig:
+def omsf2_r50(**kwargs: Any) -> OMSF2:
     """ResNet-50 backbone, 448 input: the paper's size."""
-    return ModelConfig(name="omsf2_r50", depth=50, neck_channels=128, head_channels=128, img_size=448)
+    return _create_omsf2("omsf2_r50", **kwargs)

@@ -1,26 +1,28 @@
-"""Model registry: name -> default :class:`ModelConfig` builder (a duplicate name is an error).
+"""Model registry: name -> builder (a duplicate name is an error), in the manner of timm.
 
-Variants register a keyword-only builder returning their config; :func:`create_model` applies
-overrides and builds the network, so a checkpoint can rebuild exactly what it saved from the
-config alone.
+Each variant is a keyword-only builder ``omsf2_tiny(**kwargs) -> nn.Module`` registered with
+:func:`register_model`; :func:`create_model` looks the name up and calls it. The registry knows
+nothing of the networks themselves: importing :mod:`omsf2.models` imports the network modules,
+whose decorators fill the table, so neither side imports the other.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-from omsf2.config import ModelConfig
+from torch import nn
 
-if TYPE_CHECKING:
-    from omsf2.models.omsf2 import OMSF2
-
-_REGISTRY: dict[str, Callable[[], ModelConfig]] = {}
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+B = TypeVar("B", bound=Callable[..., nn.Module])
 
 
-def register_model(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
-    """Decorator: register ``fn`` (returning the variant's default config) under its name."""
+def register_model(fn: B) -> B:
+    """Decorator: register builder ``fn`` under its function name.
+
+    Raises:
+        ValueError: a variant of that name is already registered.
+    """
     name = fn.__name__
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
@@ -28,37 +30,31 @@ def register_model(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
     return fn
 
 
-def _ensure_registered() -> None:
-    # The variants live beside the network; importing the module registers them.
-    import omsf2.models.omsf2  # noqa: F401
-
-
 def list_models() -> list[str]:
     """Names of the registered variants, sorted."""
-    _ensure_registered()
     return sorted(_REGISTRY)
 
 
-def model_config(name: str, **overrides: Any) -> ModelConfig:
-    """Default config of variant ``name`` with ``overrides`` applied (validated by ModelConfig)."""
-    _ensure_registered()
+def model_description(name: str) -> str:
+    """First line of variant ``name``'s builder docstring."""
+    doc = (_builder(name).__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
-    cfg = _REGISTRY[name]()
-    fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
-    bad = sorted(set(overrides) - fields)
-    if bad:
-        raise ValueError(f"unknown model option(s) {bad}; valid: {sorted(fields)}")
-    return dataclasses.replace(cfg, **overrides)
+    return _REGISTRY[name]
 
 
-def create_model(name: str, **overrides: Any) -> OMSF2:
+def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build variant ``name`` (randomly initialised; nothing is downloaded).
 
     Args:
         name: a registered variant, see :func:`list_models`.
-        **overrides: ModelConfig fields to change, e.g. ``num_classes=3``.
-    """
-    from omsf2.models.omsf2 import OMSF2
+        **kwargs: configuration fields to change, e.g. ``num_classes=3``.
 
-    return OMSF2(model_config(name, **overrides))
+    Raises:
+        ValueError: an unknown variant, or an option the variant does not have.
+    """
+    return _builder(name)(**kwargs)

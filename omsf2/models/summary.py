@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from omsf2.models.registry import _REGISTRY, create_model, list_models
+from omsf2.models import create_model, list_models, model_description
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,12 +25,13 @@ class ModelSummary:
 def summarize(name: str) -> ModelSummary:
     """Build variant ``name`` and count its parameters and forward FLOPs."""
     model = create_model(name).eval()
-    s = model.cfg.img_size
-    x = torch.zeros(1, model.cfg.in_chans, s, s)
+    cfg = getattr(model, "cfg", None)
+    s = int(getattr(cfg, "img_size", 224))
+    x = torch.zeros(1, int(getattr(cfg, "in_chans", 1)), s, s)
     with FlopCounterMode(display=False) as counter:
         model(x)
-    doc = (_REGISTRY[name].__doc__ or "").strip().splitlines()[0]
-    return ModelSummary(name, sum(p.numel() for p in model.parameters()), s, counter.get_total_flops() / 1e9, doc)
+    params = sum(p.numel() for p in model.parameters())
+    return ModelSummary(name, params, s, counter.get_total_flops() / 1e9, model_description(name))
 
 
 def model_summaries() -> list[ModelSummary]:

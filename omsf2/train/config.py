@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from omsf2.config import OptimizerName, ResizeMode, ScheduleName, parse_enum
+from omsf2.config import OptimizerName, ResizeMode, ScheduleName, SettingError, parse_enum
 from omsf2.data.datasets import DataSpec
 from omsf2.train.augment import AugConfig
+
+MAX_IMG_SIZE = 2048  # a 2048^2 input already needs tens of GiB of activations per batch of 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,42 +97,46 @@ class TrainConfig:
         object.__setattr__(self, "optimizer", parse_enum(OptimizerName, self.optimizer, "optimizer"))
         object.__setattr__(self, "schedule", parse_enum(ScheduleName, self.schedule, "schedule"))
         checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.epochs >= 1, "epochs", f"epochs must be >= 1, got {self.epochs}"),
             (
                 self.batch_size >= 2,
+                "batch_size",
                 f"batch size must be >= 2 (BatchNorm needs a batch), got {self.batch_size}",
             ),
             (
-                self.img_size is None or (self.img_size >= 64 and self.img_size % 32 == 0),
-                f"image size must be a multiple of 32 and >= 64, got {self.img_size}",
+                self.img_size is None or (64 <= self.img_size <= MAX_IMG_SIZE and self.img_size % 32 == 0),
+                "img_size",
+                f"image size must be a multiple of 32 in [64, {MAX_IMG_SIZE}], got {self.img_size}",
             ),
-            (self.in_chans in (1, 3), f"input channels must be 1 or 3, got {self.in_chans}"),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}"),
-            (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.in_chans in (1, 3), "in_chans", f"input channels must be 1 or 3, got {self.in_chans}"),
+            (self.lr > 0, "lr", f"learning rate must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, "weight_decay", f"weight decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.momentum < 1, "momentum", f"momentum must lie in [0, 1), got {self.momentum}"),
+            (self.warmup_epochs >= 0, "warmup_epochs", f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
             (
                 self.step_epochs >= 1 and 0 < self.step_gamma <= 1,
+                "step_epochs",
                 "step schedule needs step_epochs >= 1 and 0 < gamma <= 1",
             ),
             (
                 0 <= self.label_smoothing < 1,
+                "label_smoothing",
                 f"label smoothing must lie in [0, 1), got {self.label_smoothing}",
             ),
-            (self.clip_grad >= 0, f"gradient clipping norm must be >= 0, got {self.clip_grad}"),
-            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
-            (min(self.soft_distance, self.aug_ce, self.center_loss) >= 0, "loss weights must be >= 0"),
-            (0 <= self.dropout < 1, f"dropout must lie in [0, 1), got {self.dropout}"),
-            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
-            (self.cache_gb >= 0, f"cache budget must be >= 0, got {self.cache_gb}"),
-            (self.ckpt_every >= 0, f"checkpoint interval must be >= 0, got {self.ckpt_every}"),
+            (self.clip_grad >= 0, "clip_grad", f"gradient clipping norm must be >= 0, got {self.clip_grad}"),
+            (self.patience >= 0, "patience", f"patience must be >= 0, got {self.patience}"),
+            (min(self.soft_distance, self.aug_ce, self.center_loss) >= 0, "soft_distance", "loss weights must be >= 0"),
+            (0 <= self.dropout < 1, "dropout", f"dropout must lie in [0, 1), got {self.dropout}"),
+            (self.workers >= 0, "workers", f"workers must be >= 0, got {self.workers}"),
+            (self.cache_gb >= 0, "cache_gb", f"cache budget must be >= 0, got {self.cache_gb}"),
+            (self.ckpt_every >= 0, "ckpt_every", f"checkpoint interval must be >= 0, got {self.ckpt_every}"),
         ]
-        for ok, msg in checks:
+        for ok, setting, msg in checks:
             if not ok:
-                raise ValueError(msg)
+                raise SettingError(msg, setting)
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise ValueError(f"invalid device {dev!r}; choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+            raise SettingError(f"invalid device {dev!r}; choose 'auto', 'cpu', 'cuda' or 'cuda:N'", "device")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

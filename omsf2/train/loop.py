@@ -4,8 +4,8 @@ Determinism is by construction: every epoch re-seeds the batch order, the augmen
 generator and torch's global RNG (dropout) from ``(seed, epoch)``; the data pipeline has no
 randomness; mid-epoch checkpoints store the RNG states and the step reached. Resuming from any
 ``last.pt`` therefore replays exactly the steps an uninterrupted run takes (on the same device
-and thread count). Ctrl-C is caught between steps: the state is saved to ``last.pt`` and the
-run can be resumed; a second Ctrl-C aborts at once.
+and thread count). Ctrl-C (or SIGTERM) is caught between steps: the state is saved to
+``last.pt`` and the run can be resumed; a second signal aborts at once.
 
 Progress goes to a :class:`Reporter` so that the library never prints: the CLI passes a rich
 progress bar, the default logs.
@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import math
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -32,58 +32,32 @@ from omsf2.data.datasets import LabeledSet, load_split
 from omsf2.data.loader import BatchSource, epoch_order, open_source
 from omsf2.evaluate import compute_metrics, predict_logits, resolve_device
 from omsf2.fileio import write_json
-from omsf2.models.checkpoint import checkpoint_info, load_checkpoint, load_init_weights, save_checkpoint
-from omsf2.models.omsf2 import OMSF2
-from omsf2.models.registry import model_config
+from omsf2.models import OMSF2, create_model
+from omsf2.models.checkpoint import (
+    checkpoint_info,
+    load_checkpoint,
+    load_init_weights,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from omsf2.train.augment import apply_attention_aug, geometric, intensity
 from omsf2.train.config import TrainConfig
 from omsf2.train.losses import CenterLoss, soft_distance, task_loss
+from omsf2.train.reporter import LogReporter, Reporter
+from omsf2.train.rundir import claim_run_dir
+from omsf2.train.state import RunState
 
-log = logging.getLogger(__name__)
-
-
-class Reporter(Protocol):
-    """Receives progress; the CLI renders it, tests may act on it (e.g. interrupt a run)."""
-
-    def on_start(self, info: dict[str, Any]) -> None:
-        """The run starts: model, data sizes, device, epochs."""
-
-    def on_task(self, name: str, total: int) -> None:
-        """A sub-task of ``total`` items starts (loading, validating)."""
-
-    def on_advance(self, n: int) -> None:
-        """``n`` more items of the current sub-task are done."""
-
-    def on_epoch_start(self, epoch: int, steps: int, start_step: int) -> None:
-        """Epoch ``epoch`` (1-based) of ``steps`` steps starts at ``start_step`` (> 0 when resumed)."""
-
-    def on_step(self, epoch: int, step: int, loss: float, lr: float) -> None:
-        """Step ``step`` (1-based) finished with this loss at this learning rate."""
-
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
-        """An epoch finished; ``record`` holds its losses and validation metrics."""
-
-
-class LogReporter:
-    """Default reporter: one log line per epoch (the :class:`Reporter` methods, documented there)."""
-
-    def on_start(self, info: dict[str, Any]) -> None:  # noqa: D102
-        log.info("training %s", info)
-
-    def on_task(self, name: str, total: int) -> None:  # noqa: D102
-        log.debug("%s (%d)", name, total)
-
-    def on_advance(self, n: int) -> None:  # noqa: D102
-        pass
-
-    def on_epoch_start(self, epoch: int, steps: int, start_step: int) -> None:  # noqa: D102
-        pass
-
-    def on_step(self, epoch: int, step: int, loss: float, lr: float) -> None:  # noqa: D102
-        pass
-
-    def on_epoch_end(self, record: dict[str, Any]) -> None:  # noqa: D102
-        log.info("epoch %s", record)
+__all__ = [
+    "LogReporter",
+    "Reporter",
+    "RunState",
+    "TrainResult",
+    "Trainer",
+    "frozen_bn_stats",
+    "lr_at",
+    "resume",
+    "train",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +102,7 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 class _StopFlag:
-    """SIGINT -> flag checked between steps; a second SIGINT raises KeyboardInterrupt."""
+    """SIGINT or SIGTERM -> flag checked between steps; a second signal raises KeyboardInterrupt."""
 
     def __init__(self) -> None:
         self.set = False
@@ -147,11 +121,12 @@ class _StopFlag:
                 raise KeyboardInterrupt
             self.set = True
 
-        old = signal.signal(signal.SIGINT, handler)
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, old)
+            for sig, h in old.items():
+                signal.signal(sig, h)
 
 
 @contextlib.contextmanager
@@ -179,14 +154,37 @@ def _monitor(task: Task, metrics: dict[str, Any], val_loss: float) -> tuple[floa
     return (float(key) if key is not None else 0.0, -val_loss)
 
 
+@dataclasses.dataclass
+class _Parts:
+    """What a run is made of once set up: data, model, optimisation, and per-step constants."""
+
+    train_ds: LabeledSet
+    val_ds: LabeledSet
+    model: OMSF2
+    pre: PreprocessSpec
+    task: Task
+    center: CenterLoss | None
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None  # None: no autocast
+    train_src: BatchSource
+    val_src: BatchSource
+    steps: int
+    weights: np.ndarray | None  # class-balanced sampling weights
+    mean: torch.Tensor
+    std: torch.Tensor
+    aug_gen: torch.Generator
+
+
 class Trainer:
     """One training run. Build with a config (new run) or a checkpoint (resume), then :meth:`run`.
 
     Args:
         cfg: the run's configuration.
-        out_dir: where checkpoints and metrics go (created when the first file is written).
+        out_dir: where checkpoints and metrics go (checked, created and locked before any work).
         reporter: progress sink.
         resume: a ``last.pt`` (or any omsf2 checkpoint with training state) to continue.
+        overwrite: replace another run's files in ``out_dir`` instead of refusing.
     """
 
     def __init__(
@@ -195,6 +193,7 @@ class Trainer:
         out_dir: str | Path,
         reporter: Reporter | None = None,
         resume: dict[str, Any] | None = None,
+        overwrite: bool = False,
     ) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
@@ -202,12 +201,44 @@ class Trainer:
         self.stop = _StopFlag()
         self.device = resolve_device(cfg.device)
         self._resume = resume
+        self._overwrite = overwrite
 
     def request_stop(self) -> None:
         """Stop after the current step and save a resumable ``last.pt`` (what Ctrl-C does)."""
         self.stop.request()
 
-    # -- set-up --------------------------------------------------------------------------------
+    # -- the run: an outline ---------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """Train; returns when all epochs ran, early stopping triggered, or a stop was requested."""
+        t0 = time.perf_counter()
+        saved = self._resume.get("train_state", {}) if self._resume else {}
+        st = RunState.from_dict(saved) if self._resume else RunState(run_id=uuid.uuid4().hex)
+        interrupted = stopped_early = False
+        if self.cfg.init and not self._resume and not Path(self.cfg.init).is_file():
+            raise ValueError(f"init weights '{self.cfg.init}' do not exist")  # before any work
+        with claim_run_dir(self.out, st.run_id, self._overwrite):
+            p = self._setup()
+            self._restore(p)
+            self.rep.on_start(self._info(p, st))
+            rng = self._resume.get("rng") if (self._resume and st.step) else None
+            with self.stop.installed():
+                while st.epoch < self.cfg.epochs:
+                    te = time.perf_counter()
+                    if not self._train_epoch(p, st, rng):
+                        self._save_last(p, st)  # exactly where we are: the next step to run is st.step
+                        interrupted = True
+                        break
+                    rng = None
+                    self._end_epoch(p, st, self._validate(p, st, te), t0)
+                    if self.cfg.patience and st.epoch - st.best_epoch >= self.cfg.patience:
+                        stopped_early = True
+                        break
+            if st.history:
+                self._write_metrics(p, st, interrupted, stopped_early, t0)
+        wall = time.perf_counter() - t0
+        return TrainResult(self.out, st.best_epoch, st.best_metrics, st.history, interrupted, stopped_early, wall)
+
+    # -- set-up and restore ------------------------------------------------------------------------
     def _load_data(self) -> tuple[LabeledSet, LabeledSet]:
         train = load_split(self.cfg.data, "train")
         val = load_split(self.cfg.data, "val")
@@ -226,14 +257,12 @@ class Trainer:
     def _build(self, train: LabeledSet) -> tuple[OMSF2, PreprocessSpec, Task]:
         cfg = self.cfg
         if self._resume is not None:
-            mcfg, classes, task, pre = checkpoint_info(self._resume)
+            _, classes, task, pre = checkpoint_info(self._resume)
             if classes != list(train.classes):
                 raise ValueError(f"checkpoint classes {classes} differ from the data's {list(train.classes)}")
-            model = OMSF2(mcfg)
-            model.load_state_dict(self._resume["model"])
-            return model, pre, task
+            return model_from_checkpoint(self._resume), pre, task  # strict: weights must fit exactly
         torch.manual_seed(cfg.seed)
-        mcfg = model_config(
+        model = create_model(
             cfg.model,
             num_classes=len(train.classes),
             in_chans=cfg.in_chans,
@@ -241,12 +270,12 @@ class Trainer:
             bap=cfg.bap,
             **({"img_size": cfg.img_size} if cfg.img_size else {}),
         )
-        model = OMSF2(mcfg)
+        if not isinstance(model, OMSF2):
+            raise TypeError(f"model {cfg.model!r} is a {type(model).__name__}; training needs an OMSF2 network")
         if cfg.init:
             load_init_weights(model, cfg.init)
-        size = (mcfg.img_size, mcfg.img_size)
-        pre = PreprocessSpec(size=size, resize=cfg.resize, channels=cfg.in_chans)
-        return model, pre, train.task
+        size = (model.cfg.img_size, model.cfg.img_size)
+        return model, PreprocessSpec(size=size, resize=cfg.resize, channels=cfg.in_chans), train.task
 
     def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -260,251 +289,237 @@ class Trainer:
             return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
         return torch.optim.AdamW(groups, lr=cfg.lr)
 
-    # -- the run ---------------------------------------------------------------------------------
-    def run(self) -> TrainResult:
-        """Train; returns when all epochs ran, early stopping triggered, or a stop was requested."""
-        t0 = time.perf_counter()
-        cfg = self.cfg
+    def _setup(self) -> _Parts:
+        cfg, dev = self.cfg, self.device
         train_ds, val_ds = self._load_data()
         model, pre, task = self._build(train_ds)
         if cfg.center_loss > 0 and task is not Task.MULTICLASS:
             raise ValueError("the centre loss needs one label per image (multi-class data)")
-        dev = self.device
         model.to(dev)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs lack it
         center = CenterLoss(model.num_classes, model.head.num_features).to(dev) if cfg.center_loss > 0 else None
-        params = [p for p in model.parameters()] + ([] if center is None else list(center.parameters()))
-        opt = self._optimizer(params)
+        params = list(model.parameters()) + ([] if center is None else list(center.parameters()))
         use_amp = cfg.amp and dev.type == "cuda"
         amp_dtype = torch.bfloat16 if (use_amp and torch.cuda.is_bf16_supported()) else torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype is torch.float16)
-
-        state = self._resume.get("train_state", {}) if self._resume else {}
-        epoch0 = int(state.get("epoch", 0))
-        step0 = int(state.get("step", 0))
-        history: list[dict[str, Any]] = list(state.get("history", []))
-        best_key = tuple(state.get("best_key", (-math.inf, -math.inf)))
-        best_epoch = int(state.get("best_epoch", 0))
-        best_metrics: dict[str, Any] = dict(state.get("best_metrics", {}))
-        if self._resume:
-            opt.load_state_dict(self._resume["optimizer"])
-            if center is not None and "center" in self._resume:
-                center.load_state_dict(self._resume["center"])
-            if "scaler" in self._resume:
-                scaler.load_state_dict(self._resume["scaler"])
-
         train_src = self._source(train_ds, pre, "train")
-        val_src = self._source(val_ds, pre, "val")
-        steps = len(train_src) // cfg.batch_size
         weights = None
         if cfg.balanced and task is Task.MULTICLASS:
             counts = np.bincount(train_src.y.numpy(), minlength=model.num_classes).astype(np.float64)
             weights = 1.0 / counts[train_src.y.numpy()]
-        mean = torch.tensor(pre.mean * (pre.channels // len(pre.mean)))
-        std = torch.tensor(pre.std * (pre.channels // len(pre.std)))
-        info = {
-            "model": model.cfg.name,
-            "params": sum(p.numel() for p in model.parameters()),
-            "train": len(train_ds),
-            "val": len(val_ds),
-            "classes": list(train_ds.classes),
-            "device": str(dev),
-            "epochs": cfg.epochs,
-            "start_epoch": epoch0 + 1,
-            "steps_per_epoch": steps,
+        reps = pre.channels // len(pre.mean), pre.channels // len(pre.std)
+        return _Parts(
+            train_ds, val_ds, model, pre, task, center, self._optimizer(params), scaler,
+            amp_dtype if use_amp else None, train_src, self._source(val_ds, pre, "val"),
+            len(train_src) // cfg.batch_size, weights,
+            torch.tensor(pre.mean * reps[0]), torch.tensor(pre.std * reps[1]), torch.Generator(),
+        )  # fmt: skip
+
+    def _restore(self, p: _Parts) -> None:
+        """Load the optimizer, centre-loss and scaler states of the checkpoint being resumed."""
+        if not self._resume:
+            return
+        p.opt.load_state_dict(self._resume["optimizer"])
+        if p.center is not None and "center" in self._resume:
+            p.center.load_state_dict(self._resume["center"])
+        if "scaler" in self._resume:
+            p.scaler.load_state_dict(self._resume["scaler"])
+
+    def _info(self, p: _Parts, st: RunState) -> dict[str, Any]:
+        return {
+            "model": p.model.cfg.name,
+            "params": sum(t.numel() for t in p.model.parameters()),
+            "train": len(p.train_ds),
+            "val": len(p.val_ds),
+            "classes": list(p.train_ds.classes),
+            "device": str(self.device),
+            "epochs": self.cfg.epochs,
+            "start_epoch": st.epoch + 1,
+            "steps_per_epoch": p.steps,
         }
-        self.rep.on_start(info)
-        stopped_early = False
-        interrupted = False
-        aug_gen = torch.Generator()
-        loss_sum, loss_n = 0.0, 0
 
-        def payload(epoch: int, step: int, full: bool) -> dict[str, Any]:
-            p: dict[str, Any] = {
-                "model_config": model.cfg.to_dict(),
-                "classes": list(train_ds.classes),
-                "task": task.value,
-                "preprocess": pre.to_dict(),
-                "data": cfg.data.to_dict(),
-                "model": {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
-                "train_config": cfg.to_dict(),
-                "metrics": best_metrics if not full else (history[-1] if history else {}),
-            }
-            if full:
-                p["optimizer"] = opt.state_dict()
-                p["scaler"] = scaler.state_dict()
-                if center is not None:
-                    p["center"] = center.state_dict()
-                p["rng"] = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
-                if dev.type == "cuda":
-                    p["rng"]["cuda"] = torch.cuda.get_rng_state(dev)
-                p["train_state"] = {
-                    "epoch": epoch,
-                    "step": step,
-                    "history": history,
-                    "best_key": list(best_key),
-                    "best_epoch": best_epoch,
-                    "best_metrics": best_metrics,
-                    # The epoch's running loss, so a mid-epoch resume reports the same train loss.
-                    "loss_sum": loss_sum,
-                    "loss_n": loss_n,
-                }
-            return p
+    # -- one epoch ---------------------------------------------------------------------------------
+    def _seed_epoch(self, p: _Parts, st: RunState, rng: dict[str, Any] | None) -> None:
+        """Seed from (seed, epoch), or restore the RNG states of a mid-epoch checkpoint."""
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            p.aug_gen.set_state(rng["aug"])
+            if self.device.type == "cuda" and "cuda" in rng:
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+            return
+        st.loss_sum, st.loss_n = 0.0, 0
+        es = _epoch_seed(self.cfg.seed, st.epoch)
+        torch.manual_seed(es + 1)
+        p.aug_gen.manual_seed(es + 2)
 
-        def write_metrics(interrupted: bool, stopped_early: bool) -> None:
-            write_json(
-                self.out / "metrics.json",
-                {
-                    "model": model.cfg.name,
-                    "params": sum(p.numel() for p in model.parameters()),
-                    "classes": list(train_ds.classes),
-                    "train_data": train_ds.description,
-                    "train_size": len(train_ds),
-                    "val_data": val_ds.description,
-                    "val_size": len(val_ds),
-                    "device": str(dev),
-                    "torch_threads": torch.get_num_threads(),
-                    "best_epoch": best_epoch,
-                    "best": best_metrics,
-                    "history": history,
-                    "interrupted": interrupted,
-                    "stopped_early": stopped_early,
-                    "wall_s": time.perf_counter() - t0,
-                    "config": cfg.to_dict(),
-                },
-            )
-
-        with self.stop.installed():
-            for epoch in range(epoch0, cfg.epochs):
-                es = _epoch_seed(cfg.seed, epoch)
-                order = epoch_order(len(train_src), cfg.batch_size, torch.Generator().manual_seed(es), weights)
-                start = step0 if epoch == epoch0 else 0
-                loss_sum, loss_n = 0.0, 0
-                if start and self._resume and "rng" in self._resume:
-                    loss_sum, loss_n = float(state.get("loss_sum", 0.0)), int(state.get("loss_n", 0))
-                    torch.set_rng_state(self._resume["rng"]["torch"])
-                    aug_gen.set_state(self._resume["rng"]["aug"])
-                    if dev.type == "cuda" and "cuda" in self._resume["rng"]:
-                        torch.cuda.set_rng_state(self._resume["rng"]["cuda"], dev)
-                else:
-                    torch.manual_seed(es + 1)
-                    aug_gen.manual_seed(es + 2)
-                self.rep.on_epoch_start(epoch + 1, steps, start)
-                model.train()
-                te = time.perf_counter()
-                step = start
-                for step, batch in enumerate(train_src.batches(order[start:]), start=start):
-                    if self.stop.set:
-                        break
-                    gstep = epoch * steps + step
-                    lr = lr_at(cfg, gstep, steps)
-                    for gr in opt.param_groups:
-                        gr["lr"] = lr
-                    loss = self._step(model, batch, task, mean, std, aug_gen, center, opt, scaler, use_amp, amp_dtype)
-                    loss_sum += loss
-                    loss_n += 1
-                    self.rep.on_step(epoch + 1, step + 1, loss, lr)
-                    if cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < steps:
-                        save_checkpoint(self.out / "last.pt", payload(epoch, step + 1, True))
-                else:
-                    step = steps
-                if self.stop.set:
-                    # Save exactly where we are: the next step to run is `step`.
-                    save_checkpoint(self.out / "last.pt", payload(epoch, step, True))
-                    interrupted = True
-                    break
-                # Validation.
-                self.rep.on_task("validating", len(val_src))
-                logits = predict_logits(model, val_src, max(64, cfg.batch_size), dev, self.rep.on_advance)
-                metrics = compute_metrics(task, val_src, logits, train_ds.classes)
-                lt = torch.from_numpy(logits)
-                val_loss = float(task_loss(lt, val_src.y, val_src.mask, task))
-                record = {
-                    "epoch": epoch + 1,
-                    "train_loss": loss_sum / max(1, loss_n),
-                    "val_loss": val_loss,
-                    "accuracy": metrics["accuracy"],
-                    "macro_f1": metrics["macro_f1"],
-                    "qwk": metrics.get("qwk"),
-                    "macro_auc": metrics.get("macro_auc"),
-                    "lr": lr_at(cfg, (epoch + 1) * steps - 1, steps),
-                    "epoch_s": time.perf_counter() - te,
-                }
-                history.append(record)
-                key = _monitor(task, metrics, val_loss)
-                improved = key > best_key
-                if improved:
-                    best_key, best_epoch = key, epoch + 1
-                    best_metrics = {**metrics, "epoch": epoch + 1, "val_loss": val_loss}
-                    save_checkpoint(self.out / "best.pt", payload(epoch + 1, 0, False))
-                save_checkpoint(self.out / "last.pt", payload(epoch + 1, 0, True))
-                self.rep.on_epoch_end({**record, "best_epoch": best_epoch, "improved": improved})
-                write_metrics(False, False)
-                if cfg.patience and epoch + 1 - best_epoch >= cfg.patience:
-                    stopped_early = True
-                    break
-        if history:
-            write_metrics(interrupted, stopped_early)
-        return TrainResult(
-            self.out, best_epoch, best_metrics, history, interrupted, stopped_early, time.perf_counter() - t0
-        )
-
-    def _step(
-        self,
-        model: OMSF2,
-        batch: Any,
-        task: Task,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        g: torch.Generator,
-        center: CenterLoss | None,
-        opt: torch.optim.Optimizer,
-        scaler: torch.amp.GradScaler,
-        use_amp: bool,
-        amp_dtype: torch.dtype,
-    ) -> float:
+    def _train_epoch(self, p: _Parts, st: RunState, rng: dict[str, Any] | None) -> bool:
+        """Run the steps of epoch ``st.epoch`` from ``st.step``; False when a stop was requested."""
         cfg = self.cfg
-        dev = self.device
-        x = intensity(geometric(batch.x, cfg.aug, g), mean, std, cfg.aug, g)
+        gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, st.epoch))
+        order = epoch_order(len(p.train_src), cfg.batch_size, gen, p.weights)
+        self._seed_epoch(p, st, rng)
+        self.rep.on_epoch_start(st.epoch + 1, p.steps, st.step)
+        p.model.train()
+        for batch in p.train_src.batches(order[st.step :]):
+            if self.stop.set:
+                return False
+            lr = lr_at(cfg, st.epoch * p.steps + st.step, p.steps)
+            for gr in p.opt.param_groups:
+                gr["lr"] = lr
+            loss = self._step(p, batch)
+            st.loss_sum += loss
+            st.loss_n += 1
+            st.step += 1
+            self.rep.on_step(st.epoch + 1, st.step, loss, lr)
+            if cfg.ckpt_every and st.step % cfg.ckpt_every == 0 and st.step < p.steps:
+                self._save_last(p, st)
+        return not self.stop.set
+
+    def _step(self, p: _Parts, batch: Any) -> float:
+        cfg, dev = self.cfg, self.device
+        g = p.aug_gen
+        x = intensity(geometric(batch.x, cfg.aug, g), p.mean, p.std, cfg.aug, g)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = x.to(dev, non_blocking=True)
         y = batch.y.to(dev)
         mask = None if batch.mask is None else batch.mask.to(dev)
-        ctx = torch.autocast(dev.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+        ctx = torch.autocast(dev.type, dtype=p.amp_dtype) if p.amp_dtype else contextlib.nullcontext()
         with ctx:
-            out = model.forward_train(x)
-            loss = task_loss(out.logits.float(), y, mask, task, cfg.label_smoothing)
-            if center is not None:
-                loss = loss + cfg.center_loss * center(out.features, y)
+            out = p.model.forward_train(x)
+            loss = task_loss(out.logits.float(), y, mask, p.task, cfg.label_smoothing)
+            if p.center is not None:
+                loss = loss + cfg.center_loss * p.center(out.features, y)
+        _check_finite(loss)  # before the attention view, whose sampling chokes on NaN maps
         names = cfg.aug.attention
         # Draw whether (and which) attention view to add, always consuming the generator the same way.
         draw = torch.rand(2, generator=g)
         if names and float(draw[0]) < cfg.aug.attention_prob:
             name = names[int(draw[1] * len(names)) % len(names)]
             xa = apply_attention_aug(name, x, out.attention, g)
-            with ctx, frozen_bn_stats(model):
-                out_a = model.forward_train(xa)
+            with ctx, frozen_bn_stats(p.model):
+                out_a = p.model.forward_train(xa)
                 la = out_a.logits.float()
-                loss = loss + cfg.aug_ce * task_loss(la, y, mask, task, cfg.label_smoothing)
-                loss = loss + cfg.soft_distance * soft_distance(out.logits, la, task)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+                loss = loss + cfg.aug_ce * task_loss(la, y, mask, p.task, cfg.label_smoothing)
+                loss = loss + cfg.soft_distance * soft_distance(out.logits, la, p.task)
+        p.opt.zero_grad(set_to_none=True)
+        p.scaler.scale(loss).backward()
         if cfg.clip_grad > 0:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        scaler.step(opt)
-        scaler.update()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"training loss became {value}; lower --lr or enable --clip-grad")
-        return value
+            p.scaler.unscale_(p.opt)
+            torch.nn.utils.clip_grad_norm_(p.model.parameters(), cfg.clip_grad)
+        p.scaler.step(p.opt)
+        p.scaler.update()
+        return _check_finite(loss)
+
+    # -- validation, checkpoints and metrics --------------------------------------------------------
+    def _validate(self, p: _Parts, st: RunState, t_epoch: float) -> _Validation:
+        cfg = self.cfg
+        self.rep.on_task("validating", len(p.val_src))
+        logits = predict_logits(p.model, p.val_src, max(64, cfg.batch_size), self.device, self.rep.on_advance)
+        metrics = compute_metrics(p.task, p.val_src, logits, p.train_ds.classes)
+        val_loss = float(task_loss(torch.from_numpy(logits), p.val_src.y, p.val_src.mask, p.task))
+        record = {
+            "epoch": st.epoch + 1,
+            "train_loss": st.loss_sum / max(1, st.loss_n),
+            "val_loss": val_loss,
+            "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"],
+            "qwk": metrics.get("qwk"),
+            "macro_auc": metrics.get("macro_auc"),
+            "lr": lr_at(cfg, (st.epoch + 1) * p.steps - 1, p.steps),
+            "epoch_s": time.perf_counter() - t_epoch,
+        }
+        return _Validation(record, metrics, val_loss)
+
+    def _end_epoch(self, p: _Parts, st: RunState, v: _Validation, t0: float) -> None:
+        """Record the epoch, save best.pt when it improved and last.pt always, write metrics.json."""
+        st.history.append(v.record)
+        st.epoch, st.step = st.epoch + 1, 0
+        key = _monitor(p.task, v.metrics, v.val_loss)
+        improved = key > st.best_key
+        if improved:
+            st.best_key, st.best_epoch = key, st.epoch
+            st.best_metrics = {**v.metrics, "epoch": st.epoch, "val_loss": v.val_loss}
+            save_checkpoint(self.out / "best.pt", self._payload(p, st, full=False))
+        self._save_last(p, st)
+        self.rep.on_epoch_end({**v.record, "best_epoch": st.best_epoch, "improved": improved})
+        self._write_metrics(p, st, False, False, t0)
+
+    def _payload(self, p: _Parts, st: RunState, full: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model_config": p.model.cfg.to_dict(),
+            "classes": list(p.train_ds.classes),
+            "task": p.task.value,
+            "preprocess": p.pre.to_dict(),
+            "data": self.cfg.data.to_dict(),
+            "model": {k: v.detach().clone().contiguous() for k, v in p.model.state_dict().items()},
+            "train_config": self.cfg.to_dict(),
+            "metrics": st.best_metrics if not full else (st.history[-1] if st.history else {}),
+        }
+        if full:
+            out["optimizer"] = p.opt.state_dict()
+            out["scaler"] = p.scaler.state_dict()
+            if p.center is not None:
+                out["center"] = p.center.state_dict()
+            out["rng"] = {"torch": torch.get_rng_state(), "aug": p.aug_gen.get_state()}
+            if self.device.type == "cuda":
+                out["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+            out["train_state"] = st.to_dict()
+        return out
+
+    def _save_last(self, p: _Parts, st: RunState) -> None:
+        save_checkpoint(self.out / "last.pt", self._payload(p, st, full=True))
+
+    def _write_metrics(self, p: _Parts, st: RunState, interrupted: bool, stopped_early: bool, t0: float) -> None:
+        write_json(
+            self.out / "metrics.json",
+            {
+                "run_id": st.run_id,
+                "model": p.model.cfg.name,
+                "params": sum(t.numel() for t in p.model.parameters()),
+                "classes": list(p.train_ds.classes),
+                "train_data": p.train_ds.description,
+                "train_size": len(p.train_ds),
+                "val_data": p.val_ds.description,
+                "val_size": len(p.val_ds),
+                "device": str(self.device),
+                "torch_threads": torch.get_num_threads(),
+                "best_epoch": st.best_epoch,
+                "best": st.best_metrics,
+                "history": st.history,
+                "interrupted": interrupted,
+                "stopped_early": stopped_early,
+                "wall_s": time.perf_counter() - t0,
+                "config": self.cfg.to_dict(),
+            },
+        )
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, reporter: Reporter | None = None) -> TrainResult:
-    """Train a new model per ``cfg``, writing ``best.pt``, ``last.pt`` and ``metrics.json`` to ``out_dir``."""
-    return Trainer(cfg, out_dir, reporter).run()
+class _Validation(NamedTuple):
+    record: dict[str, Any]
+    metrics: dict[str, Any]
+    val_loss: float
+
+
+def _check_finite(loss: torch.Tensor) -> float:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"training diverged: the loss became {value}; lower the learning rate or clip gradients"
+        )
+    return value
+
+
+def train(
+    cfg: TrainConfig, out_dir: str | Path, reporter: Reporter | None = None, overwrite: bool = False
+) -> TrainResult:
+    """Train a new model per ``cfg``, writing ``best.pt``, ``last.pt`` and ``metrics.json`` to ``out_dir``.
+
+    ``out_dir`` is checked and locked before any work; it may not hold another run's files
+    unless ``overwrite``.
+    """
+    return Trainer(cfg, out_dir, reporter, overwrite=overwrite).run()
 
 
 def resume(
@@ -514,6 +529,7 @@ def resume(
     epochs: int | None = None,
     device: str | None = None,
     workers: int | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Continue a run from its ``last.pt`` with the configuration stored in it.
 
@@ -524,6 +540,7 @@ def resume(
         epochs: extend the run to this many epochs (changes the schedule from that point on).
         device: override the device (exactness holds only on the same device).
         workers: override the loader workers (does not affect results).
+        overwrite: replace another run's files in ``out_dir`` instead of refusing.
     """
     ckpt = load_checkpoint(path)
     if "train_state" not in ckpt or "optimizer" not in ckpt:
@@ -532,11 +549,11 @@ def resume(
     changes: dict[str, Any] = {}
     if epochs is not None:
         if epochs < cfg.epochs:
-            raise ValueError(f"--epochs {epochs} is below the run's {cfg.epochs}; resume can only extend a run")
+            raise ValueError(f"epochs {epochs} is below the run's {cfg.epochs}; a resume can only extend a run")
         changes["epochs"] = epochs
     if device is not None:
         changes["device"] = device
     if workers is not None:
         changes["workers"] = workers
     cfg = dataclasses.replace(cfg, **changes)
-    return Trainer(cfg, out_dir or Path(path).parent, reporter, resume=ckpt).run()
+    return Trainer(cfg, out_dir or Path(path).parent, reporter, resume=ckpt, overwrite=overwrite).run()

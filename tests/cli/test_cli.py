@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -33,10 +34,12 @@ def assert_one_line_error(res, *needles: str) -> None:
 
 
 def test_help_lists_every_command_and_version() -> None:
-    res = run("--help")
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0
-    for cmd in ("train", "eval", "models", "data", "demo", "info"):
-        assert cmd in res.output
+    # Command names as the first word of a row of the Commands box: "train" must not match "training".
+    listed = set(re.findall(r"^│ (\S+) ", res.output, re.MULTILINE))
+    for cmd in ("train", "eval", "models", "data", "demo", "info", "kernels", "export"):
+        assert cmd in listed, res.output
     v = run("--version")
     assert v.exit_code == 0 and v.output.startswith("omsf2 ")
 

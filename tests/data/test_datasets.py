@@ -200,3 +200,25 @@ def test_open_source_caches_only_within_budget(synth_root: Path) -> None:
     assert inside.cached is not None and loads == [1]
     outside = open_source(ds, SPEC, 0, cache_bytes(ds, SPEC) - 1, on_load=lambda: loads.append(2))
     assert outside.cached is None and loads == [1]
+
+
+def test_a_split_with_its_own_folder_needs_no_train(tmp_path: Path, synth_root: Path) -> None:
+    from omsf2.data.datasets import DataSpec, load_split
+
+    root = tmp_path / "only-test"
+    shutil.copytree(synth_root / "test", root / "test")
+    ds = load_split(DataSpec(source=str(root)), "test")
+    assert len(ds) == 8 and ds.classes == ("normal", "stage_I", "stage_II", "stage_III")
+    with pytest.raises(ValueError, match="no 'train' split"):
+        load_split(DataSpec(source=str(root)), "val")
+
+
+def test_an_unreadable_labels_csv_is_named(tmp_path: Path, synth_root: Path) -> None:
+
+    from omsf2.data.datasets import DataSpec, load_split
+
+    root = tmp_path / "d"
+    shutil.copytree(synth_root, root)
+    (root / "labels.csv").write_bytes(b"\xff\xfe\x00bad\x00" * 50)
+    with pytest.raises(ValueError, match=r"cannot read '.*labels.csv': not a valid CSV"):
+        load_split(DataSpec(source=str(root)), "train")

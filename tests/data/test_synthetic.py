@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,12 +80,75 @@ def test_write_dataset_refuses_to_clobber_and_cleans_up(tmp_path) -> None:
     out = tmp_path / "ph"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ValueError, match="not empty; pass --overwrite"):
+    with pytest.raises(ValueError, match="not empty; choose another folder or overwrite it"):
         synthetic.write_dataset(out, 4, size=64, workers=1)
+    # overwrite replaces only an earlier phantom dataset, never a folder holding anything else.
+    with pytest.raises(ValueError, match="is not an omsf2 phantom dataset"):
+        synthetic.write_dataset(out, 4, size=64, workers=1, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine"
-    with pytest.raises(ValueError, match="need n >= 4"):
+    with pytest.raises(ValueError, match="train needs at least 4 phantoms"):
         synthetic.write_dataset(tmp_path / "x", 2, size=64, workers=1)
     assert not (tmp_path / "x").exists()
-    synthetic.write_dataset(out, 4, size=64, n_val=4, n_test=4, workers=1, overwrite=True)
-    assert not (out / "keep.txt").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["ph"]
+    ph = tmp_path / "ph2"
+    synthetic.write_dataset(ph, 4, size=64, n_val=4, n_test=4, workers=1)
+    synthetic.write_dataset(ph, 8, size=64, n_val=4, n_test=4, workers=1, overwrite=True)
+    assert len(list((ph / "train").rglob("*.png"))) == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ph", "ph2"]
+
+
+def test_settings_are_checked_before_any_file(tmp_path) -> None:
+    for kwargs, msg in (
+        ({"size": 100000}, r"phantom size must lie in \[64, 4096\]"),
+        ({"n_val": 2}, "val needs 0 .* or at least 4"),
+        ({"workers": -1}, "workers must be >= 0"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            synthetic.write_dataset(tmp_path / "d", 4, **{"size": 64, "workers": 1, **kwargs})
+    with pytest.raises(ValueError, match="names no folder"):
+        synthetic.write_dataset(Path("."), 4, size=64, workers=1, overwrite=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zero_val_writes_no_val_folder_and_training_splits_train(tmp_path) -> None:
+    from omsf2.data.datasets import DataSpec, load_split
+
+    out = tmp_path / "ph"
+    synthetic.write_dataset(out, 20, size=64, n_val=0, n_test=0, workers=1)
+    assert sorted(p.name for p in out.iterdir()) == ["SOURCE.md", "labels.csv", "train"]
+    val = load_split(DataSpec(source=str(out)), "val")
+    assert len(val) > 0
+
+
+def test_folders_follow_the_umask(tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        synthetic.write_dataset(tmp_path / "ph", 4, size=64, n_val=0, n_test=0, workers=1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ph").stat().st_mode) == 0o755
+
+
+def test_stale_staging_of_a_dead_run_is_removed(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(proc.stdout)
+    stale = tmp_path / f".ph.staging-{dead}-abc"
+    (stale / "train").mkdir(parents=True)
+    live = tmp_path / f".ph.staging-{os.getpid()}-xyz"
+    live.mkdir()
+    synthetic.write_dataset(tmp_path / "ph", 4, size=64, n_val=0, n_test=0, workers=1)
+    assert not stale.exists() and live.exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_leaves_no_temporary_folder(tmp_path, workers: int) -> None:
+    code = (
+        "import sys; from omsf2.data.synthetic import write_dataset;"
+        f"write_dataset(sys.argv[1], 4000, size=64, n_val=0, n_test=0, workers={workers},"
+        " on_image=lambda: print('x', flush=True))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ph")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "x"  # generation is under way
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)  # promptly: the queued images are cancelled, not generated
+    assert proc.returncode != 0
+    assert list(tmp_path.iterdir()) == []

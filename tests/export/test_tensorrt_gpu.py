@@ -1,8 +1,8 @@
 """Real TensorRT engines (``needs_trt``: skipped where TensorRT or a CUDA GPU is missing).
 
-Engines are built from the same graphs onnxruntime runs: the FP32 export and its Q/DQ INT8
-version (symmetric S8S8, per-channel weights, float biases: TensorRT's contract), then held to
-onnxruntime on the same model. A random tiny model on random inputs has small logit margins,
+Engines are built from the graphs an ``--int8`` export ships: ``model.onnx`` and ``model.int8.onnx``
+(symmetric S8S8, per-channel weights, float biases: TensorRT's contract), then held to onnxruntime
+on the same model. A random tiny model on random inputs has small logit margins,
 so top-1 is compared the way the ONNX parity check does: a disagreement fails only where
 onnxruntime's top-1/top-2 margin exceeds twice the measured logits error (an "unexplained flip").
 """
@@ -10,7 +10,6 @@ onnxruntime's top-1/top-2 margin exceeds twice the measured logits error (an "un
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,33 +21,9 @@ H = W = 64
 
 
 @pytest.fixture(scope="module")
-def graphs(tiny_ckpt, tmp_path_factory) -> dict[str, Path]:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    from omsf2.export.onnx import OnnxExportSpec, export_onnx
-
-    d = tmp_path_factory.mktemp("trt_gpu")
-    export_onnx(OnnxExportSpec(checkpoint=str(tiny_ckpt), out=str(d / "model.onnx")))
-    rng = np.random.default_rng(0)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"image": rng.random((1, 1, H, W), dtype=np.float32)} for _ in range(16)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        quantize_static(
-            str(d / "model.onnx"), str(d / "model.int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-        )  # fmt: skip
-    finally:
-        root.setLevel(level)
+def graphs(tiny_ckpt, int8_export) -> dict[str, Path]:
+    """The shipped artifacts of one ``--int8`` export: engines are held to what users export, not a test-made graph."""
+    d = Path(int8_export.out)
     return {"ckpt": tiny_ckpt, "fp32": d / "model.onnx", "int8": d / "model.int8.onnx", "dir": d}
 
 

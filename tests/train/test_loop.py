@@ -19,14 +19,15 @@ from omsf2.train.loop import LogReporter, lr_at
 
 
 class SigintAt(LogReporter):
-    """Sends a real SIGINT to this process at (epoch, step): what Ctrl-C does."""
+    """Sends a real SIGINT (or another signal) to this process at (epoch, step): what Ctrl-C does."""
 
-    def __init__(self, epoch: int, step: int) -> None:
+    def __init__(self, epoch: int, step: int, sig: int = signal.SIGINT) -> None:
         self.at = (epoch, step)
+        self.sig = sig
 
     def on_step(self, epoch: int, step: int, loss: float, lr: float) -> None:
         if (epoch, step) == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.sig)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -61,6 +62,14 @@ def test_interrupted_run_resumes_exactly(small_cfg: TrainConfig, tmp_path: Path)
     a, b = _weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "part" / "last.pt")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_sigterm_saves_a_resumable_state_like_ctrl_c(small_cfg: TrainConfig, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(small_cfg, epochs=1)
+    part = train(cfg, tmp_path / "part", SigintAt(epoch=1, step=2, sig=signal.SIGTERM))
+    assert part.interrupted
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["train_state"]["step"] == 2
+    assert not [p for p in (tmp_path / "part").iterdir() if p.name.startswith(".")]  # no temporary files
 
 
 def test_step_checkpoints_resume_exactly(small_cfg: TrainConfig, tmp_path: Path) -> None:

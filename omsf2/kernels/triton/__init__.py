@@ -12,16 +12,25 @@ the neck maps are small and the copy is one extra pass of the input only.
 
 Triton runs on CUDA tensors, or on CPU tensors in Triton's interpreter when ``TRITON_INTERPRET=1``
 is set before Triton is first imported (how the tests run without a GPU).
+
+``torch.library``: the two launchers are registered (once, on first use) as ``triton_op`` ops
+``omsf2::multiscale_pool_triton`` and ``omsf2::scale_fuse_triton``, whose kernels are launched
+through ``wrap_triton``; ``torch.compile`` therefore traces into the Triton kernels themselves
+(one user-defined kernel in the graph, no fake implementation to keep in sync) instead of
+stopping at an opaque call. Under the interpreter the kernels are not JIT functions and are
+launched directly (eager only: nothing compiles there).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,8 +42,10 @@ __all__ = [
     "KERNELS",
     "SUPPORTED_DTYPES",
     "KernelSpec",
+    "launchable",
     "multiscale_pool_triton",
     "scale_fuse_triton",
+    "triton_ops",
     "triton_unavailable_reason",
 ]
 
@@ -132,6 +143,35 @@ def triton_unavailable_reason(device: torch.device | str) -> str | None:
     return f"Triton has no backend for {dev.type} tensors here (CUDA, or CPU with TRITON_INTERPRET=1)"
 
 
+def launchable(kernel: Any) -> Any:
+    """``wrap_triton(kernel)`` (traceable by ``torch.compile``), or the kernel itself under the interpreter."""
+    import triton
+
+    if isinstance(kernel, triton.runtime.JITFunction | triton.runtime.Autotuner):
+        return torch.library.wrap_triton(kernel)
+    return kernel  # an interpreted kernel: wrap_triton accepts only JIT and autotuned functions
+
+
+@functools.cache
+def triton_ops() -> tuple[Any, Any]:
+    """Register (once) and return the ``omsf2::multiscale_pool_triton`` and ``omsf2::scale_fuse_triton`` ops."""
+
+    # Explicit schemas: annotations are strings under `from __future__ import annotations`.
+    @torch.library.triton_op(
+        "omsf2::multiscale_pool_triton", mutates_args=(), schema="(Tensor x, int[] windows, str mode) -> Tensor"
+    )
+    def pool_op(x: Tensor, windows: Sequence[int], mode: str) -> Tensor:
+        return importlib.import_module(_POOL).multiscale_pool(x, windows, mode)
+
+    @torch.library.triton_op(
+        "omsf2::scale_fuse_triton", mutates_args=(), schema="(Tensor l, Tensor a, Tensor l_up, Tensor a_up) -> Tensor"
+    )
+    def fuse_op(l: Tensor, a: Tensor, l_up: Tensor, a_up: Tensor) -> Tensor:  # noqa: E741
+        return importlib.import_module(_FUSE).scale_fuse(l, a, l_up, a_up)
+
+    return torch.ops.omsf2.multiscale_pool_triton, torch.ops.omsf2.scale_fuse_triton
+
+
 def _check_float(name: str, t: Tensor) -> None:
     if t.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name}: the Triton kernels take float32, float16 or bfloat16, got {t.dtype}")
@@ -172,8 +212,7 @@ def multiscale_pool_triton(x: Tensor, windows: Sequence[int] = (5, 9, 13), mode:
     _check_float("multiscale_pool", x)
     check_pool_mode(mode)
     _check_device("multiscale_pool", x.device)
-    pool = importlib.import_module(_POOL)
-    return pool.multiscale_pool(x.contiguous(), windows, mode)
+    return triton_ops()[0](x.contiguous(), [int(w) for w in windows], mode)
 
 
 def scale_fuse_triton(l: Tensor, a: Tensor, l_up: Tensor, a_up: Tensor) -> Tensor:  # noqa: E741
@@ -201,5 +240,5 @@ def scale_fuse_triton(l: Tensor, a: Tensor, l_up: Tensor, a_up: Tensor) -> Tenso
     check_scale_fuse_args(l, a, l_up, a_up)
     _check_float("scale_fuse", l)
     _check_device("scale_fuse", l.device)
-    fuse = importlib.import_module(_FUSE)
-    return fuse.scale_fuse(l.contiguous(), a.contiguous(), l_up.contiguous(), a_up.contiguous())
+    args = (l.contiguous(), a.contiguous(), l_up.contiguous(), a_up.contiguous())
+    return triton_ops()[1](*args)

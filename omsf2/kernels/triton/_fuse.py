@@ -21,6 +21,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from omsf2.kernels.triton import launchable
+
 # GPU configs (H100 and Orin): an elementwise op bound by DRAM; wide pixel blocks for coalescing,
 # several channels per program to reuse the attention maps and the nearest indices.
 GPU_CONFIGS: tuple[tuple[dict[str, int], int], ...] = (
@@ -145,11 +147,11 @@ def scale_fuse(l: Tensor, a: Tensor, l_up: Tensor, a_up: Tensor, *, config: dict
     if config is not None or _interpreting():
         cfg = dict(config) if config is not None else interpreter_config(c, hh, ww)
         grid = fuse_grid(n, c, hh, ww, block_c=cfg["BLOCK_C"], block_s=cfg["BLOCK_S"])
-        _scale_fuse_kernel[grid](l, a, l_up, a_up, c, hh, ww, h, w, out, **cfg, num_warps=4)
+        launchable(_scale_fuse_kernel)[grid](l, a, l_up, a_up, c, hh, ww, h, w, out, **cfg, num_warps=4)
         return out
 
     def meta_grid(m: dict[str, Any]) -> tuple[Any, Any]:
         return fuse_grid(n, c, hh, ww, block_c=m["BLOCK_C"], block_s=m["BLOCK_S"])
 
-    _autotuned_kernel()[meta_grid](l, a, l_up, a_up, c, hh, ww, h, w, out)
+    launchable(_autotuned_kernel())[meta_grid](l, a, l_up, a_up, c, hh, ww, h, w, out)
     return out

@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from omsf2.kernels.triton import launchable
 from omsf2.op_contract import check_pool_mode
 
 MAX_WINDOW = 15  # HALO <= 7 keeps >= 18 outputs per 32-wide tile, the smallest tile of the configs
@@ -336,11 +337,11 @@ def multiscale_pool(x: Tensor, windows: Sequence[int], mode: str, *, config: dic
         if cfg["TILE_H"] <= 2 * halo or cfg["TILE_W"] <= 2 * halo:
             raise ValueError(f"multiscale_pool: tile {cfg} leaves no outputs with a halo of {halo}")
         grid = pool_grid(n, c, h, w, halo=halo, block_c=cfg["BLOCK_C"], tile_h=cfg["TILE_H"], tile_w=cfg["TILE_W"])
-        _multiscale_pool_kernel[grid](x, c, h, w, out, **meta, **cfg, num_warps=4)
+        launchable(_multiscale_pool_kernel)[grid](x, c, h, w, out, **meta, **cfg, num_warps=4)
         return out
 
     def meta_grid(m: dict[str, Any]) -> tuple[Any, Any]:
         return pool_grid(n, c, h, w, halo=halo, block_c=m["BLOCK_C"], tile_h=m["TILE_H"], tile_w=m["TILE_W"])
 
-    _autotuned_kernel()[meta_grid](x, c, h, w, out, **meta)
+    launchable(_autotuned_kernel())[meta_grid](x, c, h, w, out, **meta)
     return out
