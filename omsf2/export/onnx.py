@@ -91,8 +91,15 @@ class OnnxExportResult:
     timings: dict[str, float]
 
 
-def ort_session(model: Any, threads: int = 0) -> Any:
-    """An onnxruntime CPU session for a ModelProto or path (``omsf2`` custom ops expanded)."""
+def ort_session(model: Any, threads: int = 0, *, disable_optimizations: bool = False) -> Any:
+    """An onnxruntime CPU session for a ModelProto or path (``omsf2`` custom ops expanded).
+
+    Args:
+        model: ``ModelProto`` or path.
+        threads: intra-op threads (0: onnxruntime's default).
+        disable_optimizations: ``ORT_DISABLE_ALL``, so Q/DQ nodes run as the float ops they are
+            instead of being fused into integer kernels (see :mod:`omsf2.export.gate`).
+    """
     import onnx
     import onnxruntime as ort
 
@@ -104,6 +111,8 @@ def ort_session(model: Any, threads: int = 0) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    if disable_optimizations:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's own exception types derive from Exception only
