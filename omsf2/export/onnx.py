@@ -237,7 +237,14 @@ def export_onnx(spec: OnnxExportSpec) -> OnnxExportResult:
         images = np.random.default_rng(0).standard_normal((8, pre.channels, h, w)).astype(np.float32)
         data = "random"
     ref = _torch_outputs(model, images)
+    if not np.all(np.isfinite(ref)):
+        raise ValueError(
+            f"the checkpoint's logits are not finite (NaN or inf) on {data} inputs although its weights are; "
+            "the model overflows float32 on this data and cannot be exported"
+        )
     got, _ = run_session(ort_session(proto), images)
+    if not np.all(np.isfinite(got)):
+        raise ValueError(f"the exported ONNX produces non-finite logits (NaN or inf) on {data} inputs")
     par = {**parity(ref, got, spec.atol), "data": data}
     t4 = time.perf_counter()
     if par["max_abs_err"] > spec.atol or par["unexplained_flips"]:

@@ -98,6 +98,7 @@ TARGETS: tuple[Target, ...] = (
            _ENGINE_FORMATS, "int8", "engine"),
 )  # fmt: skip
 _BY_NAME = {t.name: t for t in TARGETS}
+FP16_ONNX = "model.fp16.onnx"  # written (and shipped) when an FP16 engine is built from the ONNX
 
 
 def select_targets(fmt: ExportFormat, int8: bool, fp16: bool) -> list[Target]:
@@ -362,7 +363,7 @@ def _stage_engines(run: _Run) -> None:
                 # an FP16 ONNX (inputs and outputs stay float32).
                 from omsf2.export.tensorrt import to_fp16_onnx
 
-                source = to_fp16_onnx(source, run.stage_dir / "model.fp16.onnx")
+                source = to_fp16_onnx(source, run.stage_dir / FP16_ONNX)
             run.produced[t.name] = build_engine(source, engine_spec, out, onnx_report=run.report)
         run.timings[f"{t.name}_s"] = time.perf_counter() - te
 
@@ -430,7 +431,7 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
     _preflight(spec, targets)
     out = Path(spec.out)
     outdir.remove_stale_staging(out)
-    stale = outdir.previous_files(out, [t.filename for t in TARGETS] + [REPORT], spec.overwrite)
+    stale = outdir.previous_files(out, [t.filename for t in TARGETS] + [FP16_ONNX, REPORT], spec.overwrite)
     t0 = time.perf_counter()
     ckpt = load_checkpoint(spec.checkpoint)
     _check_finite_weights(ckpt, spec.checkpoint)
@@ -461,13 +462,8 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
                 name: {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
                 for name, path in run.produced.items()
             }
-            for p in stage_dir.iterdir():  # intermediates (the FP16 ONNX) are not shipped
-                if (
-                    p.is_file()
-                    and p.name not in {q.name for q in run.produced.values()}
-                    and not p.name.endswith(".engine.json")
-                ):
-                    p.unlink()
+            # Every file staged ships (the FP16 ONNX an FP16 engine was built from, engine manifests)
+            # and is listed, so that the next export into OUT knows what it may remove.
             report["files"] = sorted([*(p.name for p in stage_dir.iterdir() if p.is_file()), REPORT])
             run.timings["total_s"] = time.perf_counter() - t0
             report["timings"] = run.timings
