@@ -408,24 +408,13 @@ def _brief(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: rec[k] for k in ("accuracy_drop", "top1_agreement", "passed", "failed_because")}
 
 
-def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
-    """Calibrate, write each flavour, lint it and hold it to the FP32 ONNX on ``spec.evaluation``.
-
-    Raises:
-        GateError: a flavour failed its gate (after the mixed-precision search when on); the
-            passing flavours' files stay in ``spec.out_dir``, the failing ones are removed.
-        ValueError: ModelOpt requested but not importable, or a lint failure.
-    """
+def _prepare(spec: QuantizeSpec) -> tuple[Any, Any, list[str], np.ndarray]:
+    """(graph as given, runnable graph, never-quantized nodes, FP32 logits on the eval images)."""
     import onnx
-    from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from omsf2.export.calibration import calibrate_ranges
     from omsf2.export.onnx import ort_session, run_session
     from omsf2.export.plugins import expand_plugins, has_plugins
 
-    if spec.quantizer is Quantizer.MODELOPT and (reason := modelopt_unavailable_reason()):
-        raise ValueError(reason)
-    t0 = time.perf_counter()
     model = onnx.load(spec.onnx_path)
     runnable = expand_plugins(model) if has_plugins(model) else model
     _, other_adds = residual_adds(runnable)
@@ -434,30 +423,70 @@ def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
         for n in runnable.graph.node
         if n.op_type in ("Conv", "Gemm") and any(n.input[1].startswith(p) for p in spec.keep_float)
     ]
-    ev = spec.evaluation
-    fp32_logits, _ = run_session(ort_session(runnable), ev.images)
+    fp32_logits, _ = run_session(ort_session(runnable), spec.evaluation.images)
     if not np.all(np.isfinite(fp32_logits)):
         raise ValueError("the FP32 ONNX produced non-finite logits (NaN or inf) on the eval images")
+    return model, runnable, exclude, fp32_logits
+
+
+def _calibrate(spec: QuantizeSpec, runnable_path: str, work: str) -> tuple[str, Any]:
+    """The calibration cache (path) and its onnxruntime method, computed once for every flavour and trial."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    from omsf2.export.calibration import calibrate_ranges
+
+    cache = os.path.join(work, "calibration.json")
+    with _quiet_ort():
+        ranges = calibrate_ranges(runnable_path, spec.calib.images, spec.method, work)
+    save_tensors_data(ranges, cache)
+    return cache, ranges.calibration_method
+
+
+def _entry(spec: QuantizeSpec, fl: Flavour, fp32: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "file": fl.filename,
+        "description": fl.description,
+        "quantizer": spec.quantizer.value,
+        "method": spec.method.value,
+        "weight_bits": 7 if fl.reduce_range else 8,
+        "calib_count": len(spec.calib),
+        "eval_count": len(spec.evaluation),
+        "fp32_accuracy": fp32["accuracy"],
+        "fp32_macro_f1": fp32["macro_f1"],
+        "fp32_per_class_recall": fp32["per_class_recall"],
+        **rec,
+    }
+
+
+def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
+    """Calibrate, write each flavour, lint it and hold it to the FP32 ONNX on ``spec.evaluation``.
+
+    Raises:
+        GateError: a flavour failed its gate (after the mixed-precision search when on); the
+            passing flavours' files stay in ``spec.out_dir``, the failing ones are removed.
+        ValueError: ModelOpt requested but not importable, a lint failure, or non-finite logits.
+    """
+    import onnx
+
+    if spec.quantizer is Quantizer.MODELOPT and (reason := modelopt_unavailable_reason()):
+        raise ValueError(reason)
+    t0 = time.perf_counter()
+    model, runnable, exclude, fp32_logits = _prepare(spec)
+    ev = spec.evaluation
     fp32 = _metrics(ev.labels, fp32_logits, ev.classes)
     report: dict[str, dict[str, Any]] = {}
     paths: dict[str, Path] = {}
     timings: dict[str, float] = {}
+    ort = spec.quantizer is Quantizer.ORT
     with tempfile.TemporaryDirectory(prefix="omsf2-quant-") as work:
         runnable_path = os.path.join(work, "fp32.onnx")
         onnx.save_model(runnable, runnable_path)
         fp32_path = os.path.join(work, "fp32-for-quant.onnx")
-        onnx.save_model(model, fp32_path)
-        cache = os.path.join(work, "calibration.json")
-        method = None
-        if spec.quantizer is Quantizer.ORT:
-            t1 = time.perf_counter()
-            with _quiet_ort():
-                ranges = calibrate_ranges(runnable_path, spec.calib.images, spec.method, work)
-            save_tensors_data(ranges, cache)
-            method = ranges.calibration_method
-            timings["calibrate_s"] = time.perf_counter() - t1
-        w = _Work(spec, fp32_path if spec.quantizer is Quantizer.ORT else runnable_path, cache, method, exclude,
-                  fp32_logits, work)  # fmt: skip
+        onnx.save_model(model, fp32_path)  # the custom-op graph itself is quantized (same tensor names)
+        t1 = time.perf_counter()
+        cache, method = _calibrate(spec, runnable_path, work) if ort else ("", None)
+        timings["calibrate_s"] = time.perf_counter() - t1
+        w = _Work(spec, fp32_path if ort else runnable_path, cache, method, exclude, fp32_logits, work)
         ranking: list[dict[str, Any]] = []
 
         def rank() -> list[dict[str, Any]]:
@@ -467,27 +496,14 @@ def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
                 timings["sensitivity_s"] = time.perf_counter() - t2
             return ranking
 
-        if spec.sensitivity and spec.quantizer is Quantizer.ORT:
+        if spec.sensitivity and ort:
             rank()
         for name in spec.flavours:
             fl = FLAVOURS[name]
-            if spec.quantizer is Quantizer.MODELOPT and not fl.symmetric:
+            if not ort and not fl.symmetric:
                 continue  # ModelOpt writes the TensorRT (S8S8) flavour only
-            rec, path = _flavour(w, fl, rank)
-            report[name] = {
-                "file": fl.filename,
-                "description": fl.description,
-                "quantizer": spec.quantizer.value,
-                "method": spec.method.value,
-                "weight_bits": 7 if fl.reduce_range else 8,
-                "calib_count": len(spec.calib),
-                "eval_count": len(ev),
-                "fp32_accuracy": fp32["accuracy"],
-                "fp32_macro_f1": fp32["macro_f1"],
-                "fp32_per_class_recall": fp32["per_class_recall"],
-                **rec,
-            }
-            paths[name] = path
+            rec, paths[name] = _flavour(w, fl, rank)
+            report[name] = _entry(spec, fl, fp32, rec)
     timings["total_s"] = time.perf_counter() - t0
     failed = tuple(n for n, r in report.items() if not r["passed"])
     for n in failed:
