@@ -45,16 +45,23 @@ def node_groups(model: Any, skip: Sequence[str] = ()) -> list[NodeGroup]:
     """
     skipped = set(skip)
     inits = {i.name for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def module(conv: Any) -> str:
+        w = conv.input[1] if len(conv.input) > 1 else ""
+        return w.removesuffix(".weight") if w in inits and not w.startswith(("val_", "onnx::")) else conv.name
+
     groups = []
     for n in model.graph.node:
         if n.name in skipped:
             continue
         if n.op_type in ("Conv", "Gemm"):
-            w = n.input[1] if len(n.input) > 1 else ""
-            name = w.removesuffix(".weight") if w in inits and not w.startswith(("val_", "onnx::")) else n.name
-            groups.append(NodeGroup(name, n.op_type, (n.name,)))
+            groups.append(NodeGroup(module(n), n.op_type, (n.name,)))
         elif n.op_type == "Add":
-            groups.append(NodeGroup(n.name, "Add", (n.name,)))
+            # A residual Add is named after the block of the Conv that feeds it: backbone.layer2.1.add
+            convs = [producers[i] for i in n.input if i in producers and producers[i].op_type == "Conv"]
+            name = f"{module(convs[0]).rsplit('.', 1)[0]}.add" if convs and "." in module(convs[0]) else n.name
+            groups.append(NodeGroup(name, "Add", (n.name,)))
     return groups
 
 
