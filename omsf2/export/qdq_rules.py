@@ -87,17 +87,18 @@ def tensorrt_problem(node: Any, consts: dict[str, Any]) -> str | None:
     return None
 
 
-def _zero_point_problem(node: Any, consts: dict[str, Any], symmetric: bool) -> str | None:
+def _zero_point_problems(node: Any, consts: dict[str, Any], symmetric: bool) -> list[str]:
     zp_t = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if zp_t is None:
-        return None
+        return []
     zp = _array(zp_t)
     is_weight = node.op_type == "DequantizeLinear" and node.input[0] in consts
+    problems = []
     if (symmetric or is_weight) and np.any(zp != 0):
-        return f"zero point {zp.ravel()[:4].tolist()} is not 0"
+        problems.append(f"zero point {zp.ravel()[:4].tolist()} is not 0")
     if symmetric and zp.dtype == np.uint8:  # int32 is the bias's type
-        return "zero point type uint8 in an S8S8 graph"
-    return None
+        problems.append("zero point type uint8 in an S8S8 graph")
+    return problems
 
 
 def lint_problems(model: Any, symmetric: bool, float_nodes: Iterable[str] = ()) -> list[str]:
@@ -118,9 +119,9 @@ def lint_problems(model: Any, symmetric: bool, float_nodes: Iterable[str] = ()) 
             if w is None or w.op_type != "DequantizeLinear":
                 problems.append(f"{n.op_type} {n.name!r}: weight {n.input[1]!r} has no Q/DQ")
         if n.op_type in QDQ_OPS:
-            for why in (scale_problem(n, consts), _zero_point_problem(n, consts, symmetric)):
-                if why:
-                    problems.append(f"{n.op_type} {n.name!r}: {why}")
+            scale = scale_problem(n, consts)
+            for why in ([scale] if scale else []) + _zero_point_problems(n, consts, symmetric):
+                problems.append(f"{n.op_type} {n.name!r}: {why}")
     return problems
 
 
