@@ -424,14 +424,32 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
             GPU for engine targets, a parity or accuracy-gate failure; OUT is unchanged then.
     """
     from omsf2.export import outdir
-    from omsf2.fileio import sha256_file, write_json
-    from omsf2.models.checkpoint import checkpoint_info, load_checkpoint
+    from omsf2.fileio import write_json
 
     targets = select_targets(spec.format, spec.int8, spec.fp16)
     _preflight(spec, targets)
     out = Path(spec.out)
     outdir.remove_stale_staging(out)
     stale = outdir.previous_files(out, [t.filename for t in TARGETS] + [FP16_ONNX, REPORT], spec.overwrite)
+    stage_dir, created = outdir.make_staging(out)  # the output folder is writable before any work
+    try:
+        with outdir.sigterm_as_interrupt():
+            run = _execute(spec, targets, stage_dir, on_stage)
+            write_json(stage_dir / REPORT, run.report)
+            outdir.commit(stage_dir, out, stale)
+    except BaseException:
+        outdir.discard(stage_dir, out, created)
+        raise
+    outdir.discard(stage_dir, out, created=False)
+    final = {name: out / path.name for name, path in run.produced.items()}
+    return ExportResult(out, final, run.report, run.gate_failed)
+
+
+def _execute(spec: ExportSpec, targets: list[Target], stage_dir: Path, on_stage: Callable[[str], None] | None) -> _Run:
+    """Load and check the inputs, run the stages into ``stage_dir`` and fill in the report."""
+    from omsf2.fileio import sha256_file
+    from omsf2.models.checkpoint import checkpoint_info, load_checkpoint
+
     t0 = time.perf_counter()
     ckpt = load_checkpoint(spec.checkpoint)
     _check_finite_weights(ckpt, spec.checkpoint)
@@ -447,31 +465,20 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
         "plugins": spec.plugins,
         "targets": [t.name for t in targets],
     }
-    stage_dir, created = outdir.make_staging(out)
     run = _Run(spec, targets, stage_dir, report, on_stage, calib, evaluation)
     if calib is not None:
         run.timings["load_images_s"] = time.perf_counter() - t0
-    try:
-        with outdir.sigterm_as_interrupt():
-            for name in dict.fromkeys(t.stage for t in targets):
-                STAGES[name](run)
-            if evaluation is not None:
-                report["eval_data"] = {"data_dir": spec.eval_data, "n": len(evaluation),
-                                       "per_class": evaluation.per_class()}  # fmt: skip
-            report["artifacts"] = {
-                name: {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
-                for name, path in run.produced.items()
-            }
-            # Every file staged ships (the FP16 ONNX an FP16 engine was built from, engine manifests)
-            # and is listed, so that the next export into OUT knows what it may remove.
-            report["files"] = sorted([*(p.name for p in stage_dir.iterdir() if p.is_file()), REPORT])
-            run.timings["total_s"] = time.perf_counter() - t0
-            report["timings"] = run.timings
-            write_json(stage_dir / REPORT, report)
-            outdir.commit(stage_dir, out, stale)
-    except BaseException:
-        outdir.discard(stage_dir, out, created)
-        raise
-    outdir.discard(stage_dir, out, created=False)
-    final = {name: out / path.name for name, path in run.produced.items()}
-    return ExportResult(out, final, report, run.gate_failed)
+    for name in dict.fromkeys(t.stage for t in targets):
+        STAGES[name](run)
+    if evaluation is not None:
+        report["eval_data"] = {"data_dir": spec.eval_data, "n": len(evaluation), "per_class": evaluation.per_class()}
+    report["artifacts"] = {
+        name: {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        for name, path in run.produced.items()
+    }
+    # Every file staged ships (the FP16 ONNX an FP16 engine was built from, engine manifests) and is
+    # listed, so that the next export into OUT knows what it may remove.
+    report["files"] = sorted([*(p.name for p in stage_dir.iterdir() if p.is_file()), REPORT])
+    run.timings["total_s"] = time.perf_counter() - t0
+    report["timings"] = run.timings
+    return run
