@@ -495,6 +495,8 @@ def _print_export(r: dict[str, Any]) -> None:
             a_lo, a_hi = q["top1_agreement_ci95"]
             path = q["kernel_path"]
             where = path if isinstance(path, str) else f"onnxruntime integer kernels, {path['isa']}"
+            if "kernels_vs_qdq_float_agreement" in q:
+                where += f", {100 * q['kernels_vs_qdq_float_agreement']:.1f}% as the Q/DQ graph computes"
             console.print(
                 f"{q['file']} ({q['method']}, {q['calib_count']} calib, {q['eval_count']} eval, {where}): "
                 f"{'[green]passed[/]' if q['passed'] else '[red]failed[/]'}; accuracy {100 * q['int8_accuracy']:.2f}% "

@@ -401,6 +401,13 @@ def _flavour(w: _Work, fl: Flavour, rank: Any) -> tuple[dict[str, Any], Path]:
     rec["float_groups"] = rec.get("mixed_precision", {}).get("float_groups", [])
     rec["float_nodes"] = float_nodes
     rec["qdq_nodes"] = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in q.graph.node)
+    if fl.gate_mode is EvalMode.ORT_INTEGER:
+        # How far this CPU's integer kernels are from the graph's own arithmetic: with 7-bit weights
+        # they should agree on (nearly) every image, which is what makes the gate portable.
+        images = w.spec.evaluation.images
+        kernels = w.logits(q, EvalMode.ORT_INTEGER, images)
+        semantics = w.logits(q, EvalMode.QDQ_FLOAT, images)
+        rec["kernels_vs_qdq_float_agreement"] = float((kernels.argmax(1) == semantics.argmax(1)).mean())
     return rec, Path(out)
 
 

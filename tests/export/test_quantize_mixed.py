@@ -133,6 +133,7 @@ def test_sensitivity_ranks_the_fragile_layer_first_and_mixed_precision_keeps_onl
     assert res.report["int8"]["eval_mode"] == "qdq-float"
     assert res.report["int8_cpu"]["eval_mode"] == "ort-integer"
     assert res.report["int8_cpu"]["kernel_path"]["isa"] == kernel_path()["isa"]
+    assert res.report["int8_cpu"]["kernels_vs_qdq_float_agreement"] == 1.0  # 7-bit weights: exact kernels
 
 
 def test_benign_network_passes_without_float_groups(tmp_path) -> None:
