@@ -175,6 +175,10 @@ class ExportSpec:
             raise ValueError("--via torch-tensorrt builds TensorRT engines; add --format engine or all (or drop --via)")
         if self.sensitivity and not self.int8:
             raise ValueError("--sensitivity ranks the layers INT8 hurts; add --int8")
+        if self.sensitivity and self.quantizer is not Quantizer.ORT:
+            raise ValueError(
+                "--sensitivity (like the mixed-precision search) needs onnxruntime's quantizer: --quantizer ort"
+            )
         if self.via is EngineVia.TORCH_TENSORRT and engines and self.int8:
             raise ValueError(
                 "--via torch-tensorrt builds fp32 / fp16 engines; INT8 engines come from the Q/DQ ONNX (--via onnx)"
