@@ -104,10 +104,20 @@ def test_gate_failure_leaves_nothing(tiny_ckpt, phantoms64, tmp_path, monkeypatc
         (["--via", "torch-tensorrt"], "--via torch-tensorrt builds TensorRT engines; add --format engine"),
         (["--sensitivity"], "--sensitivity ranks the layers INT8 hurts; add --int8"),
         (
-            ["--sensitivity", "--int8", "--calib-data", ".", "--eval-data", ".", "--quantizer", "modelopt",
-             "--calib-method", "max"],
+            [
+                "--sensitivity",
+                "--int8",
+                "--calib-data",
+                ".",
+                "--eval-data",
+                ".",
+                "--quantizer",
+                "modelopt",
+                "--calib-method",
+                "max",
+            ],
             "--sensitivity (like the mixed-precision search) needs onnxruntime's quantizer",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_options_refused_before_any_work(tiny_ckpt, tmp_path, args, needle) -> None:
