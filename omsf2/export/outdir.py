@@ -95,6 +95,7 @@ def previous_files(out: Path, artifact_names: Iterable[str], overwrite: bool) ->
     if report is not None:
         listed = set(report.get("files") or ())
         listed |= {a.get("file") for a in report.get("artifacts", {}).values() if isinstance(a, dict)}
+        listed |= {f"{n}.json" for n in listed if isinstance(n, str) and n.endswith(".engine")}  # older reports
         listed = {n for n in listed if isinstance(n, str) and "/" not in n and n in present}
         return listed | {REPORT}
     if not overwrite:

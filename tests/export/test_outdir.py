@@ -118,3 +118,18 @@ def test_sigterm_cleans_the_staging_folder_like_ctrl_c(tiny_ckpt, tmp_path) -> N
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     assert not out.exists(), sorted(p.name for p in out.iterdir())  # created by this export, so removed whole
+
+
+def test_an_older_report_without_a_file_list_still_names_engine_manifests(tmp_path) -> None:
+    from omsf2.export.outdir import previous_files
+
+    for name in ("model.onnx", "model.int8.engine", "model.int8.engine.json", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    artifacts = {"onnx": {"file": "model.onnx"}, "engine_int8": {"file": "model.int8.engine"}}
+    (tmp_path / "report.json").write_text(json.dumps({"omsf2_version": "0.1.0", "artifacts": artifacts}))
+    assert previous_files(tmp_path, [], overwrite=False) == {
+        "model.onnx", "model.int8.engine", "model.int8.engine.json", "report.json"
+    }  # fmt: skip
+    (tmp_path / "report.json").write_text("{not json")
+    with pytest.raises(ValueError, match="no omsf2 export wrote"):
+        previous_files(tmp_path, [], overwrite=False)
