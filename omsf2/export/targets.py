@@ -138,7 +138,19 @@ def parse_batch(text: str | tuple[int, int, int]) -> tuple[int, int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class ExportSpec:
-    """Everything ``omsf2 export`` was asked for (see ``omsf2 export --help``)."""
+    """Everything ``omsf2 export`` was asked for (see ``omsf2 export --help``).
+
+    The INT8 gate and output-folder fields, which the command's help states briefly:
+
+    Attributes:
+        max_drop: accuracy points (>= 0) an INT8 flavour may lose against FP32.
+        min_agreement: least top-1 agreement of an INT8 flavour with FP32, in [0, 1].
+        mixed_precision: on a failed gate, keep the most sensitive node groups in float until it passes.
+        sensitivity: rank every node group into ``report.json`` even when the gate passes.
+        overwrite: export into a non-empty folder that no omsf2 export wrote.
+        fail_on_gate: a failed gate is an error (the command); off, the flavours that passed are
+            written and the result names the failed ones (the demo).
+    """
 
     checkpoint: str
     out: str
