@@ -138,6 +138,8 @@ def run_demo(
         if on_stage:
             what = "ONNX and INT8 Q/DQ ONNX" if int8 else f"ONNX (no INT8: --n {spec.n} < {MIN_CALIB_IMAGES})"
             on_stage(f"exporting best.pt to {what} in {out / 'export'}")
+        # A flavour that fails its INT8 gate even with mixed precision is reported (and not written);
+        # the rest of the demo, and the artifacts that passed, stand.
         export = run_export(
             ExportSpec(
                 best,
@@ -146,7 +148,9 @@ def run_demo(
                 calib_data=str(data_dir / "train") if int8 else None,
                 calib_count=max(MIN_CALIB_IMAGES, min(spec.calib_count, spec.n)),
                 eval_data=str(data_dir / "test"),
-            )
+                fail_on_gate=False,
+            ),
+            on_stage,
         ).report
     t4 = time.perf_counter()
     timings = {"data_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2, "export_s": t4 - t3, "total_s": t4 - t0}

@@ -167,3 +167,71 @@ def multilabel_metrics(
         "per_class_recall": recalls,
         "labels": list(label_names),
     }
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``successes / n``.
+
+    Unlike the normal approximation it stays inside [0, 1] and is informative at 0 % or 100 %
+    (e.g. 400 agreements out of 400 still gives a lower bound below 1), which is where an INT8
+    gate's agreement usually sits.
+
+    Raises:
+        ValueError: ``n`` < 1, ``successes`` outside [0, n], or ``level`` outside (0, 1).
+    """
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    z = _z(level)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return float(lo), float(hi)
+
+
+def paired_bootstrap_interval(
+    diff: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(diff)`` for per-item paired differences.
+
+    For an accuracy drop, ``diff[i] = correct_fp32[i] - correct_int8[i]`` (-1, 0 or 1): resampling
+    items keeps the pairing, so the interval reflects the flipped answers rather than two
+    independent accuracies. Seeded, so a report is reproducible.
+
+    Raises:
+        ValueError: empty ``diff`` or ``level`` outside (0, 1).
+    """
+    d = np.asarray(diff, np.float64).ravel()
+    if d.size == 0:
+        raise ValueError("paired_bootstrap_interval needs at least one paired difference")
+    _z(level)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def _z(level: float) -> float:
+    """Two-sided standard-normal quantile for a confidence level (Acklam's rational approximation)."""
+    if not 0 < level < 1:
+        raise ValueError(f"confidence level must lie in (0, 1), got {level!r}")
+    p = 1 - (1 - level) / 2
+    # Acklam's inverse-normal approximation, central and upper-tail regions (relative error < 1.2e-9).
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+         -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+         -1.328068155288572e01)  # fmt: skip
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+         4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    if p <= 0.97575:
+        q = p - 0.5
+        r = q * q
+        num = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
+        return num / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    q = float(np.sqrt(-2 * np.log(1 - p)))
+    num = ((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]
+    return -num / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)

@@ -514,7 +514,23 @@ def export(
     eval_data: Annotated[
         Path | None, typer.Option(help="Labelled DIR/<class>/* for parity and the INT8 accuracy gate.")
     ] = None,
-    max_drop: Annotated[float, typer.Option(help="Accuracy points an INT8 flavour may lose vs FP32 ONNX.")] = 1.0,
+    max_drop: Annotated[
+        float, typer.Option(help="Accuracy points (>= 0) an INT8 flavour may lose vs FP32 ONNX.")
+    ] = 1.0,
+    min_agreement: Annotated[float, typer.Option(help="Least top-1 agreement of an INT8 flavour with FP32.")] = 0.98,
+    mixed_precision: Annotated[
+        bool,
+        typer.Option(
+            "--mixed-precision/--no-mixed-precision",
+            help="On a failed INT8 gate, keep the most sensitive layers in float until it passes.",
+        ),
+    ] = True,
+    sensitivity: Annotated[
+        bool, typer.Option("--sensitivity", help="Rank the layers by what INT8 costs each (report.json).")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Export into a non-empty folder that no omsf2 export wrote.")
+    ] = False,
     batch: Annotated[str, typer.Option(help="TensorRT profile batch sizes MIN,OPT,MAX.")] = "1,8,32",
     opset: Annotated[int, typer.Option(help="ONNX opset (19-23).")] = 19,
     plugins: Annotated[
@@ -550,6 +566,10 @@ def export(
         quantizer=quantizer,
         via=via,
         plugin_library=None if plugin_lib is None else str(plugin_lib),
+        min_agreement=min_agreement,
+        mixed_precision=mixed_precision,
+        sensitivity=sensitivity,
+        overwrite=overwrite,
     )
     res = run_export(spec, lambda s: console.print(f"[bold]>[/] {s}"))
     _print_export(res.report)
@@ -562,14 +582,30 @@ def _print_export(r: dict[str, Any]) -> None:
         f"ONNX vs PyTorch on {p.get('n')} {p.get('data')}: max |logits error| {p.get('max_abs_err', 0):.2e}, "
         f"top-1 agreement {100 * p.get('top1_agreement', 0):.1f}%"
     )
+    if r.get("sensitivity"):
+        table = Table(title="INT8 sensitivity (only this group quantized, on calibration images)")
+        for col in ("rank", "group", "kind", "agreement lost", "KL"):
+            table.add_column(col)
+        for row in r["sensitivity"][:10]:
+            table.add_row(str(row["rank"]), escape(row["group"]), row["kind"], f"{100 * row['agreement_lost']:.1f}%",
+                          f"{row['kl']:.2e}")  # fmt: skip
+        console.print(table)
     for key in ("int8", "int8_cpu"):
         if key in r:
             q = r[key]
+            lo, hi = q["accuracy_drop_ci95"]
+            a_lo, a_hi = q["top1_agreement_ci95"]
+            path = q["kernel_path"]
+            where = path if isinstance(path, str) else f"onnxruntime integer kernels, {path['isa']}"
+            if "kernels_vs_qdq_float_agreement" in q:
+                where += f", {100 * q['kernels_vs_qdq_float_agreement']:.1f}% as the Q/DQ graph computes"
             console.print(
-                f"{q['file']} ({q['method']}, {q['calib_count']} calib, {q['eval_count']} eval): accuracy "
-                f"{100 * q['int8_accuracy']:.2f}% vs FP32 {100 * q['fp32_accuracy']:.2f}% (drop "
-                f"{q['accuracy_drop']:.2f} pts, max {q['max_drop']:g}), macro-F1 {q['int8_macro_f1']:.4f} vs "
-                f"{q['fp32_macro_f1']:.4f}, top-1 agreement {100 * q['top1_agreement']:.1f}%"
+                f"{q['file']} ({q['method']}, {q['calib_count']} calib, {q['eval_count']} eval, {where}): "
+                f"{'[green]passed[/]' if q['passed'] else '[red]failed[/]'}; accuracy {100 * q['int8_accuracy']:.2f}% "
+                f"vs FP32 {100 * q['fp32_accuracy']:.2f}% (drop {q['accuracy_drop']:.2f} pts, 95% CI [{lo:.2f}, "
+                f"{hi:.2f}], max {q['max_drop']:g}), top-1 agreement {100 * q['top1_agreement']:.1f}% (95% CI "
+                f"[{100 * a_lo:.1f}, {100 * a_hi:.1f}], min {100 * q['min_agreement']:g}%)"
+                + (f"; kept in float: {escape(', '.join(q['float_groups']))}" if q.get("float_groups") else "")
             )
 
 

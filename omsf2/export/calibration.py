@@ -13,9 +13,12 @@ calibration set with foreign files in it is usually the wrong folder.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +30,25 @@ log = logging.getLogger(__name__)
 
 MIN_CALIB_IMAGES = 64
 DEFAULT_CALIB_COUNT = 512
+PERCENTILE = 99.999
+MSE_BINS = 2048
+# The op types whose inputs get activation ranges (and Q/DQ): the compute, and residual Adds.
+OP_TYPES = ("Conv", "Gemm", "Add")
+
+
+class CalibMethod(str, enum.Enum):
+    """How activation ranges are chosen from the calibration images.
+
+    ``percentile`` (onnxruntime's, 99.999th of |x|) is the default: on the cxr-real checkpoint it
+    lost the least accuracy of the four, where ``max`` let rare large activations stretch the
+    ranges. ``mse`` picks, per tensor, the clipping threshold minimising the expected squared
+    quantization error over the |x| histogram (onnxruntime has no MSE calibrator).
+    """
+
+    MAX = "max"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+    MSE = "mse"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,3 +192,76 @@ def check_disjoint(calib: ImageSet, evaluation: ImageSet) -> None:
             f"--eval-data shares {len(shared)} image(s) with --calib-data (e.g. '{sorted(shared)[0]}'); "
             "the accuracy gate needs images that calibration did not see"
         )
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over preprocessed images (batches of 16)."""
+
+    def __init__(self, images: np.ndarray, input_name: str) -> None:
+        self.images = images
+        self.input_name = input_name
+        self.pos = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pos >= len(self.images):
+            return None
+        batch = self.images[self.pos : self.pos + 16]
+        self.pos += 16
+        return {self.input_name: np.ascontiguousarray(batch)}
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / 16)
+
+
+def _mse_threshold(hist: np.ndarray, edges: np.ndarray, levels: int = 127) -> float:
+    """Clipping threshold T over a histogram of |x| minimising E[(x - q(x))^2] for scale T / levels."""
+    centers = (edges[:-1] + edges[1:]) / 2
+    weights = hist.astype(np.float64)
+    best_t, best_err = float(edges[-1]), math.inf
+    for k in range(max(1, len(edges) // 64), len(edges), max(1, len(edges) // 256)):
+        t = float(edges[k])
+        if t <= 0:
+            continue
+        step = t / levels
+        inside = centers <= t
+        err = np.sum(weights[inside]) * step * step / 12 + np.sum(weights[~inside] * (centers[~inside] - t) ** 2)
+        if err < best_err:
+            best_t, best_err = t, float(err)
+    return best_t
+
+
+def calibrate_ranges(model_path: str, images: np.ndarray, method: CalibMethod, work: str) -> Any:
+    """Run onnxruntime's calibrator once; returns its ``TensorsData`` (MSE computed here from histograms)."""
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        TensorData,
+        TensorsData,
+        create_calibrator,
+    )
+
+    ort_method = {
+        CalibMethod.MAX: CalibrationMethod.MinMax,
+        CalibMethod.ENTROPY: CalibrationMethod.Entropy,
+        CalibMethod.PERCENTILE: CalibrationMethod.Percentile,
+        CalibMethod.MSE: CalibrationMethod.Percentile,  # collects the symmetric |x| histograms we need
+    }[method]
+    # Signed histograms: a post-ReLU tensor keeps its [0, T] range for the uint8 flavour; the
+    # S8S8 flavour symmetrises it to [-T, T] in the quantizer anyway.
+    extra: dict[str, Any] = {"percentile": PERCENTILE, "symmetric": False} if method is CalibMethod.PERCENTILE else {}
+    if method is CalibMethod.MSE:
+        extra = {"symmetric": True, "num_bins": MSE_BINS}
+    calibrator = create_calibrator(
+        Path(model_path),
+        list(OP_TYPES),
+        augmented_model_path=os.path.join(work, "augmented.onnx"),
+        calibrate_method=ort_method,
+        extra_options=extra,
+    )
+    calibrator.collect_data(_Reader(images, "image"))
+    if method is not CalibMethod.MSE:
+        return calibrator.compute_data()
+    data = {}
+    for name, (hist, edges, lo, hi) in calibrator.collector.histogram_dict.items():
+        t = _mse_threshold(np.asarray(hist), np.asarray(edges))
+        data[name] = TensorData(lowest=np.float32(max(float(lo), -t)), highest=np.float32(min(float(hi), t)))
+    return TensorsData(CalibrationMethod.Percentile, data)

@@ -173,22 +173,7 @@ def export_onnx(spec: OnnxExportSpec) -> OnnxExportResult:
             "--plugins: the exported graph holds no omsf2 custom ops; the model no longer calls "
             "omsf2.kernels.multiscale_pool/scale_fuse (export/custom_ops.py needs its hook updated)"
         )
-    meta = {
-        META_CLASSES: json.dumps(classes),
-        META_PREPROCESS: json.dumps(pre.to_dict()),
-        META_CHECKPOINT: sha256_file(spec.checkpoint),
-        META_VERSION: __version__,
-    }
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        proto.metadata_props.add(key=k, value=v)
-    proto.producer_name = "omsf2"
-    proto.producer_version = __version__
-    _check_io(proto)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise ValueError(f"exported ONNX fails onnx.checker: {' '.join(str(e).split())[:300]}") from e
+    _stamp_and_check(proto, classes, pre.to_dict(), sha256_file(spec.checkpoint))
     t3 = time.perf_counter()
 
     images = spec.parity_inputs
@@ -196,9 +181,7 @@ def export_onnx(spec: OnnxExportSpec) -> OnnxExportResult:
     if images is None:
         images = np.random.default_rng(0).standard_normal((8, pre.channels, h, w)).astype(np.float32)
         data = "random"
-    ref = _torch_outputs(model, images)
-    got, _ = run_session(ort_session(proto), images)
-    par = {**parity(ref, got, spec.atol), "data": data}
+    par = _parity_outputs(model, proto, images, data, spec.atol)
     t4 = time.perf_counter()
     if par["max_abs_err"] > spec.atol or par["unexplained_flips"]:
         raise ValueError(
@@ -217,6 +200,42 @@ def export_onnx(spec: OnnxExportSpec) -> OnnxExportResult:
         len(proto.graph.node),
         {"export_s": t1 - t0, "simplify_s": t2 - t1, "check_s": t3 - t2, "parity_s": t4 - t3},
     )
+
+
+def _stamp_and_check(proto: Any, classes: list[str], preprocess: dict[str, Any], checkpoint_sha: str) -> None:
+    """Write the omsf2 metadata props, then check the I/O names and run ``onnx.checker`` (full)."""
+    import onnx
+
+    meta = {
+        META_CLASSES: json.dumps(classes),
+        META_PREPROCESS: json.dumps(preprocess),
+        META_CHECKPOINT: checkpoint_sha,
+        META_VERSION: __version__,
+    }
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.producer_name = "omsf2"
+    proto.producer_version = __version__
+    _check_io(proto)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ValueError(f"exported ONNX fails onnx.checker: {' '.join(str(e).split())[:300]}") from e
+
+
+def _parity_outputs(model: Any, proto: Any, images: np.ndarray, data: str, atol: float) -> dict[str, Any]:
+    """Hold the graph's logits to PyTorch's; non-finite logits on either side are an error."""
+    ref = _torch_outputs(model, images)
+    if not np.all(np.isfinite(ref)):
+        raise ValueError(
+            f"the checkpoint's logits are not finite (NaN or inf) on {data} inputs although its weights are; "
+            "the model overflows float32 on this data and cannot be exported"
+        )
+    got, _ = run_session(ort_session(proto), images)
+    if not np.all(np.isfinite(got)):
+        raise ValueError(f"the exported ONNX produces non-finite logits (NaN or inf) on {data} inputs")
+    return {**parity(ref, got, atol), "data": data}
 
 
 def _check_io(proto: Any) -> None:

@@ -171,28 +171,10 @@ def initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 
 
 def _qdq_problem(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> str | None:
-    import onnx
-    from onnx import numpy_helper
+    """TensorRT's Q/DQ rule, owned by :mod:`omsf2.export.qdq_rules` (one rule set for lint and parser)."""
+    from omsf2.export.qdq_rules import tensorrt_problem
 
-    if len(node.input) < 3 or not node.input[2]:
-        # ONNX's default zero point is uint8, which TensorRT only accepts as network I/O.
-        return "no zero point (ONNX defaults to uint8; TensorRT needs an int8 zero point of 0)"
-    zp = inits.get(node.input[2])
-    if zp is None:
-        return "zero point is computed at run time; TensorRT needs a constant 0"
-    allowed = {onnx.TensorProto.INT8}
-    if node.op_type == "DequantizeLinear":  # FP8/INT4 weights dequantize too (docs: INT8, FP8, INT4)
-        allowed |= {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.INT4}
-    if zp.data_type == onnx.TensorProto.INT32:
-        # onnxruntime's quantize_static quantizes Conv/Gemm biases to int32 by default; TensorRT rejects
-        # that DequantizeLinear ("only activation types allowed as input": onnx/onnx-tensorrt#850,
-        # NVIDIA/TensorRT#3360). Keep biases float: extra_options={"QuantizeBias": False}.
-        return "zero point type INT32 (int32 bias Q/DQ; TensorRT needs float biases: QuantizeBias=False)"
-    if zp.data_type not in allowed:
-        return f"zero point type {onnx.TensorProto.DataType.Name(zp.data_type)} (TensorRT needs INT8)"
-    if numpy_helper.to_array(zp).astype("float64").any():
-        return "non-zero zero point (TensorRT quantization is symmetric)"
-    return None
+    return tensorrt_problem(node, inits)
 
 
 def qdq_problems(model: onnx.ModelProto) -> list[str]:

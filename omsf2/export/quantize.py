@@ -1,34 +1,35 @@
-"""FP32 ONNX -> INT8 Q/DQ ONNX: calibrate once, quantize two flavours, lint, and gate on accuracy.
+"""FP32 ONNX -> INT8 Q/DQ ONNX: calibrate once, quantize two flavours, lint, gate, and fall back to mixed precision.
 
-Flavours, both calibrated on the same images and both gated:
+Flavours, both calibrated on the same images and both gated (:mod:`omsf2.export.gate`):
 
 - ``int8`` (``model.int8.onnx``), the TensorRT contract: S8S8, symmetric (zero points 0),
-  per-channel weights, per-tensor activations, Q/DQ on both inputs of residual Adds so TensorRT
-  fuses them into the preceding Conv. onnxruntime on a CPU runs this graph slowly; that says
-  nothing about TensorRT.
+  per-channel 8-bit weights, per-tensor activations, Q/DQ on both inputs of residual Adds so
+  TensorRT fuses them into the preceding Conv. Gated in ``qdq-float`` mode (the graph's exact
+  semantics, which TensorRT computes), never through a CPU's integer kernels.
 - ``int8_cpu`` (``model.int8-cpu.onnx``): U8S8 (asymmetric uint8 activations) for onnxruntime's
-  CPU kernels.
+  CPU kernels, with 7-bit weights (``reduce_range``) so that its u8s8 int16 pair sums cannot
+  saturate on AVX2/AVX-512 CPUs without VNNI (:mod:`omsf2.export.qdq_rules`): the integer result
+  is then the same on every x86 CPU, and the gate, run on this machine's integer kernels
+  (``ort-integer``, the ISA recorded), holds where the file is deployed. The cost is one bit of
+  weight resolution, per output channel.
 
 What is quantized, and why: Conv and Gemm (the compute), plus the residual Adds (an Add fed by a
 Conv whose result goes to a Relu: ResNet blocks and DPPM). Everything else stays in float: the
 CAM sigmoid maps and scale fusion (attention multiplies features, small errors compound), and
 the BAP branch's Einsum, signed sqrt and L2 normalisation, whose output range depends on the
-image. Activation ranges are computed once (:func:`calibrate_ranges`) and reused for both
-flavours through onnxruntime's calibration cache, so the two flavours see identical ranges.
+image. Activation ranges are computed once (:func:`omsf2.export.calibration.calibrate_ranges`)
+and reused for every flavour and every trial through onnxruntime's calibration cache.
 
-Calibration methods: ``percentile`` (onnxruntime's, 99.999th of |x|; the default), ``max``
-(min/max), ``entropy`` and ``mse``. Why percentile: on the cxr-real checkpoint (512 calibration
-images, 150 val images) the S8S8 flavour lost 2.0 accuracy points with ``max`` (98.0 % top-1
-agreement), 2.0 with ``entropy``, 0.67 with ``mse`` and 0.0 with ``percentile`` (98.7 %);
-keeping Conv groups (stem, SE, SPP/DPPM, CAM, BAP, heads) in float moved ``max`` by at most one
-image, so the loss is the range, not one layer. ``mse`` picks, per tensor, the symmetric
-clipping threshold minimising the expected squared quantization error over the |x| histogram
-(onnxruntime has no MSE calibrator). In an earlier probe here entropy kept only 61 % agreement.
+When a flavour fails its gate and ``mixed_precision`` is on, the quantizable node groups are
+ranked by sensitivity (:mod:`omsf2.export.sensitivity`: the agreement lost when only that group
+is quantized) and the fewest, most sensitive groups are kept in float (onnxruntime's
+``nodes_to_exclude``) until the gate passes; the report names them.
 
 ``quantizer="modelopt"`` hands the same FP32 graph and calibration images to NVIDIA ModelOpt's
 ``modelopt.onnx.quantization.quantize`` (TensorRT-oriented Q/DQ placement, ``max`` or
 ``entropy``). ModelOpt replaces onnxruntime with onnxruntime-gpu and pins onnx, so it is used only
-where it is importable, in its own environment; the gate and lint are the same.
+where it is importable, in its own environment; the gate and lint are the same, the
+mixed-precision search is onnxruntime's only.
 """
 
 from __future__ import annotations
@@ -38,33 +39,25 @@ import dataclasses
 import enum
 import io
 import logging
-import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from omsf2.config import parse_enum
-from omsf2.export.calibration import ImageSet
+from omsf2.export.calibration import OP_TYPES, CalibMethod, ImageSet
+from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, EvalMode, GateSpec
+
+__all__ = ["FLAVOURS", "CalibMethod", "Flavour", "GateError", "QuantizeResult", "QuantizeSpec", "Quantizer"]
 
 log = logging.getLogger(__name__)
 
-OP_TYPES = ("Conv", "Gemm", "Add")
-PERCENTILE = 99.999
-MSE_BINS = 2048
-
-
-class CalibMethod(str, enum.Enum):
-    """How activation ranges are chosen from the calibration images."""
-
-    MAX = "max"
-    ENTROPY = "entropy"
-    PERCENTILE = "percentile"
-    MSE = "mse"
+# The mixed-precision search keeps at most this fraction of the node groups in float.
+MAX_FLOAT_FRACTION = 0.25
 
 
 class Quantizer(str, enum.Enum):
@@ -76,18 +69,36 @@ class Quantizer(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Flavour:
-    """One INT8 artifact: file name and quantization types."""
+    """One INT8 artifact: file name, quantization types, and the kernels its gate runs on."""
 
     name: str
     filename: str
     activation: str  # onnxruntime QuantType name
     symmetric: bool
+    reduce_range: bool  # 7-bit weights: u8s8 kernels without VNNI cannot saturate
+    gate_mode: EvalMode
     description: str
 
 
 FLAVOURS = {
-    "int8": Flavour("int8", "model.int8.onnx", "QInt8", True, "S8S8 symmetric Q/DQ: the TensorRT contract"),
-    "int8_cpu": Flavour("int8_cpu", "model.int8-cpu.onnx", "QUInt8", False, "U8S8 Q/DQ for onnxruntime on CPU"),
+    "int8": Flavour(
+        "int8",
+        "model.int8.onnx",
+        "QInt8",
+        True,
+        False,
+        EvalMode.QDQ_FLOAT,
+        "S8S8 symmetric Q/DQ: the TensorRT contract",
+    ),
+    "int8_cpu": Flavour(
+        "int8_cpu",
+        "model.int8-cpu.onnx",
+        "QUInt8",
+        False,
+        True,
+        EvalMode.ORT_INTEGER,
+        "U8S8 Q/DQ with 7-bit weights for onnxruntime on any x86 CPU",
+    ),
 }
 
 
@@ -101,11 +112,13 @@ class QuantizeSpec:
         calib: calibration images (already preprocessed).
         evaluation: labelled images disjoint from ``calib`` for the accuracy gate.
         method: calibration method.
-        max_drop: accuracy points (0-100 scale) a flavour may lose against FP32 ONNX; negative
-            demands a gain.
+        max_drop: accuracy points (0-100 scale) a flavour may lose against FP32 ONNX, >= 0.
         quantizer: ``ort`` (default) or ``modelopt``.
         flavours: names from :data:`FLAVOURS`.
         keep_float: module-path prefixes (matched against Conv/Gemm weight names) kept in float.
+        min_agreement: least top-1 agreement with FP32 on ``evaluation``.
+        mixed_precision: on a failed gate, keep the most sensitive groups in float until it passes.
+        sensitivity: rank every node group (written to the report) even when the gate passes.
     """
 
     onnx_path: str
@@ -113,31 +126,57 @@ class QuantizeSpec:
     calib: ImageSet = dataclasses.field(repr=False)
     evaluation: ImageSet = dataclasses.field(repr=False)
     method: CalibMethod = CalibMethod.PERCENTILE
-    max_drop: float = 1.0
+    max_drop: float = DEFAULT_MAX_DROP
     quantizer: Quantizer = Quantizer.ORT
     flavours: tuple[str, ...] = ("int8", "int8_cpu")
     keep_float: tuple[str, ...] = ()
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    mixed_precision: bool = True
+    sensitivity: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", parse_enum(CalibMethod, self.method, "calibration method"))
         object.__setattr__(self, "quantizer", parse_enum(Quantizer, self.quantizer, "quantizer"))
-        if not math.isfinite(self.max_drop):
-            raise ValueError(f"--max-drop must be a finite number of accuracy points, got {self.max_drop!r}")
+        GateSpec(self.max_drop, self.min_agreement)  # validates both
         unknown = [f for f in self.flavours if f not in FLAVOURS]
         if unknown or not self.flavours:
             raise ValueError(f"invalid INT8 flavour(s) {unknown}; choose from {', '.join(FLAVOURS)}")
         if self.quantizer is Quantizer.MODELOPT and self.method not in (CalibMethod.MAX, CalibMethod.ENTROPY):
             raise ValueError(f"--quantizer modelopt calibrates with max or entropy, not {self.method.value!r}")
 
+    @property
+    def gate(self) -> GateSpec:
+        """The gate's thresholds."""
+        return GateSpec(self.max_drop, self.min_agreement)
+
 
 @dataclasses.dataclass(frozen=True)
 class QuantizeResult:
-    """Paths and the gate's numbers, per flavour (``report[flavour]`` has the report.json keys)."""
+    """Paths and the gate's numbers, per flavour (``report[flavour]`` has the report.json keys).
+
+    Attributes:
+        paths: written files of the flavours that passed their gate, by flavour name.
+        report: per-flavour records (passed or not).
+        fp32: FP32 ONNX metrics on the eval images.
+        timings: seconds per step.
+        sensitivity: the ranked node groups, when they were measured.
+        failed: flavours that did not pass their gate (their files are removed).
+    """
 
     paths: dict[str, Path]
     report: dict[str, dict[str, Any]]
     fp32: dict[str, Any]
     timings: dict[str, float]
+    sensitivity: list[dict[str, Any]] | None = None
+    failed: tuple[str, ...] = ()
+
+
+class GateError(ValueError):
+    """An INT8 flavour failed its accuracy gate; ``result`` holds every flavour's numbers."""
+
+    def __init__(self, message: str, result: QuantizeResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def modelopt_unavailable_reason() -> str | None:
@@ -179,98 +218,23 @@ def residual_adds(model: Any) -> tuple[list[str], list[str]]:
     return res, other
 
 
-class _Reader:
-    """onnxruntime CalibrationDataReader over preprocessed images (batches of 16)."""
-
-    def __init__(self, images: np.ndarray, input_name: str) -> None:
-        self.images = images
-        self.input_name = input_name
-        self.pos = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.pos >= len(self.images):
-            return None
-        batch = self.images[self.pos : self.pos + 16]
-        self.pos += 16
-        return {self.input_name: np.ascontiguousarray(batch)}
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.images) / 16)
-
-
-def _mse_threshold(hist: np.ndarray, edges: np.ndarray, levels: int = 127) -> float:
-    """Clipping threshold T over a histogram of |x| minimising E[(x - q(x))^2] for scale T / levels."""
-    centers = (edges[:-1] + edges[1:]) / 2
-    weights = hist.astype(np.float64)
-    best_t, best_err = float(edges[-1]), math.inf
-    for k in range(max(1, len(edges) // 64), len(edges), max(1, len(edges) // 256)):
-        t = float(edges[k])
-        if t <= 0:
-            continue
-        step = t / levels
-        inside = centers <= t
-        err = np.sum(weights[inside]) * step * step / 12 + np.sum(weights[~inside] * (centers[~inside] - t) ** 2)
-        if err < best_err:
-            best_t, best_err = t, float(err)
-    return best_t
-
-
-def calibrate_ranges(model_path: str, images: np.ndarray, method: CalibMethod, work: str) -> Any:
-    """Run onnxruntime's calibrator once; returns its ``TensorsData`` (MSE computed here from histograms)."""
-    from onnxruntime.quantization.calibrate import (
-        CalibrationMethod,
-        TensorData,
-        TensorsData,
-        create_calibrator,
-    )
-
-    ort_method = {
-        CalibMethod.MAX: CalibrationMethod.MinMax,
-        CalibMethod.ENTROPY: CalibrationMethod.Entropy,
-        CalibMethod.PERCENTILE: CalibrationMethod.Percentile,
-        CalibMethod.MSE: CalibrationMethod.Percentile,  # collects the symmetric |x| histograms we need
-    }[method]
-    # Signed histograms: a post-ReLU tensor keeps its [0, T] range for the uint8 flavour; the
-    # S8S8 flavour symmetrises it to [-T, T] in the quantizer anyway.
-    extra: dict[str, Any] = {"percentile": PERCENTILE, "symmetric": False} if method is CalibMethod.PERCENTILE else {}
-    if method is CalibMethod.MSE:
-        extra = {"symmetric": True, "num_bins": MSE_BINS}
-    calibrator = create_calibrator(
-        Path(model_path),
-        list(OP_TYPES),
-        augmented_model_path=os.path.join(work, "augmented.onnx"),
-        calibrate_method=ort_method,
-        extra_options=extra,
-    )
-    calibrator.collect_data(_Reader(images, "image"))
-    if method is not CalibMethod.MSE:
-        return calibrator.compute_data()
-    data = {}
-    for name, (hist, edges, lo, hi) in calibrator.collector.histogram_dict.items():
-        t = _mse_threshold(np.asarray(hist), np.asarray(edges))
-        data[name] = TensorData(lowest=np.float32(max(float(lo), -t)), highest=np.float32(min(float(hi), t)))
-    return TensorsData(CalibrationMethod.Percentile, data)
-
-
 def _quantize_ort(
-    fp32: Any, flavour: Flavour, exclude: list[str], cache: str, method: Any, out: str, work: str
+    fp32_path: str, flavour: Flavour, exclude: list[str], cache: str, method: Any, out: str, only: list[str] | None
 ) -> None:
-    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    src = os.path.join(work, "fp32-for-quant.onnx")
-    onnx.save_model(fp32, src)
     quantize_static(
-        src,
+        fp32_path,
         out,
         calibration_data_reader=None,
         calibration_cache_path=cache,
         calibrate_method=method,
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(OP_TYPES),
+        nodes_to_quantize=only,
         nodes_to_exclude=exclude,
         per_channel=True,
-        reduce_range=False,
+        reduce_range=flavour.reduce_range,
         activation_type=getattr(QuantType, flavour.activation),
         weight_type=QuantType.QInt8,
         extra_options={
@@ -302,32 +266,18 @@ def _quantize_modelopt(fp32_path: str, images: np.ndarray, method: CalibMethod, 
 
 
 def lint_qdq(model: Any, symmetric: bool, float_nodes: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """Structural problems of a Q/DQ graph (empty when clean).
+    """Structural problems of a Q/DQ graph (empty when clean): :func:`omsf2.export.qdq_rules.lint_problems`."""
+    from omsf2.export.qdq_rules import lint_problems
 
-    Checks: every Conv/Gemm weight comes through a DequantizeLinear; every Q/DQ scale is finite
-    and positive; with ``symmetric``, every zero point is 0 (weight zero points always are).
-    ``float_nodes`` names the Conv/Gemm nodes deliberately kept in float.
-    """
-    from onnx import numpy_helper
+    return lint_problems(model, symmetric, float_nodes)
 
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    producers = {o: n for n in model.graph.node for o in n.output}
-    problems = []
-    for n in model.graph.node:
-        if n.op_type in ("Conv", "Gemm") and n.name not in float_nodes:
-            w = producers.get(n.input[1])
-            if w is None or w.op_type != "DequantizeLinear":
-                problems.append(f"{n.op_type} {n.name!r}: weight {n.input[1]!r} has no Q/DQ")
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            scale = inits.get(n.input[1])
-            if scale is None or not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
-                problems.append(f"{n.op_type} {n.name!r}: scale missing, non-finite or not positive")
-            zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-            is_weight = n.op_type == "DequantizeLinear" and n.input[0] in inits
-            if (symmetric or is_weight) and zp is not None and np.any(zp != 0):
-                problems.append(f"{n.op_type} {n.name!r}: zero point {zp.ravel()[:4].tolist()} is not 0")
-            if symmetric and zp is not None and zp.dtype == np.uint8:  # int32 is the bias's type
-                problems.append(f"{n.op_type} {n.name!r}: zero point type uint8 in an S8S8 graph")
+
+def _flavour_problems(model: Any, fl: Flavour, float_nodes: list[str]) -> list[str]:
+    from omsf2.export.qdq_rules import has_u8_activations, saturation_problems
+
+    problems = lint_qdq(model, fl.symmetric, float_nodes)
+    if fl.reduce_range and has_u8_activations(model):
+        problems += saturation_problems(model)
     return problems
 
 
@@ -353,22 +303,125 @@ def _quiet_ort() -> Iterator[None]:
         log.debug("onnxruntime quantization output: %s", buf.getvalue()[-2000:])
 
 
-def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
-    """Calibrate, write each flavour, lint it and hold it to the FP32 ONNX on ``spec.evaluation``.
+@dataclasses.dataclass
+class _Work:
+    """One quantization session: the FP32 graph on disk, its calibration cache, and the eval logits."""
 
-    Raises:
-        ValueError: ModelOpt requested but not importable, a lint failure, or a flavour that loses
-            more than ``spec.max_drop`` accuracy points (the message names the method and numbers).
-    """
+    spec: QuantizeSpec
+    fp32_path: str  # the graph as given (custom ops kept; tensor names match the expanded one)
+    cache: str
+    method: Any  # onnxruntime CalibrationMethod of the cache
+    exclude: list[str]  # never quantized: non-residual Adds and keep_float layers
+    fp32_logits: np.ndarray
+    work: str
+    trials: int = 0
+
+    def write(self, fl: Flavour, out: str, extra_exclude: Sequence[str] = (), only: list[str] | None = None) -> Any:
+        import onnx
+
+        self.trials += 1
+        if self.spec.quantizer is Quantizer.MODELOPT:
+            _quantize_modelopt(self.fp32_path, self.spec.calib.images, self.spec.method, self.exclude, out)
+        else:
+            with _quiet_ort():
+                _quantize_ort(self.fp32_path, fl, [*self.exclude, *extra_exclude], self.cache, self.method, out, only)
+        return onnx.load(out)
+
+    def logits(self, model: Any, mode: EvalMode, images: np.ndarray) -> np.ndarray:
+        from omsf2.export.gate import session
+        from omsf2.export.onnx import run_session
+
+        return run_session(session(model, mode), images)[0]
+
+    def gate(self, fl: Flavour, model: Any) -> dict[str, Any]:
+        from omsf2.export.gate import judge, kernel_path
+
+        ev = self.spec.evaluation
+        t = time.perf_counter()
+        logits = self.logits(model, fl.gate_mode, ev.images)
+        rec = judge(ev.labels, self.fp32_logits, logits, self.spec.gate)
+        m = _metrics(ev.labels, logits, ev.classes)
+        rec.update(
+            int8_accuracy=m["accuracy"],
+            int8_macro_f1=m["macro_f1"],
+            int8_per_class_recall=m["per_class_recall"],
+            eval_mode=fl.gate_mode.value,
+            kernel_path=kernel_path() if fl.gate_mode is EvalMode.ORT_INTEGER else "qdq-float (no integer kernels)",
+            eval_s=time.perf_counter() - t,
+        )
+        return rec
+
+
+def _rank(w: _Work, model: Any) -> list[dict[str, Any]]:
+    from omsf2.export.sensitivity import node_groups, rank_groups, sample
+
+    images = sample(w.spec.calib.images)
+    ref = w.logits(model, EvalMode.QDQ_FLOAT, images)
+    fl = FLAVOURS["int8"]
+    out = os.path.join(w.work, "only.onnx")
+
+    def only(g: Any) -> np.ndarray:
+        return w.logits(w.write(fl, out, only=list(g.nodes)), fl.gate_mode, images)
+
+    return rank_groups(node_groups(model, w.exclude), only, ref)
+
+
+def _flavour(w: _Work, fl: Flavour, rank: Any) -> tuple[dict[str, Any], Path]:
+    """Quantize, lint and gate one flavour; on failure search for the fewest float groups."""
+    import math
+
+    out = os.path.join(w.spec.out_dir, fl.filename)
+    t = time.perf_counter()
+    q = w.write(fl, out)
+    float_nodes: list[str] = []
+    rec = w.gate(fl, q)
+    rec["quantize_s"] = time.perf_counter() - t
+    if not rec["passed"] and w.spec.mixed_precision and w.spec.quantizer is Quantizer.ORT:
+        from omsf2.export.sensitivity import fewest_float_groups
+
+        ranking = rank()
+        trial_path = os.path.join(w.work, f"trial-{fl.filename}")
+
+        def trial(k: int) -> dict[str, Any]:
+            nodes = [n for r in ranking[:k] for n in r["nodes"]]
+            return w.gate(fl, w.write(fl, trial_path, nodes))
+
+        cap = max(1, math.ceil(MAX_FLOAT_FRACTION * len(ranking)))
+        k, best, tried = fewest_float_groups(len(ranking), trial, cap)
+        mixed: dict[str, Any] = {"tried": tried, "max_float_groups": cap, "full_int8": _brief(rec)}
+        if best is not None:
+            float_nodes = [n for r in ranking[:k] for n in r["nodes"]]
+            q = w.write(fl, out, float_nodes)
+            rec = {**best, "quantize_s": rec["quantize_s"]}
+            mixed["float_groups"] = [r["group"] for r in ranking[:k]]
+        rec["mixed_precision"] = mixed
+    problems = _flavour_problems(q, fl, [*w.exclude, *float_nodes])
+    if problems:
+        raise ValueError(f"{fl.filename} fails the Q/DQ lint: {problems[0]} ({len(problems)} problem(s))")
+    rec["float_groups"] = rec.get("mixed_precision", {}).get("float_groups", [])
+    rec["float_nodes"] = float_nodes
+    rec["qdq_nodes"] = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in q.graph.node)
+    if fl.gate_mode is EvalMode.ORT_INTEGER:
+        # How far this CPU's integer kernels are from the graph's own arithmetic: with 7-bit weights
+        # they should agree on (nearly) every image, which is what makes the gate portable.
+        images = w.spec.evaluation.images
+        kernels = w.logits(q, EvalMode.ORT_INTEGER, images)
+        semantics = w.logits(q, EvalMode.QDQ_FLOAT, images)
+        rec["kernels_vs_qdq_float_agreement"] = float((kernels.argmax(1) == semantics.argmax(1)).mean())
+    return rec, Path(out)
+
+
+def _brief(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: rec[k] for k in ("accuracy_drop", "top1_agreement", "passed", "failed_because")}
+
+
+def _prepare(spec: QuantizeSpec) -> tuple[Any, Any, list[str], np.ndarray]:
+    """(graph as given, runnable graph, never-quantized nodes, FP32 logits on the eval images)."""
     import onnx
-    from onnxruntime.quantization.calibrate import save_tensors_data
 
     from omsf2.export.custom_ops import expand_plugins, has_plugins
     from omsf2.export.onnx import ort_session, run_session
 
-    if spec.quantizer is Quantizer.MODELOPT and (reason := modelopt_unavailable_reason()):
-        raise ValueError(reason)
-    t0 = time.perf_counter()
     model = onnx.load(spec.onnx_path)
     runnable = expand_plugins(model) if has_plugins(model) else model
     _, other_adds = residual_adds(runnable)
@@ -377,74 +430,110 @@ def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
         for n in runnable.graph.node
         if n.op_type in ("Conv", "Gemm") and any(n.input[1].startswith(p) for p in spec.keep_float)
     ]
+    fp32_logits, _ = run_session(ort_session(runnable), spec.evaluation.images)
+    if not np.all(np.isfinite(fp32_logits)):
+        raise ValueError("the FP32 ONNX produced non-finite logits (NaN or inf) on the eval images")
+    return model, runnable, exclude, fp32_logits
+
+
+def _calibrate(spec: QuantizeSpec, runnable_path: str, work: str) -> tuple[str, Any]:
+    """The calibration cache (path) and its onnxruntime method, computed once for every flavour and trial."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    from omsf2.export.calibration import calibrate_ranges
+
+    cache = os.path.join(work, "calibration.json")
+    with _quiet_ort():
+        ranges = calibrate_ranges(runnable_path, spec.calib.images, spec.method, work)
+    save_tensors_data(ranges, cache)
+    return cache, ranges.calibration_method
+
+
+def _entry(spec: QuantizeSpec, fl: Flavour, fp32: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "file": fl.filename,
+        "description": fl.description,
+        "quantizer": spec.quantizer.value,
+        "method": spec.method.value,
+        "weight_bits": 7 if fl.reduce_range else 8,
+        "calib_count": len(spec.calib),
+        "eval_count": len(spec.evaluation),
+        "fp32_accuracy": fp32["accuracy"],
+        "fp32_macro_f1": fp32["macro_f1"],
+        "fp32_per_class_recall": fp32["per_class_recall"],
+        **rec,
+    }
+
+
+def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
+    """Calibrate, write each flavour, lint it and hold it to the FP32 ONNX on ``spec.evaluation``.
+
+    Raises:
+        GateError: a flavour failed its gate (after the mixed-precision search when on); the
+            passing flavours' files stay in ``spec.out_dir``, the failing ones are removed.
+        ValueError: ModelOpt requested but not importable, a lint failure, or non-finite logits.
+    """
+    import onnx
+
+    if spec.quantizer is Quantizer.MODELOPT and (reason := modelopt_unavailable_reason()):
+        raise ValueError(reason)
+    t0 = time.perf_counter()
+    model, runnable, exclude, fp32_logits = _prepare(spec)
     ev = spec.evaluation
-    fp32_logits, _ = run_session(ort_session(runnable), ev.images)
     fp32 = _metrics(ev.labels, fp32_logits, ev.classes)
-    paths: dict[str, Path] = {}
     report: dict[str, dict[str, Any]] = {}
+    paths: dict[str, Path] = {}
     timings: dict[str, float] = {}
+    ort = spec.quantizer is Quantizer.ORT
     with tempfile.TemporaryDirectory(prefix="omsf2-quant-") as work:
         runnable_path = os.path.join(work, "fp32.onnx")
         onnx.save_model(runnable, runnable_path)
-        cache = os.path.join(work, "calibration.json")
+        fp32_path = os.path.join(work, "fp32-for-quant.onnx")
+        onnx.save_model(model, fp32_path)  # the custom-op graph itself is quantized (same tensor names)
         t1 = time.perf_counter()
-        if spec.quantizer is Quantizer.ORT:
-            with _quiet_ort():
-                ranges = calibrate_ranges(runnable_path, spec.calib.images, spec.method, work)
-            save_tensors_data(ranges, cache)
-            timings["calibrate_s"] = time.perf_counter() - t1
+        cache, method = _calibrate(spec, runnable_path, work) if ort else ("", None)
+        timings["calibrate_s"] = time.perf_counter() - t1
+        w = _Work(spec, fp32_path if ort else runnable_path, cache, method, exclude, fp32_logits, work)
+        ranking: list[dict[str, Any]] = []
+
+        def rank() -> list[dict[str, Any]]:
+            if not ranking:
+                t2 = time.perf_counter()
+                ranking.extend(_rank(w, runnable))
+                timings["sensitivity_s"] = time.perf_counter() - t2
+            return ranking
+
+        if spec.sensitivity and ort:
+            rank()
         for name in spec.flavours:
             fl = FLAVOURS[name]
-            out = os.path.join(spec.out_dir, fl.filename)
-            t2 = time.perf_counter()
-            if spec.quantizer is Quantizer.ORT:
-                # The custom-op graph itself is quantized (its tensor names match the expanded one's).
-                with _quiet_ort():
-                    _quantize_ort(model, fl, exclude, cache, ranges.calibration_method, out, work)
-            else:
-                if not fl.symmetric:
-                    continue  # ModelOpt writes the TensorRT (S8S8) flavour only
-                with _quiet_ort():
-                    _quantize_modelopt(runnable_path, spec.calib.images, spec.method, exclude, out)
-            q = onnx.load(out)
-            problems = lint_qdq(q, fl.symmetric, exclude)
-            if problems:
-                raise ValueError(f"{fl.filename} fails the Q/DQ lint: {problems[0]} ({len(problems)} problem(s))")
-            t3 = time.perf_counter()
-            logits, _ = run_session(ort_session(q), ev.images)
-            t4 = time.perf_counter()
-            m = _metrics(ev.labels, logits, ev.classes)
-            drop = 100.0 * (fp32["accuracy"] - m["accuracy"])
-            report[name] = {
-                "file": fl.filename,
-                "description": fl.description,
-                "quantizer": spec.quantizer.value,
-                "method": spec.method.value,
-                "calib_count": len(spec.calib),
-                "eval_count": len(ev),
-                "fp32_accuracy": fp32["accuracy"],
-                "int8_accuracy": m["accuracy"],
-                "accuracy_drop": drop,
-                "max_drop": spec.max_drop,
-                "top1_agreement": float((logits.argmax(1) == fp32_logits.argmax(1)).mean()),
-                "fp32_macro_f1": fp32["macro_f1"],
-                "int8_macro_f1": m["macro_f1"],
-                "fp32_per_class_recall": fp32["per_class_recall"],
-                "int8_per_class_recall": m["per_class_recall"],
-                "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in q.graph.node),
-                "quantize_s": t3 - t2,
-                "eval_s": t4 - t3,
-            }
-            paths[name] = Path(out)
+            if not ort and not fl.symmetric:
+                continue  # ModelOpt writes the TensorRT (S8S8) flavour only
+            rec, paths[name] = _flavour(w, fl, rank)
+            report[name] = _entry(spec, fl, fp32, rec)
     timings["total_s"] = time.perf_counter() - t0
-    failed = [(n, r) for n, r in report.items() if r["accuracy_drop"] > spec.max_drop]
+    failed = tuple(n for n, r in report.items() if not r["passed"])
+    for n in failed:
+        paths.pop(n).unlink(missing_ok=True)
+    result = QuantizeResult(paths, report, fp32, timings, ranking or None, failed)
     if failed:
-        name, r = failed[0]
-        raise ValueError(
-            f"INT8 accuracy gate failed for {r['file']} (calibration method {r['method']!r}, {r['calib_count']} "
-            f"images): accuracy {100 * r['int8_accuracy']:.2f}% vs FP32 {100 * r['fp32_accuracy']:.2f}% on "
-            f"{r['eval_count']} eval images, a drop of {r['accuracy_drop']:.2f} points > --max-drop "
-            f"{spec.max_drop:g} (top-1 agreement {100 * r['top1_agreement']:.1f}%); try --calib-method max or "
-            "more --calib-count"
-        )
-    return QuantizeResult(paths, report, fp32, timings)
+        raise GateError(gate_message(report[failed[0]], spec.mixed_precision), result)
+    return result
+
+
+def gate_message(r: dict[str, Any], mixed_precision: bool) -> str:
+    """One line saying why a flavour failed its gate, with the numbers and what was tried."""
+    lo, hi = r["accuracy_drop_ci95"]
+    mixed = r.get("mixed_precision")
+    if mixed:
+        tried = f"; keeping up to {mixed['max_float_groups']} of the most sensitive node groups in float did not help"
+    elif not mixed_precision:
+        tried = "; --mixed-precision (the default) would keep the most sensitive layers in float"
+    else:
+        tried = ""
+    return (
+        f"INT8 accuracy gate failed for {r['file']} (calibration method {r['method']!r}, {r['calib_count']} "
+        f"images, {r['eval_mode']}): {'; '.join(r['failed_because'])} — accuracy {100 * r['int8_accuracy']:.2f}% vs "
+        f"FP32 {100 * r['fp32_accuracy']:.2f}% on {r['eval_count']} eval images (drop 95% CI [{lo:.2f}, {hi:.2f}]), "
+        f"top-1 agreement {100 * r['top1_agreement']:.1f}%{tried}; try another --calib-method or see --sensitivity"
+    )

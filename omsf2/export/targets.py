@@ -1,26 +1,23 @@
 """The export targets as a table, and :func:`run_export`, which the ``omsf2 export`` command calls.
 
-Each :class:`Target` says what file it writes, whether it needs a GPU (TensorRT), its precision
-and which other target it is built from. The command's flags only pick rows (format, ``--int8``,
-``--fp16``); the rows' dependencies pull in what they need (an INT8 engine needs the S8S8 Q/DQ
-ONNX, which needs the FP32 ONNX). Adding a target is adding a row, not another boolean.
+Each :class:`Target` says what file it writes, whether it needs a GPU (TensorRT), its precision,
+which other target it is built from, which ``--format`` values and precision flag pick it, and
+which stage produces it. The command's flags only pick rows; the rows' dependencies pull in what
+they need (an INT8 engine needs the S8S8 Q/DQ ONNX, which needs the FP32 ONNX). Adding a target
+is adding a row, not another boolean. :func:`run_export` runs one function per stage
+(:data:`STAGES`: ONNX, INT8, engines) for the selected rows.
 
-Nothing half-written ever appears in ``OUT``: every artifact is produced in a staging folder
-beside it and moved in (``os.replace``, atomic per file) only after the whole export, gate
-included, succeeded; ``report.json`` is written last. Targets that need a GPU are checked before
-any work, so ``--format engine`` on a machine without TensorRT fails at once, saying which ONNX
-files are ready and how to build the engine on the target.
+Nothing half-written ever appears in ``OUT``, and an export owns its ``OUT``: the rules are in
+:mod:`omsf2.export.outdir`. Targets that need a GPU are checked before any work, so
+``--format engine`` on a machine without TensorRT fails at once, saying which ONNX files are
+ready and how to build the engine on the target.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,13 +25,13 @@ from typing import Any
 
 from omsf2._version import __version__
 from omsf2.config import parse_enum
-from omsf2.export.calibration import DEFAULT_CALIB_COUNT, MIN_CALIB_IMAGES
+from omsf2.export.calibration import DEFAULT_CALIB_COUNT, MIN_CALIB_IMAGES, CalibMethod, ImageSet
+from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateSpec
 from omsf2.export.onnx import DEFAULT_OPSET
-from omsf2.export.quantize import CalibMethod, Quantizer
+from omsf2.export.outdir import REPORT
+from omsf2.export.quantize import Quantizer
 
 log = logging.getLogger(__name__)
-
-REPORT = "report.json"
 
 
 class EngineVia(str, enum.Enum):
@@ -65,6 +62,10 @@ class Target:
         source: the target this one is built from (None: the checkpoint).
         flavour: INT8 flavour name in :data:`omsf2.export.quantize.FLAVOURS`.
         description: one line for the docs.
+        formats: the ``--format`` values that pick this row.
+        flag: the precision flag that picks it: ``""`` (none needed), ``"int8"``, ``"fp16"``, or
+            ``"plain"`` (picked only when neither ``--int8`` nor ``--fp16`` is given).
+        stage: the stage that produces it (:data:`STAGES`).
     """
 
     name: str
@@ -75,21 +76,33 @@ class Target:
     source: str | None
     flavour: str | None
     description: str
+    formats: frozenset[ExportFormat]
+    flag: str
+    stage: str
 
 
+_ONNX_FORMATS = frozenset({ExportFormat.ONNX, ExportFormat.ALL})
+_ENGINE_FORMATS = frozenset({ExportFormat.ENGINE, ExportFormat.ALL})
 TARGETS: tuple[Target, ...] = (
-    Target("onnx", "onnx", "model.onnx", "fp32", False, None, None, "FP32 ONNX, dynamic batch, metadata"),
-    Target("onnx_int8", "onnx", "model.int8.onnx", "int8", False, "onnx", "int8", "S8S8 Q/DQ: the TensorRT contract"),
-    Target("onnx_int8_cpu", "onnx", "model.int8-cpu.onnx", "int8", False, "onnx", "int8_cpu", "U8S8 Q/DQ, CPU"),
-    Target("engine_fp32", "engine", "model.fp32.engine", "fp32", True, "onnx", None, "TensorRT FP32 engine"),
-    Target("engine_fp16", "engine", "model.fp16.engine", "fp16", True, "onnx", None, "TensorRT FP16 engine"),
-    Target("engine_int8", "engine", "model.int8.engine", "int8", True, "onnx_int8", None, "strongly typed INT8"),
-)
+    Target("onnx", "onnx", "model.onnx", "fp32", False, None, None, "FP32 ONNX, dynamic batch, metadata",
+           _ONNX_FORMATS, "", "onnx"),
+    Target("onnx_int8", "onnx", "model.int8.onnx", "int8", False, "onnx", "int8", "S8S8 Q/DQ: the TensorRT contract",
+           _ONNX_FORMATS, "int8", "int8"),
+    Target("onnx_int8_cpu", "onnx", "model.int8-cpu.onnx", "int8", False, "onnx", "int8_cpu",
+           "U8S8 Q/DQ, 7-bit weights, CPU", _ONNX_FORMATS, "int8", "int8"),
+    Target("engine_fp32", "engine", "model.fp32.engine", "fp32", True, "onnx", None, "TensorRT FP32 engine",
+           _ENGINE_FORMATS, "plain", "engine"),
+    Target("engine_fp16", "engine", "model.fp16.engine", "fp16", True, "onnx", None, "TensorRT FP16 engine",
+           _ENGINE_FORMATS, "fp16", "engine"),
+    Target("engine_int8", "engine", "model.int8.engine", "int8", True, "onnx_int8", None, "strongly typed INT8",
+           _ENGINE_FORMATS, "int8", "engine"),
+)  # fmt: skip
 _BY_NAME = {t.name: t for t in TARGETS}
+FP16_ONNX = "model.fp16.onnx"  # written (and shipped) when an FP16 engine is built from the ONNX
 
 
 def select_targets(fmt: ExportFormat, int8: bool, fp16: bool) -> list[Target]:
-    """Rows the flags pick, plus the rows they are built from, in table order.
+    """Rows whose ``formats`` and ``flag`` columns match the flags, plus the rows they are built from.
 
     Raises:
         ValueError: ``--fp16`` without an engine format.
@@ -97,18 +110,8 @@ def select_targets(fmt: ExportFormat, int8: bool, fp16: bool) -> list[Target]:
     fmt = parse_enum(ExportFormat, fmt, "format")
     if fp16 and fmt is ExportFormat.ONNX:
         raise ValueError("--fp16 selects an FP16 TensorRT engine (built from model.onnx); add --format engine or all")
-    picked: set[str] = set()
-    if fmt in (ExportFormat.ONNX, ExportFormat.ALL):
-        picked.add("onnx")
-        if int8:
-            picked |= {"onnx_int8", "onnx_int8_cpu"}
-    if fmt in (ExportFormat.ENGINE, ExportFormat.ALL):
-        if int8:
-            picked.add("engine_int8")
-        if fp16:
-            picked.add("engine_fp16")
-        if not (int8 or fp16):
-            picked.add("engine_fp32")
+    flags = {"": True, "int8": int8, "fp16": fp16, "plain": not (int8 or fp16)}
+    picked = {t.name for t in TARGETS if fmt in t.formats and flags[t.flag]}
     todo = list(picked)
     while todo:
         src = _BY_NAME[todo.pop()].source
@@ -135,7 +138,19 @@ def parse_batch(text: str | tuple[int, int, int]) -> tuple[int, int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class ExportSpec:
-    """Everything ``omsf2 export`` was asked for (see ``omsf2 export --help``)."""
+    """Everything ``omsf2 export`` was asked for (see ``omsf2 export --help``).
+
+    The INT8 gate and output-folder fields, which the command's help states briefly:
+
+    Attributes:
+        max_drop: accuracy points (>= 0) an INT8 flavour may lose against FP32.
+        min_agreement: least top-1 agreement of an INT8 flavour with FP32, in [0, 1].
+        mixed_precision: on a failed gate, keep the most sensitive node groups in float until it passes.
+        sensitivity: rank every node group into ``report.json`` even when the gate passes.
+        overwrite: export into a non-empty folder that no omsf2 export wrote.
+        fail_on_gate: a failed gate is an error (the command); off, the flavours that passed are
+            written and the result names the failed ones (the demo).
+    """
 
     checkpoint: str
     out: str
@@ -146,7 +161,7 @@ class ExportSpec:
     calib_method: CalibMethod = CalibMethod.PERCENTILE
     calib_count: int = DEFAULT_CALIB_COUNT
     eval_data: str | None = None
-    max_drop: float = 1.0
+    max_drop: float = DEFAULT_MAX_DROP
     batch: tuple[int, int, int] = (1, 8, 32)
     opset: int = DEFAULT_OPSET
     plugins: bool = False
@@ -154,6 +169,11 @@ class ExportSpec:
     min_calib: int = MIN_CALIB_IMAGES
     via: EngineVia = EngineVia.ONNX
     plugin_library: str | None = None
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    mixed_precision: bool = True
+    sensitivity: bool = False
+    overwrite: bool = False
+    fail_on_gate: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "format", parse_enum(ExportFormat, self.format, "format"))
@@ -162,6 +182,15 @@ class ExportSpec:
         object.__setattr__(self, "batch", parse_batch(self.batch))
         object.__setattr__(self, "via", parse_enum(EngineVia, self.via, "--via"))
         engines = self.format is not ExportFormat.ONNX
+        GateSpec(self.max_drop, self.min_agreement)  # validates both
+        if self.via is EngineVia.TORCH_TENSORRT and not engines:
+            raise ValueError("--via torch-tensorrt builds TensorRT engines; add --format engine or all (or drop --via)")
+        if self.sensitivity and not self.int8:
+            raise ValueError("--sensitivity ranks the layers INT8 hurts; add --int8")
+        if self.sensitivity and self.quantizer is not Quantizer.ORT:
+            raise ValueError(
+                "--sensitivity (like the mixed-precision search) needs onnxruntime's quantizer: --quantizer ort"
+            )
         if self.via is EngineVia.TORCH_TENSORRT and engines and self.int8:
             raise ValueError(
                 "--via torch-tensorrt builds fp32 / fp16 engines; INT8 engines come from the Q/DQ ONNX (--via onnx)"
@@ -189,11 +218,16 @@ class ExportSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ExportResult:
-    """What :func:`run_export` wrote: artifact paths by target name, and the report."""
+    """What :func:`run_export` wrote: artifact paths by target name, the report, and failed gates.
+
+    ``gate_failed`` names INT8 flavours that failed their gate; it is non-empty only with
+    ``ExportSpec.fail_on_gate`` off (the demo), where the export keeps what passed.
+    """
 
     out: Path
     artifacts: dict[str, Path]
     report: dict[str, Any]
+    gate_failed: tuple[str, ...] = ()
 
 
 def _engine_unavailable() -> str | None:
@@ -229,34 +263,162 @@ def _engine_hint(spec: ExportSpec, targets: list[Target], reason: str) -> str:
     )
 
 
-def _staging(out: Path) -> tuple[Path, bool]:
-    """A staging folder beside the artifacts, and whether ``out`` was created here."""
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".omsf2-export-", dir=out))
-    except OSError as e:
-        raise ValueError(f"cannot write to output folder '{out}': {e.strerror or e}") from e
-    return stage, created
+@dataclasses.dataclass
+class _Run:
+    """The state one export carries from stage to stage."""
 
+    spec: ExportSpec
+    targets: list[Target]
+    stage_dir: Path
+    report: dict[str, Any]
+    on_stage: Callable[[str], None] | None
+    calib: ImageSet | None = None
+    evaluation: ImageSet | None = None
+    produced: dict[str, Path] = dataclasses.field(default_factory=dict)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    gate_failed: tuple[str, ...] = ()
 
-def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) -> ExportResult:
-    """Export a checkpoint to the targets the spec selects and write ``OUT/report.json``.
-
-    Raises:
-        ValueError: bad input (checkpoint, data, output folder, options), no GPU for engine
-            targets, a parity or accuracy-gate failure; nothing is left in OUT then.
-    """
-    from omsf2.export.onnx import OnnxExportSpec, export_onnx
-    from omsf2.fileio import sha256_file, write_json
-    from omsf2.models.checkpoint import checkpoint_info, load_checkpoint
-
-    def stage(msg: str) -> None:
+    def say(self, msg: str) -> None:
         log.info(msg)
-        if on_stage:
-            on_stage(msg)
+        if self.on_stage:
+            self.on_stage(msg)
 
-    targets = select_targets(spec.format, spec.int8, spec.fp16)
+
+def _stage_onnx(run: _Run) -> None:
+    from omsf2.export.onnx import OnnxExportSpec, export_onnx
+
+    spec = run.spec
+    parity_images = run.evaluation.images if run.evaluation is not None else (run.calib.images if run.calib else None)
+    run.say(f"exporting {Path(spec.checkpoint).name} to ONNX (opset {spec.opset}{', plugins' if spec.plugins else ''})")
+    res = export_onnx(
+        OnnxExportSpec(
+            spec.checkpoint, str(run.stage_dir / "model.onnx"), spec.opset, spec.plugins, parity_inputs=parity_images
+        )
+    )
+    run.produced["onnx"] = res.path
+    run.report["onnx_parity"] = {**res.parity, "data_dir": spec.eval_data or spec.calib_data}
+    run.report["onnx_nodes"] = res.nodes
+    run.timings.update({f"onnx_{k}": v for k, v in res.timings.items()})
+
+
+def _stage_int8(run: _Run) -> None:
+    from omsf2.export.onnx import images_hash
+    from omsf2.export.quantize import GateError, QuantizeSpec, quantize_int8
+
+    spec, calib, evaluation = run.spec, run.calib, run.evaluation
+    if calib is None or evaluation is None:
+        raise ValueError("--int8 needs calibration and evaluation images")
+    calib_sha = images_hash(calib.paths)
+    run.report["calibration"] = {
+        "data_dir": spec.calib_data,
+        "count": len(calib),
+        "per_class": calib.per_class(),
+        "method": spec.calib_method.value,
+        "sha256": calib_sha,
+    }
+    run.report["calibration_sha256"] = calib_sha  # engine manifests read it from here
+    flavours = tuple(t.flavour for t in run.targets if t.flavour)
+    run.say(f"INT8: calibrating on {len(calib)} images ({spec.calib_method.value}), gating on {len(evaluation)}")
+    qspec = QuantizeSpec(
+        str(run.produced["onnx"]),
+        str(run.stage_dir),
+        calib,
+        evaluation,
+        spec.calib_method,
+        spec.max_drop,
+        spec.quantizer,
+        flavours,
+        min_agreement=spec.min_agreement,
+        mixed_precision=spec.mixed_precision,
+        sensitivity=spec.sensitivity,
+    )
+    try:
+        q = quantize_int8(qspec)
+    except GateError as e:
+        if spec.fail_on_gate:
+            raise
+        q = e.result
+        run.gate_failed = q.failed
+        run.say(f"INT8 gate failed for {', '.join(q.failed)}: {e}")
+    for t in run.targets:
+        if t.flavour in q.paths:
+            run.produced[t.name] = q.paths[t.flavour]
+    run.report.update(q.report)
+    if q.sensitivity is not None:
+        run.report["sensitivity"] = q.sensitivity
+    if q.failed:
+        run.report["gate_failed"] = list(q.failed)
+    run.timings.update({f"int8_{k}": v for k, v in q.timings.items()})
+
+
+def _stage_engines(run: _Run) -> None:
+    spec = run.spec
+    for t in run.targets:
+        if t.stage != "engine":
+            continue
+        from omsf2.export.tensorrt import EngineSpec, build_engine
+
+        if t.source is None or t.source not in run.produced:
+            raise ValueError(f"engine target {t.name} needs {t.source}, which this export did not produce")
+        run.say(f"building {t.filename} (TensorRT, {t.precision})")
+        te = time.perf_counter()
+        engine_spec = EngineSpec(
+            batch=spec.batch,
+            precision=t.precision,
+            plugin_library=Path(spec.plugin_library) if spec.plugin_library else None,
+        )
+        out = run.stage_dir / t.filename
+        if spec.via is EngineVia.TORCH_TENSORRT:
+            from omsf2.export.tensorrt import build_engine_torch_tensorrt
+
+            run.produced[t.name] = build_engine_torch_tensorrt(Path(spec.checkpoint), engine_spec, out)
+        else:
+            source = run.produced[t.source]
+            if t.precision == "fp16":
+                # Strongly typed networks take precision from the graph: an FP16 engine needs
+                # an FP16 ONNX (inputs and outputs stay float32).
+                from omsf2.export.tensorrt import to_fp16_onnx
+
+                source = to_fp16_onnx(source, run.stage_dir / FP16_ONNX)
+            run.produced[t.name] = build_engine(source, engine_spec, out, onnx_report=run.report)
+        run.timings[f"{t.name}_s"] = time.perf_counter() - te
+
+
+STAGES: dict[str, Callable[[_Run], None]] = {"onnx": _stage_onnx, "int8": _stage_int8, "engine": _stage_engines}
+
+
+def _check_finite_weights(ckpt: dict[str, Any], path: str) -> None:
+    import torch
+
+    bad = [k for k, v in ckpt.get("model", {}).items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]  # fmt: skip
+    if bad:
+        raise ValueError(
+            f"checkpoint '{path}' has weights that are not finite (NaN or inf) in {len(bad)} tensor(s), e.g. "
+            f"'{bad[0]}'; a diverged run cannot be exported (use an earlier checkpoint)"
+        )
+
+
+def _load_images(spec: ExportSpec, pre: Any, classes: list[str]) -> tuple[ImageSet | None, ImageSet | None]:
+    from omsf2.export.calibration import CalibrationSpec, check_disjoint, load_calibration, load_eval
+
+    calib = evaluation = None
+    if spec.int8:
+        if spec.calib_data is None or spec.eval_data is None:  # ExportSpec checks this too
+            raise ValueError("--int8 needs --calib-data DIR and --eval-data DIR")
+        log.info("reading calibration images from %s", spec.calib_data)
+        calib = load_calibration(
+            CalibrationSpec(spec.calib_data, spec.calib_count, min_count=spec.min_calib), pre, classes
+        )
+    if spec.eval_data:
+        log.info("reading eval images from %s", spec.eval_data)
+        evaluation = load_eval(spec.eval_data, pre, classes)
+    if calib is not None and evaluation is not None:
+        check_disjoint(calib, evaluation)
+    return calib, evaluation
+
+
+def _preflight(spec: ExportSpec, targets: list[Target]) -> None:
     if any(t.needs_gpu for t in targets) and (reason := _engine_unavailable()):
         raise ValueError(_engine_hint(spec, targets, reason))
     if spec.quantizer is Quantizer.MODELOPT:
@@ -264,33 +426,52 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
 
         if reason := modelopt_unavailable_reason():
             raise ValueError(reason)
+
+
+def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) -> ExportResult:
+    """Export a checkpoint to the targets the spec selects and write ``OUT/report.json``.
+
+    The stages (:data:`STAGES`: ONNX, INT8, engines) run in table order for the selected rows,
+    in a staging folder; OUT changes only after all of them and the report succeeded
+    (:mod:`omsf2.export.outdir` has the rules for OUT).
+
+    Raises:
+        ValueError: bad input (checkpoint, non-finite weights, data, output folder, options), no
+            GPU for engine targets, a parity or accuracy-gate failure; OUT is unchanged then.
+    """
+    from omsf2.export import outdir
+    from omsf2.fileio import write_json
+
+    targets = select_targets(spec.format, spec.int8, spec.fp16)
+    _preflight(spec, targets)
+    out = Path(spec.out)
+    outdir.remove_stale_staging(out)
+    stale = outdir.previous_files(out, [t.filename for t in TARGETS] + [FP16_ONNX, REPORT], spec.overwrite)
+    stage_dir, created = outdir.make_staging(out)  # the output folder is writable before any work
+    try:
+        with outdir.sigterm_as_interrupt():
+            run = _execute(spec, targets, stage_dir, on_stage)
+            write_json(stage_dir / REPORT, run.report)
+            outdir.commit(stage_dir, out, stale)
+    except BaseException:
+        outdir.discard(stage_dir, out, created)
+        raise
+    outdir.discard(stage_dir, out, created=False)
+    final = {name: out / path.name for name, path in run.produced.items()}
+    return ExportResult(out, final, run.report, run.gate_failed)
+
+
+def _execute(spec: ExportSpec, targets: list[Target], stage_dir: Path, on_stage: Callable[[str], None] | None) -> _Run:
+    """Load and check the inputs, run the stages into ``stage_dir`` and fill in the report."""
+    from omsf2.fileio import sha256_file
+    from omsf2.models.checkpoint import checkpoint_info, load_checkpoint
+
     t0 = time.perf_counter()
     ckpt = load_checkpoint(spec.checkpoint)
+    _check_finite_weights(ckpt, spec.checkpoint)
     _, classes, _, pre = checkpoint_info(ckpt)
     del ckpt
-    out = Path(spec.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output '{out}' exists and is not a folder")
-    calib = evaluation = None
-    timings: dict[str, float] = {}
-    if spec.int8:
-        from omsf2.export.calibration import CalibrationSpec, check_disjoint, load_calibration, load_eval
-
-        if spec.calib_data is None or spec.eval_data is None:  # ExportSpec checks this too
-            raise ValueError("--int8 needs --calib-data DIR and --eval-data DIR")
-        log.info("reading calibration images from %s", spec.calib_data)
-        calib = load_calibration(
-            CalibrationSpec(spec.calib_data, spec.calib_count, min_count=spec.min_calib), pre, classes
-        )
-        log.info("reading eval images from %s", spec.eval_data)
-        evaluation = load_eval(spec.eval_data, pre, classes)
-        check_disjoint(calib, evaluation)
-        timings["load_images_s"] = time.perf_counter() - t0
-    elif spec.eval_data:
-        from omsf2.export.calibration import load_eval
-
-        evaluation = load_eval(spec.eval_data, pre, classes)
-    stage_dir, created = _staging(out)
+    calib, evaluation = _load_images(spec, pre, classes)
     report: dict[str, Any] = {
         "omsf2_version": __version__,
         "checkpoint": {"path": str(spec.checkpoint), "sha256": sha256_file(spec.checkpoint)},
@@ -300,105 +481,20 @@ def run_export(spec: ExportSpec, on_stage: Callable[[str], None] | None = None) 
         "plugins": spec.plugins,
         "targets": [t.name for t in targets],
     }
-    produced: dict[str, Path] = {}
-    try:
-        parity_images = evaluation.images if evaluation is not None else (calib.images if calib else None)
-        stage(
-            f"exporting {Path(spec.checkpoint).name} to ONNX (opset {spec.opset}{', plugins' if spec.plugins else ''})"
-        )
-        res = export_onnx(
-            OnnxExportSpec(
-                spec.checkpoint, str(stage_dir / "model.onnx"), spec.opset, spec.plugins, parity_inputs=parity_images
-            )
-        )
-        produced["onnx"] = res.path
-        report["onnx_parity"] = {**res.parity, "data_dir": spec.eval_data or spec.calib_data}
-        report["onnx_nodes"] = res.nodes
-        timings.update({f"onnx_{k}": v for k, v in res.timings.items()})
-        if spec.int8:
-            from omsf2.export.quantize import QuantizeSpec, quantize_int8
-
-            if calib is None or evaluation is None:
-                raise ValueError("--int8 needs calibration and evaluation images")
-            flavours = tuple(t.flavour for t in targets if t.flavour)
-            stage(f"INT8: calibrating on {len(calib)} images ({spec.calib_method.value}), gating on {len(evaluation)}")
-            q = quantize_int8(
-                QuantizeSpec(
-                    str(res.path),
-                    str(stage_dir),
-                    calib,
-                    evaluation,
-                    spec.calib_method,
-                    spec.max_drop,
-                    spec.quantizer,
-                    flavours,
-                )
-            )
-            for t in targets:
-                if t.flavour in q.paths:
-                    produced[t.name] = q.paths[t.flavour]
-            report.update(q.report)
-            report["calibration"] = {
-                "data_dir": spec.calib_data,
-                "count": len(calib),
-                "per_class": calib.per_class(),
-                "method": spec.calib_method.value,
-            }
-            timings.update({f"int8_{k}": v for k, v in q.timings.items()})
-        if evaluation is not None:
-            report["eval_data"] = {
-                "data_dir": spec.eval_data,
-                "n": len(evaluation),
-                "per_class": evaluation.per_class(),
-            }
-        for t in targets:
-            if t.kind != "engine":
-                continue
-            from omsf2.export.tensorrt import EngineSpec, build_engine
-
-            if t.source is None:
-                raise ValueError(f"engine target {t.name} names no ONNX to build from")
-            stage(f"building {t.filename} (TensorRT, {t.precision})")
-            te = time.perf_counter()
-            engine_spec = EngineSpec(
-                batch=spec.batch,
-                precision=t.precision,
-                plugin_library=Path(spec.plugin_library) if spec.plugin_library else None,
-            )
-            if spec.via is EngineVia.TORCH_TENSORRT:
-                from omsf2.export.tensorrt import build_engine_torch_tensorrt
-
-                produced[t.name] = build_engine_torch_tensorrt(
-                    Path(spec.checkpoint), engine_spec, stage_dir / t.filename
-                )
-            else:
-                source = produced[t.source]
-                if t.precision == "fp16":
-                    # Strongly typed networks take precision from the graph: an FP16 engine needs
-                    # an FP16 ONNX (inputs and outputs stay float32).
-                    from omsf2.export.tensorrt import to_fp16_onnx
-
-                    source = to_fp16_onnx(source, stage_dir / "model.fp16.onnx")
-                produced[t.name] = build_engine(source, engine_spec, stage_dir / t.filename, onnx_report=report)
-            timings[f"{t.name}_s"] = time.perf_counter() - te
-        final: dict[str, Path] = {}
-        for name, path in produced.items():
-            final[name] = out / path.name
-        report["artifacts"] = {
-            name: {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
-            for name, path in produced.items()
-        }
-        timings["total_s"] = time.perf_counter() - t0
-        report["timings"] = timings
-        for path in stage_dir.iterdir():  # engines' manifests travel with them
-            if path.is_file():
-                os.replace(path, out / path.name)
-        write_json(out / REPORT, report)
-    except BaseException:
-        shutil.rmtree(stage_dir, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only if still empty: never delete what someone else put there
-        raise
-    shutil.rmtree(stage_dir, ignore_errors=True)
-    return ExportResult(out, final, report)
+    run = _Run(spec, targets, stage_dir, report, on_stage, calib, evaluation)
+    if calib is not None:
+        run.timings["load_images_s"] = time.perf_counter() - t0
+    for name in dict.fromkeys(t.stage for t in targets):
+        STAGES[name](run)
+    if evaluation is not None:
+        report["eval_data"] = {"data_dir": spec.eval_data, "n": len(evaluation), "per_class": evaluation.per_class()}
+    report["artifacts"] = {
+        name: {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        for name, path in run.produced.items()
+    }
+    # Every file staged ships (the FP16 ONNX an FP16 engine was built from, engine manifests) and is
+    # listed, so that the next export into OUT knows what it may remove.
+    report["files"] = sorted([*(p.name for p in stage_dir.iterdir() if p.is_file()), REPORT])
+    run.timings["total_s"] = time.perf_counter() - t0
+    report["timings"] = run.timings
+    return run

@@ -78,11 +78,51 @@ def test_engine_without_gpu_fails_early_with_how_to(tiny_ckpt, tmp_path, monkeyp
     assert not out.exists()
 
 
-def test_gate_failure_leaves_nothing(tiny_ckpt, phantoms64, tmp_path) -> None:
+def test_gate_failure_leaves_nothing(tiny_ckpt, phantoms64, tmp_path, monkeypatch) -> None:
+    import omsf2.export.gate as gate
+
+    real = gate.judge
+
+    def strict(labels, fp32_logits, logits, spec):  # a real verdict, then a flip counted against it
+        rec = real(labels, fp32_logits, logits, spec)
+        return {**rec, "passed": False, "failed_because": ["top-1 agreement forced to fail"]}
+
+    monkeypatch.setattr(gate, "judge", strict)
     out = tmp_path / "out"
-    res = run(*_int8_args(tiny_ckpt, phantoms64 / "train", phantoms64 / "val", out), "--calib-count", 64, "--max-drop",
-              -100)  # fmt: skip
+    res = run(*_int8_args(tiny_ckpt, phantoms64 / "train", phantoms64 / "val", out), "--calib-count", 64,
+              "--no-mixed-precision")  # fmt: skip
     assert res.exit_code == 1 and "INT8 accuracy gate failed" in res.output and "percentile" in res.output
+    assert "--mixed-precision" in res.output and "Traceback" not in res.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--max-drop", "-1"], "--max-drop must be a number of accuracy points in [0, 100], got -1"),
+        (["--min-agreement", "1.5"], "--min-agreement must be a fraction in [0, 1]"),
+        (["--via", "torch-tensorrt"], "--via torch-tensorrt builds TensorRT engines; add --format engine"),
+        (["--sensitivity"], "--sensitivity ranks the layers INT8 hurts; add --int8"),
+        (
+            [
+                "--sensitivity",
+                "--int8",
+                "--calib-data",
+                ".",
+                "--eval-data",
+                ".",
+                "--quantizer",
+                "modelopt",
+                "--calib-method",
+                "max",
+            ],
+            "--sensitivity (like the mixed-precision search) needs onnxruntime's quantizer",
+        ),
+    ],
+)
+def test_options_refused_before_any_work(tiny_ckpt, tmp_path, args, needle) -> None:
+    out = tmp_path / "o"
+    assert_one_line_error(run("export", tiny_ckpt, "--out", out, *args), needle)
     assert not out.exists()
 
 

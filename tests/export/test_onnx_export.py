@@ -96,3 +96,30 @@ def test_expand_plugins_matches_the_reference_ops_on_odd_sizes() -> None:
 def test_bad_opset_is_a_value_error(tiny_ckpt, tmp_path) -> None:
     with pytest.raises(ValueError, match="opset must be one of 19-23"):
         OnnxExportSpec(str(tiny_ckpt), str(tmp_path / "x.onnx"), opset=17)
+
+
+def test_overflowing_logits_are_an_error_not_a_silent_export(tiny_ckpt, tmp_path) -> None:
+    from omsf2.models.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(tiny_ckpt)
+    name = next(k for k, v in ckpt["model"].items() if k.endswith("weight") and v.ndim == 4)
+    ckpt["model"][name] = torch.full_like(ckpt["model"][name], 3e38)  # finite, but the activations overflow
+    big = tmp_path / "big.pt"
+    save_checkpoint(big, ckpt)
+    with pytest.raises(ValueError, match="logits are not finite"):
+        export_onnx(OnnxExportSpec(str(big), str(tmp_path / "m.onnx")))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_calibration_set_hash_reaches_report_through_run_export(int8_export, phantoms64) -> None:
+    from omsf2.config import PreprocessSpec
+    from omsf2.export.calibration import CalibrationSpec, load_calibration
+    from omsf2.export.onnx import images_hash
+
+    rep = int8_export.report
+    classes = ("normal", "stage_I", "stage_II", "stage_III")
+    calib = load_calibration(CalibrationSpec(str(phantoms64 / "train"), 64), PreprocessSpec(size=(64, 64)), classes)
+    expected = images_hash(calib.paths)
+    assert rep["calibration"]["sha256"] == expected and rep["calibration_sha256"] == expected
+    other = images_hash(calib.paths[1:])
+    assert other != expected  # one image fewer is another calibration set

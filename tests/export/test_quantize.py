@@ -33,8 +33,12 @@ def test_both_flavours_are_written_linted_and_reported(int8_export) -> None:
     assert any(u8_inits[n.input[2]].dtype == np.uint8 for n in u8.graph.node if n.op_type == "QuantizeLinear")
     for key in ("int8", "int8_cpu"):
         keys = {"method", "calib_count", "fp32_accuracy", "int8_accuracy", "accuracy_drop", "top1_agreement"}
+        keys |= {"top1_agreement_ci95", "accuracy_drop_ci95", "min_agreement", "eval_mode", "float_groups"}
         assert keys | {"fp32_macro_f1", "int8_macro_f1"} <= set(rep[key])
-        assert rep[key]["calib_count"] == 64
+        assert rep[key]["calib_count"] == 64 and rep[key]["passed"]
+    assert rep["int8"]["eval_mode"] == "qdq-float" and rep["int8_cpu"]["eval_mode"] == "ort-integer"
+    assert rep["int8"]["weight_bits"] == 8 and rep["int8_cpu"]["weight_bits"] == 7
+    assert rep["int8_cpu"]["kernel_path"]["isa"] != "" and "onnxruntime" in rep["int8_cpu"]["kernel_path"]
     assert rep["eval_data"]["n"] == 16 and set(rep["artifacts"]) == {"onnx", "onnx_int8", "onnx_int8_cpu"}
     assert all(len(a["sha256"]) == 64 for a in rep["artifacts"].values())
 
@@ -78,11 +82,13 @@ def test_every_calibration_method_quantizes(method, sets, int8_export, tmp_path)
     assert lint_qdq(onnx.load(str(res.paths["int8"])), symmetric=True) == []
 
 
-def test_gate_failure_names_the_method_and_numbers(sets, int8_export, tmp_path) -> None:
+def test_negative_max_drop_and_bad_agreement_are_refused(sets, int8_export, tmp_path) -> None:
     calib, ev = sets
-    spec = QuantizeSpec(str(int8_export.artifacts["onnx"]), str(tmp_path), calib, ev, "max", -100.0, flavours=("int8",))
-    with pytest.raises(ValueError, match=r"INT8 accuracy gate failed .*'max'.*--max-drop -100"):
-        quantize_int8(spec)
+    src = str(int8_export.artifacts["onnx"])
+    with pytest.raises(ValueError, match=r"--max-drop must be .* \[0, 100\], got -1"):
+        QuantizeSpec(src, str(tmp_path), calib, ev, "max", -1.0)
+    with pytest.raises(ValueError, match="--min-agreement must be a fraction"):
+        QuantizeSpec(src, str(tmp_path), calib, ev, "max", 1.0, min_agreement=98.0)
 
 
 def test_spec_validation() -> None:

@@ -22,7 +22,7 @@ def _schemas(name: str) -> list[object]:
 
 def test_each_op_is_registered_once_under_one_namespace() -> None:
     pytest.importorskip("onnxscript")
-    from omsf2.export.plugins import translation_table
+    from omsf2.export.custom_ops import translation_table
 
     assert triton_ops() is triton_ops()
     table = translation_table()

@@ -1,0 +1,159 @@
+"""The INT8 accuracy gate: which kernels it runs on, what it measures, and how sure it is.
+
+An INT8 graph is only as good as the arithmetic that runs it, and that differs by consumer:
+
+- ``qdq-float``: onnxruntime with every graph optimisation off (``ORT_DISABLE_ALL``), so each
+  QuantizeLinear/DequantizeLinear is computed as the float op it is and no Q/DQ pair is fused
+  into an integer kernel. That is the graph's exact semantics, which TensorRT implements with
+  int8 arithmetic and int32 accumulation: the mode for ``model.int8.onnx``.
+- ``ort-integer``: onnxruntime's default optimisations fuse Q/DQ into its integer CPU kernels,
+  which is what a CPU deployment of ``model.int8-cpu.onnx`` runs. Those kernels depend on the
+  CPU (see :mod:`omsf2.export.qdq_rules` on u8s8 saturation without VNNI), so the gate records
+  the instruction set it ran on (:func:`kernel_path`).
+
+The gate holds a flavour to FP32 on labelled images by two numbers: the accuracy drop (points)
+and the top-1 agreement with FP32. On a few hundred images an unchanged accuracy can hide many
+flipped answers, so agreement is gated too. Each comes with a 95 % interval: Wilson for the
+agreement, a paired bootstrap for the drop (:mod:`omsf2.metrics`). The pass/fail decision uses
+the point estimates, as the thresholds were set on them; the intervals say how far to trust it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import math
+import platform
+from typing import Any
+
+import numpy as np
+
+from omsf2.metrics import paired_bootstrap_interval, wilson_interval
+
+DEFAULT_MAX_DROP = 1.0
+DEFAULT_MIN_AGREEMENT = 0.98
+CONFIDENCE = 0.95
+
+
+class EvalMode(str, enum.Enum):
+    """How onnxruntime runs a Q/DQ graph for the gate."""
+
+    QDQ_FLOAT = "qdq-float"  # ORT_DISABLE_ALL: Q/DQ as float ops, the graph's (and TensorRT's) semantics
+    ORT_INTEGER = "ort-integer"  # default optimisations: Q/DQ fused into onnxruntime's integer CPU kernels
+
+
+@dataclasses.dataclass(frozen=True)
+class GateSpec:
+    """Thresholds of the gate.
+
+    Attributes:
+        max_drop: accuracy points (0-100) a flavour may lose against FP32; at least 0.
+        min_agreement: least top-1 agreement with FP32, in [0, 1].
+    """
+
+    max_drop: float = DEFAULT_MAX_DROP
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_drop) and 0 <= self.max_drop <= 100):
+            raise ValueError(f"--max-drop must be a number of accuracy points in [0, 100], got {self.max_drop!r}")
+        if not (math.isfinite(self.min_agreement) and 0 <= self.min_agreement <= 1):
+            raise ValueError(f"--min-agreement must be a fraction in [0, 1], got {self.min_agreement!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of this machine (``/proc/cpuinfo``; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def kernel_path(flags: frozenset[str] | None = None) -> dict[str, Any]:
+    """Which u8s8 integer kernel onnxruntime's CPU provider uses here, and whether it can saturate.
+
+    Args:
+        flags: CPU feature flags (default: this machine's).
+
+    Returns:
+        ``{"machine", "isa", "u8s8_int16_saturation", "onnxruntime"}``; ``isa`` is one of
+        ``avx512-vnni``, ``avx-vnni``, ``avx512``, ``avx2``, ``sse4.1``, ``arm-dot``, ``arm`` or
+        ``unknown``.
+    """
+    f = cpu_flags() if flags is None else flags
+    machine = platform.machine().lower()
+    if "avx512_vnni" in f or "avx512vnni" in f:
+        isa, saturates = "avx512-vnni", False
+    elif "avx_vnni" in f:
+        isa, saturates = "avx-vnni", False
+    elif "avx512bw" in f:
+        isa, saturates = "avx512", True
+    elif "avx2" in f:
+        isa, saturates = "avx2", True
+    elif "sse4_1" in f:
+        isa, saturates = "sse4.1", True
+    elif "asimddp" in f:
+        isa, saturates = "arm-dot", False
+    elif machine in ("aarch64", "arm64"):
+        isa, saturates = "arm", False
+    else:
+        isa, saturates = "unknown", None
+    try:
+        import onnxruntime as ort
+
+        version = ort.__version__
+    except ImportError:  # pragma: no cover - the gate needs onnxruntime anyway
+        version = None
+    return {"machine": machine, "isa": isa, "u8s8_int16_saturation": saturates, "onnxruntime": version}
+
+
+def session(model: Any, mode: EvalMode, threads: int = 0) -> Any:
+    """An onnxruntime CPU session running ``model`` (ModelProto or path) the way ``mode`` says."""
+    from omsf2.export.onnx import ort_session
+
+    return ort_session(model, threads, disable_optimizations=mode is EvalMode.QDQ_FLOAT)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Top-1 agreement of two (N, K) logit arrays."""
+    return float((a.argmax(1) == b.argmax(1)).mean()) if len(a) else 1.0
+
+
+def judge(labels: np.ndarray, fp32_logits: np.ndarray, logits: np.ndarray, spec: GateSpec) -> dict[str, Any]:
+    """The gate's numbers for one flavour: drop and agreement with intervals, and the verdict.
+
+    Raises:
+        ValueError: non-finite logits (a broken graph, not an inaccurate one).
+    """
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("the INT8 graph produced non-finite logits (NaN or inf)")
+    n = len(labels)
+    fp_ok = fp32_logits.argmax(1) == labels
+    q_ok = logits.argmax(1) == labels
+    same = fp32_logits.argmax(1) == logits.argmax(1)
+    drop = 100.0 * float(fp_ok.mean() - q_ok.mean())
+    lo, hi = paired_bootstrap_interval(fp_ok.astype(np.float64) - q_ok, CONFIDENCE)
+    agree = float(same.mean())
+    a_lo, a_hi = wilson_interval(int(same.sum()), n, CONFIDENCE)
+    reasons = []
+    if drop > spec.max_drop + 1e-9:
+        reasons.append(f"accuracy drop {drop:.2f} points > --max-drop {spec.max_drop:g}")
+    if agree < spec.min_agreement - 1e-12:
+        reasons.append(f"top-1 agreement {100 * agree:.1f}% < --min-agreement {100 * spec.min_agreement:g}%")
+    return {
+        "accuracy_drop": drop,
+        "accuracy_drop_ci95": [100.0 * lo, 100.0 * hi],
+        "top1_agreement": agree,
+        "top1_agreement_ci95": [a_lo, a_hi],
+        "flipped": int((~same).sum()),
+        "max_drop": spec.max_drop,
+        "min_agreement": spec.min_agreement,
+        "passed": not reasons,
+        "failed_because": reasons,
+    }
