@@ -304,3 +304,67 @@ def test_repository_on_a_gpu_triton_server(bundle: Path, images, expected) -> No
     labels, probs, heat, hw = _infer(httpclient, url, images)
     _check(labels, probs, images, expected)
     assert heat.shape[0] == len(images) and len(hw) == len(images)
+
+
+def test_repository_python_models_run_in_a_real_tritonserver(
+    pytriton_bin: Path, bundle: Path, images, expected, tmp_path
+):
+    """The generated omsf2_preprocess / omsf2_postprocess load and run in the tritonserver PyTriton ships
+    (it has no onnxruntime backend, so the ONNX step between them runs here, as the ensemble would)."""
+    import onnxruntime as ort
+
+    from omsf2.export.triton_repo import TritonRepoSpec, write_triton_repo
+    from omsf2.runtime.bundle import load_bundle
+
+    repo = write_triton_repo(load_bundle(bundle), TritonRepoSpec(str(tmp_path / "repo")))
+    where = subprocess.run(
+        [str(pytriton_bin / "python"), "-c",
+         "import pathlib, sys, sysconfig, pytriton; from pytriton.utils.distribution import get_libs_path; "
+         "print(pathlib.Path(pytriton.__file__).parent / 'tritonserver'); print(get_libs_path()); "
+         "print(sysconfig.get_config_var('LIBDIR')); print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    dist, libs, libdir, pyver = where[:4]
+    server_dir = tmp_path / "tritonserver"
+    shutil.copytree(dist, server_dir, ignore=shutil.ignore_patterns("python_backend_stubs"))
+    stub = Path(dist) / "python_backend_stubs" / pyver / "triton_python_backend_stub"
+    shutil.copy(stub, server_dir / "backends" / "python" / "triton_python_backend_stub")
+    http, grpc = _free_ports(2)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(OMP_NUM_THREADS="1", PATH=f"{pytriton_bin}:{env['PATH']}", LD_LIBRARY_PATH=f"{libdir}:{libs}")
+    log = tmp_path / "tritonserver.log"
+    cmd = [str(server_dir / "bin" / "tritonserver"), f"--model-repository={repo.root}",
+           "--model-control-mode=explicit", "--load-model=omsf2_preprocess", "--load-model=omsf2_postprocess",
+           f"--backend-directory={server_dir / 'backends'}", "--http-address=127.0.0.1", f"--http-port={http}",
+           "--grpc-address=127.0.0.1", f"--grpc-port={grpc}", "--allow-metrics=false"]  # fmt: skip
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{http}")
+        deadline = time.monotonic() + 180
+        while not _ready(client, ("omsf2_preprocess", "omsf2_postprocess")):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        data = np.array([[p.read_bytes()] for p in images], dtype=np.object_)
+        inp = httpclient.InferInput("IMAGE_BYTES", list(data.shape), "BYTES")
+        inp.set_data_from_numpy(data)
+        pre = client.infer("omsf2_preprocess", [inp])
+        assert pre.as_numpy("original_hw").tolist() == [list(Image.open(p).size[::-1]) for p in images]
+        logits, _ = ort.InferenceSession(str(repo.root / "omsf2_onnx" / "1" / "model.onnx")).run(
+            None, {"image": pre.as_numpy("image")}
+        )
+        lg = httpclient.InferInput("logits", list(logits.shape), "FP32")
+        lg.set_data_from_numpy(logits)
+        post = client.infer("omsf2_postprocess", [lg])
+        labels = [b.decode() for b in post.as_numpy("label").reshape(-1)]
+        _check(labels, post.as_numpy("probabilities"), images, expected)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+
+
+def _ready(client, models) -> bool:
+    try:
+        return all(client.is_model_ready(m) for m in models)
+    except Exception:
+        return False
