@@ -296,14 +296,18 @@ def test_port_in_use_and_bad_bundle_are_one_line_errors(pytriton_bin: Path, bund
 
 
 @pytest.mark.needs_trt
-def test_repository_on_a_gpu_triton_server(bundle: Path, images, expected) -> None:
-    """Against NVIDIA's Triton container serving ``omsf2 bundle --triton`` (README): set OMSF2_TRITON_URL."""
-    url = os.environ.get("OMSF2_TRITON_URL")
-    if not url:
-        pytest.skip("set OMSF2_TRITON_URL=host:port (HTTP) of a tritonserver serving this bundle's repository")
+def test_repository_on_a_gpu_triton_server(images) -> None:
+    """NVIDIA's Triton container serving ``omsf2 bundle BUNDLE --triton REPO`` (README's docker command):
+    set OMSF2_TRITON_URL (HTTP host:port) and OMSF2_TRITON_BUNDLE (the bundle REPO was written from)."""
+    url, bundle = os.environ.get("OMSF2_TRITON_URL"), os.environ.get("OMSF2_TRITON_BUNDLE")
+    if not (url and bundle):
+        pytest.skip("set OMSF2_TRITON_URL=host:port and OMSF2_TRITON_BUNDLE=path of the served bundle")
+    preds = Predictor.from_bundle(bundle, backend="auto").predict(images)  # TensorRT, as the ensemble runs
     labels, probs, heat, hw = _infer(httpclient, url, images)
-    _check(labels, probs, images, expected)
-    assert heat.shape[0] == len(images) and len(hw) == len(images)
+    assert labels == [p.label for p in preds]
+    classes = list(preds[0].probabilities)
+    np.testing.assert_allclose(probs, [[p.probabilities[c] for c in classes] for p in preds], atol=1e-4)
+    assert heat.shape[0] == len(images) and hw.tolist() == [list(Image.open(p).size[::-1]) for p in images]
 
 
 def test_repository_python_models_run_in_a_real_tritonserver(
