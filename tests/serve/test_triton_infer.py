@@ -74,6 +74,18 @@ def test_infer_fn_splits_batches_and_answers_each_request_as_the_predictor(bundl
     assert all(o["heatmap"].shape[1:] == (1, 16, 16) for o in out)
 
 
+def test_infer_fn_reads_a_real_cr_dicom_from_bytes(bundle) -> None:
+    from pydicom.data import get_testdata_file
+
+    path = Path(get_testdata_file("RG1_UNCR.dcm"))
+    predictor = Predictor.from_bundle(bundle, backend="ort", threads=1)
+    (out,) = make_infer_fn(predictor)([{"IMAGE_BYTES": np.array([[path.read_bytes()]], dtype=np.object_)}])
+    (want,) = predictor.predict([path])
+    assert out["label"][0][0].decode() == want.label
+    np.testing.assert_allclose(out["probabilities"][0], list(want.probabilities.values()), atol=1e-6)
+    assert out["original_hw"][0].tolist() == list(want.heatmap.shape)
+
+
 def test_infer_fn_names_an_unreadable_file(bundle) -> None:
     infer = make_infer_fn(Predictor.from_bundle(bundle, backend="ort", threads=1))
     with pytest.raises(ValueError, match="cannot read"):

@@ -137,8 +137,9 @@ def _free_ports(n: int) -> list[int]:
 
 
 class Server:
-    def __init__(self, proc: subprocess.Popen, http: int, grpc: int, log: Path) -> None:
+    def __init__(self, proc: subprocess.Popen, http: int, grpc: int, log: Path, bundle: Path) -> None:
         self.proc, self.http, self.grpc, self.log = proc, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", log
+        self.bundle = bundle
 
     def group_alive(self) -> bool:
         try:
@@ -156,7 +157,7 @@ def _start(bin_dir: Path, bundle: Path, log: Path, *extra: str) -> Server:
            "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--threads", "1", *extra]  # fmt: skip
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = Server(proc, http, grpc, log)
+    server = Server(proc, http, grpc, log, bundle)
     client = httpclient.InferenceServerClient(server.http)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -210,6 +211,13 @@ def test_http_and_grpc_give_the_predictors_labels_and_probabilities(server, imag
     labels, probs, _, hw = _infer(mod, url, images)  # all files in one request
     _check(labels, probs, images, expected)
     assert len(hw) == len(images)
+    from pydicom.data import get_testdata_file
+
+    dcm = Path(get_testdata_file("RG1_UNCR.dcm"))  # a real 7 MB CR, sent as bytes
+    (want,) = Predictor.from_bundle(server.bundle, backend="ort", threads=1).predict([dcm])
+    labels, probs, _, hw = _infer(mod, url, [dcm])
+    assert labels == [want.label] and hw.tolist() == [list(want.heatmap.shape)]
+    np.testing.assert_allclose(probs[0], list(want.probabilities.values()), atol=1e-5)
 
 
 def test_an_unreadable_file_is_an_error_the_client_sees(server) -> None:
