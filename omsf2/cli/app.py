@@ -28,6 +28,7 @@ from rich.table import Table
 from omsf2._version import __version__
 from omsf2.cli.bundle import bundle_cmd
 from omsf2.cli.predict import predict_cmd
+from omsf2.cli.serve_triton import serve_triton_cmd
 from omsf2.config import (
     AugName,
     KernelBackend,
@@ -88,7 +89,14 @@ def _fail(msg: str, code: int = 1) -> typer.Exit:
 
 
 # optional module -> the extra that installs it, for "this command needs X" errors
-_EXTRAS = {"torch": "train", "onnx": "onnx", "onnxscript": "onnx", "onnxslim": "onnx", "onnxruntime": "runtime"}
+_EXTRAS = {
+    "pytriton": "triton-serve",
+    "torch": "train",
+    "onnx": "onnx",
+    "onnxscript": "onnx",
+    "onnxslim": "onnx",
+    "onnxruntime": "runtime",
+}
 
 
 def _message(e: BaseException) -> str:
@@ -628,6 +636,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(kernels_app, name="kernels")
 app.command("predict")(cli_errors(predict_cmd))
 app.command("bundle")(cli_errors(bundle_cmd))
+serve_app = typer.Typer(help="Serve a bundle: Triton Inference Server (PyTriton).", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+serve_app.command("triton")(cli_errors(serve_triton_cmd))
 
 
 def main() -> None:

@@ -23,6 +23,10 @@ def bundle_cmd(
     plugin_lib: Annotated[
         Path | None, typer.Option(help="libomsf2_plugins.so for engines built with --plugins.")
     ] = None,
+    triton: Annotated[
+        Path | None,
+        typer.Option(help="Also write a Triton Inference Server model repository (ONNX, engine, ensemble) here."),
+    ] = None,
 ) -> None:
     """Bundle an export: model files, manifest.json (metadata, sha256 of every file) and a README."""
     from omsf2.runtime.bundle import DEFAULT_INTENDED_USE, BundleSpec, make_bundle
@@ -38,7 +42,17 @@ def bundle_cmd(
         max_batch=max_batch,
         plugin_library=None if plugin_lib is None else str(plugin_lib),
     )
+    repo_spec = None
+    if triton is not None:
+        from omsf2.export.triton_repo import TritonRepoSpec
+
+        repo_spec = TritonRepoSpec(out=str(triton), max_batch=max_batch)  # checks the path before any work
     b = make_bundle(spec)
     files = sorted(b.metadata["files"])
     console.print(f"wrote bundle {b.root} ({len(files)} files: {', '.join(files)})")
     console.print(f"manifest sha256 {b.digest}")
+    if repo_spec is not None:
+        from omsf2.export.triton_repo import write_triton_repo
+
+        repo = write_triton_repo(b, repo_spec)
+        console.print(f"wrote Triton model repository {repo.root} (models: {', '.join(repo.models)})")
