@@ -94,6 +94,8 @@ def init(world: World, device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_
     if not torch.distributed.is_available():
         raise ValueError("this PyTorch build has no torch.distributed; train with one process")
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's object collectives use the current device
     kw: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
     torch.distributed.init_process_group(
         backend, rank=world.rank, world_size=world.size, timeout=datetime.timedelta(seconds=timeout_s), **kw

@@ -5,7 +5,8 @@ generator and torch's global RNG (dropout) from ``(seed, epoch)``; the data pipe
 randomness; mid-epoch checkpoints store the RNG states and the step reached. Resuming from any
 ``last.pt`` therefore replays exactly the steps an uninterrupted run takes (on the same device
 and thread count). Ctrl-C (or SIGTERM) is caught between steps: the state is saved to
-``last.pt`` and the run can be resumed; a second signal aborts at once.
+``last.pt`` and the run can be resumed; a second signal (after a grace of 2 s, see
+:mod:`omsf2.train.stop`) aborts at once.
 
 Under torchrun the same loop runs in every process (:mod:`omsf2.train.distributed` owns the
 ranks): each takes its slice of the global batch, DDP averages the gradients, the stop request
