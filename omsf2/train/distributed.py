@@ -348,7 +348,7 @@ def launch(nproc: int, argv: Sequence[str], nnodes: str = "1", rdzv_endpoint: st
         rdzv_endpoint: ``host:port`` of the rendezvous for several nodes; one node uses a free local port.
 
     Returns:
-        torchrun's exit code (0 when every process succeeded).
+        torchrun's exit code (0 when every process succeeded), 130 after a Ctrl-C.
     """
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
@@ -359,11 +359,14 @@ def launch(nproc: int, argv: Sequence[str], nnodes: str = "1", rdzv_endpoint: st
         cmd += ["--standalone", "--nnodes=1"]
     cmd += ["-m", "omsf2", *argv]
     proc = subprocess.Popen(cmd)  # the terminal's Ctrl-C reaches every rank through the process group
+    interrupted = False
     while True:
         try:
-            return proc.wait()
+            rc = proc.wait()
         except KeyboardInterrupt:
-            continue  # the ranks save and stop; wait for them
+            interrupted = True  # the ranks save and stop; wait for them
+            continue
+        return 130 if (interrupted and rc) else rc
 
 
 def launch_cli(nproc: int, argv: Sequence[str]) -> int:

@@ -231,6 +231,38 @@ def test_cli_nproc_runs_torchrun(synth_root: Path, tmp_path: Path) -> None:
     assert r.stdout.count("wrote ") == 1  # only rank 0 reports
 
 
+@pytest.mark.slow
+def test_terminal_ctrl_c_under_torchrun_saves_and_leaves_no_process(synth_root: Path, tmp_path: Path) -> None:
+    import time
+
+    from omsf2.models.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "omsf2", "train", "--nproc", "2", "--data", str(synth_root), "--out", str(out)]
+    cmd += ["--epochs", "6", "--batch-size", "4", "--img-size", "64", "--workers", "0"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    p = subprocess.Popen(
+        cmd, env={**env, "OMP_NUM_THREADS": "1"}, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        while not (out / "last.pt").exists() and time.monotonic() - t0 < TIMEOUT and p.poll() is None:
+            time.sleep(0.2)  # epoch 1 done
+        os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the launcher, torchrun and both ranks
+        _, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err[-3000:]
+    assert "interrupted; state saved: resume with" in err
+    with pytest.raises(ProcessLookupError):
+        os.killpg(p.pid, 0)  # no rank and no torchrun left behind
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["train_state"]["world_size"] == 2 and len(ck["rng_ranks"]) == 2
+    assert (ck["train_state"]["epoch"], ck["train_state"]["step"]) != (6, 0)  # stopped before the end
+
+
 def test_batch_size_must_split_over_the_processes(small_cfg: Any, tmp_path: Path, monkeypatch: Any) -> None:
     from omsf2.train import train
 
