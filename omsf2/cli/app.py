@@ -303,7 +303,8 @@ def train(
                 init=None if init is None else str(init),
                 sync_bn=sync_bn,
             )
-            result = train_run(cfg, out, rep, overwrite, dist_timeout)
+            dist = {"dist_timeout_s": dist_timeout} if world.distributed else {}  # only matters with several
+            result = train_run(cfg, out, rep, overwrite, **dist)
     if result.interrupted:
         hint = shlex.quote(str(result.out_dir / "last.pt"))
         msg = f"interrupted; state saved: resume with  omsf2 train --resume {hint}" if world.is_main else ""
