@@ -87,6 +87,18 @@ def world_from_env() -> World:
     return World(rank, size, local)
 
 
+def rank_device(device: torch.device, world: World) -> torch.device:
+    """The device of this rank: ``cuda:LOCAL_RANK`` for CUDA with several processes (one GPU each)."""
+    if device.type != "cuda" or not world.distributed:
+        return device
+    if device.index is not None:
+        raise ValueError(f"with several processes each uses cuda:LOCAL_RANK; pass --device cuda, not {device}")
+    n = torch.cuda.device_count()
+    if world.local_rank >= n:
+        raise ValueError(f"process {world.local_rank} on this node has no GPU: the node has {n}; start at most {n}")
+    return torch.device("cuda", world.local_rank)
+
+
 def init(world: World, device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     """Join the process group (gloo for CPU, NCCL for CUDA); nothing to do for one process."""
     if not world.distributed or torch.distributed.is_initialized():
@@ -262,13 +274,15 @@ class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
-            mom = 0.1 if self.momentum is None else self.momentum
             with torch.no_grad():
+                if self.num_batches_tracked is not None:
+                    self.num_batches_tracked.add_(1)
+                mom = self.momentum  # None: cumulative average, as BatchNorm2d
+                if mom is None:
+                    mom = 1.0 / float(self.num_batches_tracked) if self.num_batches_tracked is not None else 0.0
                 unbiased = var * n / (n - 1).clamp_min(1)
                 self.running_mean.mul_(1 - mom).add_(mean.detach() * mom)
                 self.running_var.mul_(1 - mom).add_(unbiased.detach() * mom)
-                if self.num_batches_tracked is not None:
-                    self.num_batches_tracked.add_(1)
         shape = (1, c, 1, 1)
         mean, var = mean.to(x.dtype), var.to(x.dtype)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)

@@ -162,9 +162,7 @@ class Trainer:
         self.rep: Reporter = reporter or LogReporter()
         self.stop = StopFlag()
         self.world = ddp.world_from_env()
-        self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda" and self.world.distributed and self.device.index is None:
-            self.device = torch.device("cuda", self.world.local_rank)  # one GPU per local rank
+        self.device = ddp.rank_device(resolve_device(cfg.device), self.world)
         self._resume = resume
         self._overwrite = overwrite
         self._any_world = resume_any_world

@@ -283,6 +283,21 @@ def test_sharding_covers_each_global_batch_once() -> None:
     assert list(val_shard(1, World(2, 3))) == []
 
 
+def test_rank_device_gives_each_process_its_gpu() -> None:
+    import torch
+
+    from omsf2.train.distributed import World, rank_device
+
+    cpu = torch.device("cpu")
+    assert rank_device(cpu, World(1, 2, 1)) == cpu
+    assert rank_device(torch.device("cuda", 3), World()) == torch.device("cuda", 3)  # one process: as asked
+    with pytest.raises(ValueError, match="pass --device cuda, not cuda:0"):
+        rank_device(torch.device("cuda", 0), World(0, 2, 0))
+    if torch.cuda.device_count() < 9:
+        with pytest.raises(ValueError, match="process 8 on this node has no GPU"):
+            rank_device(torch.device("cuda"), World(8, 9, 8))
+
+
 def test_world_from_env_rejects_nonsense(monkeypatch: Any) -> None:
     from omsf2.train.distributed import world_from_env
 
@@ -308,17 +323,19 @@ def test_launch_cli_drops_nproc_and_refuses_nesting(monkeypatch: Any) -> None:
         distributed.launch_cli(2, ["train"])
 
 
-def test_global_batchnorm_is_batchnorm_in_one_process() -> None:
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_global_batchnorm_is_batchnorm_in_one_process(momentum: float | None) -> None:
     import torch
 
     from omsf2.train.distributed import convert_global_bn
 
     torch.manual_seed(0)
-    ref = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3))
+    ref = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3, momentum=momentum))
     mine = convert_global_bn(copy.deepcopy(ref))
     x = torch.randn(4, 2, 9, 7, requires_grad=True) * 3 + 1
     for m in (ref, mine):
         m.train()
+        m(x.detach() * 0.5)  # a first step: running statistics move (cumulatively when momentum is None)
     y_ref, y = ref(x), mine(x)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     g_ref = torch.autograd.grad(y_ref.square().sum(), x)[0]
