@@ -193,6 +193,10 @@ def test_ctrl_c_on_one_rank_stops_all_and_the_resume_is_exact(synth_root: Path, 
     # Another number of processes is refused before any work (this test process is 1 rank).
     with pytest.raises(SettingError, match="saved by a run of 2 process"):
         resume(tmp_path / "part" / "last.pt")
+    # ... unless allowed: the batch order is kept, the per-rank random streams restart (not exact).
+    other = resume(tmp_path / "part" / "last.pt", out_dir=tmp_path / "one_process", resume_any_world=True)
+    assert not other.interrupted and len(other.history) == 2
+    assert json.loads((tmp_path / "one_process" / "metrics.json").read_text())["processes"] == 1
 
     res = _ranks(2, [json.dumps({"resume": str(tmp_path / "part" / "last.pt")})])
     assert all(r.returncode == 0 for r in res), res[0].stderr[-3000:] + res[1].stderr[-3000:]
