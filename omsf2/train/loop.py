@@ -161,6 +161,8 @@ class Trainer:
         self.out = Path(out_dir)
         self.rep: Reporter = reporter or LogReporter()
         self.stop = StopFlag()
+        if not dist_timeout_s > 0:
+            raise SettingError(f"the timeout between processes must be > 0 s, got {dist_timeout_s}", "dist_timeout")
         self.world = ddp.world_from_env()
         self.device = ddp.rank_device(resolve_device(cfg.device), self.world)
         self._resume = resume

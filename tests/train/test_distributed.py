@@ -277,6 +277,15 @@ def test_batch_size_must_split_over_the_processes(small_cfg: Any, tmp_path: Path
     assert not (tmp_path / "r").exists()  # refused before any work
 
 
+def test_timeout_must_be_positive(small_cfg: Any, tmp_path: Path) -> None:
+    from omsf2.config import SettingError
+    from omsf2.train import train
+
+    with pytest.raises(SettingError, match="must be > 0 s, got 0") as e:
+        train(small_cfg, tmp_path / "r", dist_timeout_s=0)
+    assert e.value.setting == "dist_timeout"
+
+
 def test_sharding_covers_each_global_batch_once() -> None:
     from omsf2.train.distributed import World, shard_batches, val_shard
 
