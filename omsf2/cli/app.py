@@ -10,6 +10,7 @@ libraries' own log output (pydicom, torch, ...) reaches the terminal only with `
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -62,6 +63,7 @@ kernels_app = typer.Typer(help="Fused kernels: check each backend against the re
 # Options that may differ when resuming: they do not change what the run computes (device aside,
 # whose exactness the resume docs qualify) or only extend it.
 RESUME_MAY_CHANGE = {"resume", "epochs", "workers", "out", "device", "overwrite"}
+RESUME_MAY_CHANGE |= {"nproc", "resume_any_world", "dist_timeout"}  # how many processes, not what they compute
 
 
 class _Console(Console):
@@ -235,10 +237,21 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace another run's best.pt, last.pt and metrics.json in OUT.")
     ] = False,
+    nproc: Annotated[int | None, typer.Option(help="Processes on this node, through torchrun (DDP).")] = None,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="BatchNorm over the global batch (DDP).")] = False,
+    resume_any_world: Annotated[
+        bool, typer.Option("--resume-any-world", help="Resume with another number of processes (not exact).")
+    ] = False,
+    dist_timeout: Annotated[float, typer.Option(help="Seconds a process waits for the others before failing.")] = 300.0,
 ) -> None:
     """Train an OMSF2 model; writes OUT/best.pt, OUT/last.pt and OUT/metrics.json."""
     from omsf2.cli.progress import RichReporter
+    from omsf2.train import distributed as ddp
+    from omsf2.train.reporter import LogReporter
 
+    if nproc is not None:  # re-run this command line in N processes under torch.distributed.run
+        raise typer.Exit(ddp.launch_cli(nproc, sys.argv[1:]))
+    world = ddp.world_from_env()  # under torchrun only rank 0 reports
     # Options typed on the command line (typer vendors click: compare the source by name).
     given = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"}
     if resume is not None:
@@ -246,12 +259,14 @@ def train(
         if fixed:
             opts = ", ".join("--" + n.replace("_", "-") for n in fixed)
             raise ValueError(f"--resume continues the saved run with its own settings; drop {opts}")
-    with RichReporter(console) as rep:
+    with RichReporter(console) if world.is_main else contextlib.nullcontext(LogReporter()) as rep:
         if resume is not None:
             from omsf2.train import resume as resume_run
 
             out_dir = out if "out" in given else None
-            result = resume_run(resume, out_dir, rep, epochs, device, workers, overwrite)
+            result = resume_run(
+                resume, out_dir, rep, epochs, device, workers, overwrite, resume_any_world, dist_timeout
+            )
         else:
             if data is None:
                 raise ValueError("--data is required (an image folder, a CheXpert folder or CSV, or 'synthetic')")
@@ -294,12 +309,17 @@ def train(
                 bap=not no_bap,
                 ckpt_every=ckpt_every,
                 init=None if init is None else str(init),
+                sync_bn=sync_bn,
             )
-            result = train_run(cfg, out, rep, overwrite)
+            dist = {"dist_timeout_s": dist_timeout} if world.distributed else {}  # only matters with several
+            result = train_run(cfg, out, rep, overwrite, **dist)
     if result.interrupted:
         hint = shlex.quote(str(result.out_dir / "last.pt"))
-        err.print(f"interrupted; state saved: resume with  omsf2 train --resume {hint}", highlight=False, markup=False)
+        msg = f"interrupted; state saved: resume with  omsf2 train --resume {hint}" if world.is_main else ""
+        err.print(msg, highlight=False, markup=False, end="\n" if msg else "")
         raise typer.Exit(130)
+    if not world.is_main:
+        return
     _print_metrics(result.best, f"best epoch {result.best_epoch} (val)")
     console.print(f"wrote {result.out_dir / 'best.pt'}, last.pt, metrics.json  ({result.wall_s:.0f}s)")
 

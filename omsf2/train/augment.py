@@ -27,8 +27,10 @@ the hard label.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -234,3 +236,22 @@ def _patch_shuffle(x: Tensor, a: Tensor, g: torch.Generator, grid: int = 4) -> T
     t = torch.stack(shuffled, 0).reshape(n, grid, grid, c, ph, pw).permute(0, 3, 1, 4, 2, 5)
     out[:, :, : ph * grid, : pw * grid] = t.reshape(n, c, ph * grid, pw * grid)
     return out
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with batch statistics but do not update their running ones.
+
+    Attention-guided views (zoomed crops, erased regions) are not what the model sees at
+    inference; letting them into the running statistics made validation swing wildly between
+    epochs. Momentum 0 keeps ``running = (1 - 0) * running``.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved, strict=True):
+            m.momentum = mom

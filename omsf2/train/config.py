@@ -55,6 +55,7 @@ class TrainConfig:
         ckpt_every: also write ``last.pt`` every N steps (0 = at epoch ends only).
         init: local weights to start from (omsf2 checkpoint or torchvision-style ResNet state dict).
         channels_last: NHWC memory format (faster convolutions on CPU and tensor cores).
+        sync_bn: BatchNorm statistics over the global batch when training with several processes.
     """
 
     data: DataSpec
@@ -91,6 +92,7 @@ class TrainConfig:
     ckpt_every: int = 0
     init: str | None = None
     channels_last: bool = True
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resize", parse_enum(ResizeMode, self.resize, "resize mode"))

@@ -5,7 +5,13 @@ generator and torch's global RNG (dropout) from ``(seed, epoch)``; the data pipe
 randomness; mid-epoch checkpoints store the RNG states and the step reached. Resuming from any
 ``last.pt`` therefore replays exactly the steps an uninterrupted run takes (on the same device
 and thread count). Ctrl-C (or SIGTERM) is caught between steps: the state is saved to
-``last.pt`` and the run can be resumed; a second signal aborts at once.
+``last.pt`` and the run can be resumed; a second signal (after a grace of 2 s, see
+:mod:`omsf2.train.stop`) aborts at once.
+
+Under torchrun the same loop runs in every process (:mod:`omsf2.train.distributed` owns the
+ranks): each takes its slice of the global batch, DDP averages the gradients, the stop request
+is agreed between steps, and only rank 0 writes. Whether to add an attention-guided view is
+drawn from ``(seed, epoch, step)``, not from a rank's stream, so every rank runs the same graph.
 
 Progress goes to a :class:`Reporter` so that the library never prints: the CLI passes a rich
 progress bar, the default logs.
@@ -16,18 +22,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from omsf2.config import OptimizerName, PreprocessSpec, ScheduleName, Task
+from omsf2.config import OptimizerName, PreprocessSpec, ScheduleName, SettingError, Task
 from omsf2.data.datasets import LabeledSet, load_split
 from omsf2.data.loader import BatchSource, epoch_order, open_source
 from omsf2.evaluate import compute_metrics, predict_logits, resolve_device
@@ -40,12 +43,13 @@ from omsf2.models.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from omsf2.train.augment import apply_attention_aug, geometric, intensity
+from omsf2.train import distributed as ddp
+from omsf2.train.augment import apply_attention_aug, frozen_bn_stats, geometric, intensity
 from omsf2.train.config import TrainConfig
 from omsf2.train.losses import CenterLoss, soft_distance, task_loss
 from omsf2.train.reporter import LogReporter, Reporter
-from omsf2.train.rundir import claim_run_dir
 from omsf2.train.state import RunState
+from omsf2.train.stop import StopFlag
 
 __all__ = [
     "LogReporter",
@@ -83,8 +87,8 @@ class TrainResult:
     wall_s: float
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0].item())
+def _epoch_seed(seed: int, *keys: int) -> int:
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0].item())
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -99,53 +103,6 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     if cfg.schedule is ScheduleName.STEP:
         return cfg.lr * cfg.step_gamma ** ((step // steps_per_epoch) // cfg.step_epochs)
     return cfg.lr
-
-
-class _StopFlag:
-    """SIGINT or SIGTERM -> flag checked between steps; a second signal raises KeyboardInterrupt."""
-
-    def __init__(self) -> None:
-        self.set = False
-
-    def request(self) -> None:
-        self.set = True
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.set:
-                raise KeyboardInterrupt
-            self.set = True
-
-        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, h in old.items():
-                signal.signal(sig, h)
-
-
-@contextlib.contextmanager
-def frozen_bn_stats(model: torch.nn.Module) -> Iterator[None]:
-    """BatchNorm layers normalise with batch statistics but do not update their running ones.
-
-    Attention-guided views (zoomed crops, erased regions) are not what the model sees at
-    inference; letting them into the running statistics made validation swing wildly between
-    epochs. Momentum 0 keeps ``running = (1 - 0) * running``.
-    """
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, mom in zip(bns, saved, strict=True):
-            m.momentum = mom
 
 
 def _monitor(task: Task, metrics: dict[str, Any], val_loss: float) -> tuple[float, float]:
@@ -174,6 +131,7 @@ class _Parts:
     mean: torch.Tensor
     std: torch.Tensor
     aug_gen: torch.Generator
+    fwd: torch.nn.Module  # the training forward (in DDP when distributed)
 
 
 class Trainer:
@@ -185,6 +143,8 @@ class Trainer:
         reporter: progress sink.
         resume: a ``last.pt`` (or any omsf2 checkpoint with training state) to continue.
         overwrite: replace another run's files in ``out_dir`` instead of refusing.
+        resume_any_world: resume with another number of processes than the run saved (not exact).
+        dist_timeout_s: how long a rank waits for the others before giving up.
     """
 
     def __init__(
@@ -194,14 +154,21 @@ class Trainer:
         reporter: Reporter | None = None,
         resume: dict[str, Any] | None = None,
         overwrite: bool = False,
+        resume_any_world: bool = False,
+        dist_timeout_s: float = ddp.DEFAULT_TIMEOUT_S,
     ) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.rep: Reporter = reporter or LogReporter()
-        self.stop = _StopFlag()
-        self.device = resolve_device(cfg.device)
+        self.stop = StopFlag()
+        if not dist_timeout_s > 0:
+            raise SettingError(f"the timeout between processes must be > 0 s, got {dist_timeout_s}", "dist_timeout")
+        self.world = ddp.world_from_env()
+        self.device = ddp.rank_device(resolve_device(cfg.device), self.world)
         self._resume = resume
         self._overwrite = overwrite
+        self._any_world = resume_any_world
+        self._timeout = dist_timeout_s
 
     def request_stop(self) -> None:
         """Stop after the current step and save a resumable ``last.pt`` (what Ctrl-C does)."""
@@ -216,11 +183,15 @@ class Trainer:
         interrupted = stopped_early = False
         if self.cfg.init and not self._resume and not Path(self.cfg.init).is_file():
             raise ValueError(f"init weights '{self.cfg.init}' do not exist")  # before any work
-        with claim_run_dir(self.out, st.run_id, self._overwrite):
+        self._check_world(st)
+        ddp.init(self.world, self.device, self._timeout)
+        with contextlib.ExitStack() as stack:
+            stack.callback(ddp.shutdown)
+            stack.enter_context(ddp.claimed_on_main(self.world, self.device, self.out, st.run_id, self._overwrite))
             p = self._setup()
             self._restore(p)
             self.rep.on_start(self._info(p, st))
-            rng = self._resume.get("rng") if (self._resume and st.step) else None
+            rng = self._rank_rng() if (self._resume and st.step) else None
             with self.stop.installed():
                 while st.epoch < self.cfg.epochs:
                     te = time.perf_counter()
@@ -239,6 +210,25 @@ class Trainer:
         return TrainResult(self.out, st.best_epoch, st.best_metrics, st.history, interrupted, stopped_early, wall)
 
     # -- set-up and restore ------------------------------------------------------------------------
+    def _check_world(self, st: RunState) -> None:
+        """A resume keeps its number of processes (unless allowed); the global batch splits over them."""
+        n = self.world.size
+        if self._resume and st.world_size != n and not self._any_world:
+            raise SettingError(
+                f"the checkpoint was saved by a run of {st.world_size} process(es), this one has {n}: "
+                "the resume would not be exact; use the same number or allow another one",
+                "resume_any_world",
+            )
+        st.world_size = n
+        if self.world.distributed:
+            ddp.check_batch_size(self.cfg.batch_size, self.world)
+
+    def _rank_rng(self) -> dict[str, Any] | None:
+        """This rank's saved RNG states (None: saved by another number of processes)."""
+        ck = self._resume or {}
+        ranks = ck.get("rng_ranks") or [ck.get("rng")]
+        return ranks[self.world.rank] if len(ranks) == self.world.size else None
+
     def _load_data(self) -> tuple[LabeledSet, LabeledSet]:
         train = load_split(self.cfg.data, "train")
         val = load_split(self.cfg.data, "val")
@@ -296,6 +286,8 @@ class Trainer:
         if cfg.center_loss > 0 and task is not Task.MULTICLASS:
             raise ValueError("the centre loss needs one label per image (multi-class data)")
         model.to(dev)
+        if cfg.sync_bn:
+            ddp.sync_batchnorm(model, dev)  # replaces the BatchNorm children in place
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs lack it
         center = CenterLoss(model.num_classes, model.head.num_features).to(dev) if cfg.center_loss > 0 else None
@@ -314,6 +306,7 @@ class Trainer:
             amp_dtype if use_amp else None, train_src, self._source(val_ds, pre, "val"),
             len(train_src) // cfg.batch_size, weights,
             torch.tensor(pre.mean * reps[0]), torch.tensor(pre.std * reps[1]), torch.Generator(),
+            ddp.wrap(ddp.TrainForward(model, center), self.world, dev),
         )  # fmt: skip
 
     def _restore(self, p: _Parts) -> None:
@@ -337,6 +330,7 @@ class Trainer:
             "epochs": self.cfg.epochs,
             "start_epoch": st.epoch + 1,
             "steps_per_epoch": p.steps,
+            "processes": self.world.size,
         }
 
     # -- one epoch ---------------------------------------------------------------------------------
@@ -350,33 +344,43 @@ class Trainer:
             return
         st.loss_sum, st.loss_n = 0.0, 0
         es = _epoch_seed(self.cfg.seed, st.epoch)
-        torch.manual_seed(es + 1)
-        p.aug_gen.manual_seed(es + 2)
+        torch.manual_seed(ddp.rank_seed(es + 1, self.world.rank))  # dropout differs between ranks
+        p.aug_gen.manual_seed(ddp.rank_seed(es + 2, self.world.rank))
 
     def _train_epoch(self, p: _Parts, st: RunState, rng: dict[str, Any] | None) -> bool:
         """Run the steps of epoch ``st.epoch`` from ``st.step``; False when a stop was requested."""
         cfg = self.cfg
         gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, st.epoch))
-        order = epoch_order(len(p.train_src), cfg.batch_size, gen, p.weights)
+        order = epoch_order(len(p.train_src), cfg.batch_size, gen, p.weights)  # the same on every rank
+        if self.world.distributed:
+            order = ddp.shard_batches(order, self.world)
         self._seed_epoch(p, st, rng)
         self.rep.on_epoch_start(st.epoch + 1, p.steps, st.step)
         p.model.train()
         for batch in p.train_src.batches(order[st.step :]):
-            if self.stop.set:
+            if self._stop_agreed():
                 return False
             lr = lr_at(cfg, st.epoch * p.steps + st.step, p.steps)
             for gr in p.opt.param_groups:
                 gr["lr"] = lr
-            loss = self._step(p, batch)
+            loss = ddp.mean_over_ranks(
+                self._step(p, batch, _epoch_seed(cfg.seed, st.epoch, st.step)), self.world, self.device
+            )
             st.loss_sum += loss
             st.loss_n += 1
             st.step += 1
             self.rep.on_step(st.epoch + 1, st.step, loss, lr)
             if cfg.ckpt_every and st.step % cfg.ckpt_every == 0 and st.step < p.steps:
                 self._save_last(p, st)
-        return not self.stop.set
+        return not self._stop_agreed()
 
-    def _step(self, p: _Parts, batch: Any) -> float:
+    def _stop_agreed(self) -> bool:
+        """Whether a stop was requested on any rank (then every rank stops at this step)."""
+        if ddp.any_true(self.stop.set, self.world, self.device):
+            self.stop.request()
+        return self.stop.set
+
+    def _step(self, p: _Parts, batch: Any, step_seed: int) -> float:
         cfg, dev = self.cfg, self.device
         g = p.aug_gen
         x = intensity(geometric(batch.x, cfg.aug, g), p.mean, p.std, cfg.aug, g)
@@ -386,23 +390,24 @@ class Trainer:
         y = batch.y.to(dev)
         mask = None if batch.mask is None else batch.mask.to(dev)
         ctx = torch.autocast(dev.type, dtype=p.amp_dtype) if p.amp_dtype else contextlib.nullcontext()
-        with ctx:
-            out = p.model.forward_train(x)
-            loss = task_loss(out.logits.float(), y, mask, p.task, cfg.label_smoothing)
-            if p.center is not None:
-                loss = loss + cfg.center_loss * p.center(out.features, y)
-        _check_finite(loss)  # before the attention view, whose sampling chokes on NaN maps
-        names = cfg.aug.attention
-        # Draw whether (and which) attention view to add, always consuming the generator the same way.
-        draw = torch.rand(2, generator=g)
+        names, view = cfg.aug.attention, None
+        # Whether (and which) attention view to add: from (seed, epoch, step), the same on every rank.
+        draw = torch.rand(2, generator=torch.Generator().manual_seed(step_seed))
         if names and float(draw[0]) < cfg.aug.attention_prob:
             name = names[int(draw[1] * len(names)) % len(names)]
-            xa = apply_attention_aug(name, x, out.attention, g)
-            with ctx, frozen_bn_stats(p.model):
-                out_a = p.model.forward_train(xa)
-                la = out_a.logits.float()
-                loss = loss + cfg.aug_ce * task_loss(la, y, mask, p.task, cfg.label_smoothing)
-                loss = loss + cfg.soft_distance * soft_distance(out.logits, la, p.task)
+
+            def view(xr: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+                _check_finite(att.detach().sum())  # the view's sampling chokes on NaN maps
+                return apply_attention_aug(name, xr, att, g)
+
+        with ctx:
+            logits, la, closs = p.fwd(x, y, view)  # one DDP forward: the raw and the attention-guided pass
+            loss = task_loss(logits.float(), y, mask, p.task, cfg.label_smoothing)
+            if closs is not None:
+                loss = loss + cfg.center_loss * closs
+            if la is not None:
+                loss = loss + cfg.aug_ce * task_loss(la.float(), y, mask, p.task, cfg.label_smoothing)
+                loss = loss + cfg.soft_distance * soft_distance(logits, la.float(), p.task)
         p.opt.zero_grad(set_to_none=True)
         p.scaler.scale(loss).backward()
         if cfg.clip_grad > 0:
@@ -416,7 +421,13 @@ class Trainer:
     def _validate(self, p: _Parts, st: RunState, t_epoch: float) -> _Validation:
         cfg = self.cfg
         self.rep.on_task("validating", len(p.val_src))
-        logits = predict_logits(p.model, p.val_src, max(64, cfg.batch_size), self.device, self.rep.on_advance)
+        bs = max(64, cfg.batch_size)
+        if self.world.distributed:  # each rank predicts a shard; the logits of the whole split are gathered
+            logits = ddp.sharded_logits(
+                p.model, lambda i: next(p.val_src.batches([i])).x, len(p.val_src), bs, self.world, self.device
+            )
+        else:
+            logits = predict_logits(p.model, p.val_src, bs, self.device, self.rep.on_advance)
         metrics = compute_metrics(p.task, p.val_src, logits, p.train_ds.classes)
         val_loss = float(task_loss(torch.from_numpy(logits), p.val_src.y, p.val_src.mask, p.task))
         record = {
@@ -441,7 +452,8 @@ class Trainer:
         if improved:
             st.best_key, st.best_epoch = key, st.epoch
             st.best_metrics = {**v.metrics, "epoch": st.epoch, "val_loss": v.val_loss}
-            save_checkpoint(self.out / "best.pt", self._payload(p, st, full=False))
+            if self.world.is_main:
+                save_checkpoint(self.out / "best.pt", self._payload(p, st, full=False))
         self._save_last(p, st)
         self.rep.on_epoch_end({**v.record, "best_epoch": st.best_epoch, "improved": improved})
         self._write_metrics(p, st, False, False, t0)
@@ -462,16 +474,24 @@ class Trainer:
             out["scaler"] = p.scaler.state_dict()
             if p.center is not None:
                 out["center"] = p.center.state_dict()
-            out["rng"] = {"torch": torch.get_rng_state(), "aug": p.aug_gen.get_state()}
+            rng = {"torch": torch.get_rng_state(), "aug": p.aug_gen.get_state()}
             if self.device.type == "cuda":
-                out["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+                rng["cuda"] = torch.cuda.get_rng_state(self.device)
+            ranks = ddp.gather_objects(rng, self.world)  # every rank's streams, for an exact resume
+            out["rng"] = ranks[0]
+            if self.world.distributed:
+                out["rng_ranks"] = ranks
             out["train_state"] = st.to_dict()
         return out
 
     def _save_last(self, p: _Parts, st: RunState) -> None:
-        save_checkpoint(self.out / "last.pt", self._payload(p, st, full=True))
+        payload = self._payload(p, st, full=True)  # on every rank: it gathers their RNG states
+        if self.world.is_main:
+            save_checkpoint(self.out / "last.pt", payload)
 
     def _write_metrics(self, p: _Parts, st: RunState, interrupted: bool, stopped_early: bool, t0: float) -> None:
+        if not self.world.is_main:
+            return
         write_json(
             self.out / "metrics.json",
             {
@@ -485,6 +505,7 @@ class Trainer:
                 "val_size": len(p.val_ds),
                 "device": str(self.device),
                 "torch_threads": torch.get_num_threads(),
+                "processes": self.world.size,
                 "best_epoch": st.best_epoch,
                 "best": st.best_metrics,
                 "history": st.history,
@@ -512,14 +533,19 @@ def _check_finite(loss: torch.Tensor) -> float:
 
 
 def train(
-    cfg: TrainConfig, out_dir: str | Path, reporter: Reporter | None = None, overwrite: bool = False
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    reporter: Reporter | None = None,
+    overwrite: bool = False,
+    dist_timeout_s: float = ddp.DEFAULT_TIMEOUT_S,
 ) -> TrainResult:
     """Train a new model per ``cfg``, writing ``best.pt``, ``last.pt`` and ``metrics.json`` to ``out_dir``.
 
     ``out_dir`` is checked and locked before any work; it may not hold another run's files
-    unless ``overwrite``.
+    unless ``overwrite``. Under torchrun every process calls this; ``dist_timeout_s`` bounds
+    how long one waits for the others.
     """
-    return Trainer(cfg, out_dir, reporter, overwrite=overwrite).run()
+    return Trainer(cfg, out_dir, reporter, overwrite=overwrite, dist_timeout_s=dist_timeout_s).run()
 
 
 def resume(
@@ -530,6 +556,8 @@ def resume(
     device: str | None = None,
     workers: int | None = None,
     overwrite: bool = False,
+    resume_any_world: bool = False,
+    dist_timeout_s: float = ddp.DEFAULT_TIMEOUT_S,
 ) -> TrainResult:
     """Continue a run from its ``last.pt`` with the configuration stored in it.
 
@@ -541,6 +569,8 @@ def resume(
         device: override the device (exactness holds only on the same device).
         workers: override the loader workers (does not affect results).
         overwrite: replace another run's files in ``out_dir`` instead of refusing.
+        resume_any_world: allow another number of processes than the run saved (not exact).
+        dist_timeout_s: how long a rank waits for the others.
     """
     ckpt = load_checkpoint(path)
     if "train_state" not in ckpt or "optimizer" not in ckpt:
@@ -556,4 +586,5 @@ def resume(
     if workers is not None:
         changes["workers"] = workers
     cfg = dataclasses.replace(cfg, **changes)
-    return Trainer(cfg, out_dir or Path(path).parent, reporter, resume=ckpt, overwrite=overwrite).run()
+    out = out_dir or Path(path).parent
+    return Trainer(cfg, out, reporter, ckpt, overwrite, resume_any_world, dist_timeout_s).run()

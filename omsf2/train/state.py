@@ -21,6 +21,7 @@ class RunState:
         best_metrics: validation metrics of ``best.pt``.
         loss_sum: running train loss of the epoch in progress (so a resume reports the same mean).
         loss_n: steps summed in ``loss_sum``.
+        world_size: processes the run trains with (a resume with another count is not exact).
     """
 
     run_id: str
@@ -32,6 +33,7 @@ class RunState:
     best_metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     loss_sum: float = 0.0
     loss_n: int = 0
+    world_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """Checkpoint form (tensors and plain types only)."""
@@ -53,4 +55,5 @@ class RunState:
             best_metrics=dict(d.get("best_metrics", {})),
             loss_sum=float(d.get("loss_sum", 0.0)),
             loss_n=int(d.get("loss_n", 0)),
+            world_size=int(d.get("world_size", 1)),
         )
