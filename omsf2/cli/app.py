@@ -11,23 +11,20 @@ libraries' own log output (pydicom, torch, ...) reaches the terminal only with `
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import shlex
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from omsf2._version import __version__
 from omsf2.cli.bundle import bundle_cmd
+from omsf2.cli.errors import VERBOSE, OwnRecordsOnly, cli_errors, console, err, fail
 from omsf2.cli.predict import predict_cmd
 from omsf2.cli.serve_triton import serve_triton_cmd
 from omsf2.config import (
@@ -37,7 +34,6 @@ from omsf2.config import (
     OptimizerName,
     ResizeMode,
     ScheduleName,
-    SettingError,
     Split,
     UncertainPolicy,
 )
@@ -66,86 +62,6 @@ RESUME_MAY_CHANGE = {"resume", "epochs", "workers", "out", "device", "overwrite"
 RESUME_MAY_CHANGE |= {"nproc", "resume_any_world", "dist_timeout"}  # how many processes, not what they compute
 
 
-class _Console(Console):
-    """Rich's console, except that a reader leaving early is a normal end, exit 0 (rich exits 1)."""
-
-    def on_broken_pipe(self) -> None:
-        """``omsf2 models | head -1``: what the reader read is complete; stop writing quietly."""
-        self.quiet = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        raise typer.Exit(0)
-
-
-console = _Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-_verbose = {"on": False}  # set by the root callback (-v)
-
-
-def _fail(msg: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-# optional module -> the extra that installs it, for "this command needs X" errors
-_EXTRAS = {
-    "pytriton": "triton-serve",
-    "torch": "train",
-    "onnx": "onnx",
-    "onnxscript": "onnx",
-    "onnxslim": "onnx",
-    "onnxruntime": "runtime",
-}
-
-
-def _message(e: BaseException) -> str:
-    msg = " ".join(str(e).split()) or type(e).__name__
-    if isinstance(e, MemoryError):
-        return f"out of memory ({type(e).__name__}: {msg[:200]}); use smaller sizes or batches"
-    if "out of memory" in msg.lower() and isinstance(e, RuntimeError):
-        return f"out of memory: {msg[:300]}; use smaller sizes or batches"
-    return msg
-
-
-def cli_errors(fn: F) -> F:
-    """Turn library errors into one line on stderr and exit code 1 (130 on Ctrl-C); ``-v`` adds the traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except BrokenPipeError:
-            console.on_broken_pipe()  # a write outside rich found the reader gone
-        except KeyboardInterrupt:
-            raise _fail("interrupted", 130) from None
-        except ModuleNotFoundError as e:  # an optional stack this command needs (torch without [train] ...)
-            root = (e.name or "").split(".")[0]
-            extra = _EXTRAS.get(root)
-            hint = f"pip install 'omsf2[{extra}]'" if extra else f"pip install {root}"
-            raise _fail(f"this command needs {root or 'a missing module'}, which is not installed ({hint})") from None
-        except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError, MemoryError) as e:
-            if _verbose["on"]:
-                err.print(escape("".join(traceback.format_exception(e))), highlight=False, end="")
-            msg = _message(e)
-            if isinstance(e, SettingError) and e.setting in kwargs:
-                msg += f" (--{e.setting.replace('_', '-')})"  # the library names its setting; the flag is ours
-            raise _fail(msg) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-class _OwnRecordsOnly(logging.Filter):
-    """Without -v the terminal shows omsf2's own warnings and errors, not the libraries' log output."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.name == "omsf2" or record.name.startswith("omsf2.")
-
-
 def _version(value: bool) -> None:
     if value:
         console.print(f"omsf2 {__version__}")
@@ -160,11 +76,11 @@ def main_callback(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:
     """OMSF2: stage pneumoconiosis on chest radiographs, from training to deployable artifacts."""
-    _verbose["on"] = verbose
+    VERBOSE["on"] = verbose
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     if not verbose:
-        handler.addFilter(_OwnRecordsOnly())
+        handler.addFilter(OwnRecordsOnly())
     root = logging.getLogger()
     for h in [h for h in root.handlers if getattr(h, "omsf2_cli", False)]:
         root.removeHandler(h)  # an earlier invocation's, in the same process (tests)
@@ -480,8 +396,6 @@ def kernels_check(
     iters: Annotated[int, typer.Option(min=1, help="Timed iterations per row.")] = 100,
 ) -> None:
     """Compare each op on each backend with the reference: max abs error, and on a GPU time and GB/s."""
-    import os
-
     if interpret:
         # Triton reads this once, when first imported; nothing has imported it yet in this process.
         os.environ["TRITON_INTERPRET"] = "1"
@@ -523,7 +437,7 @@ def kernels_check(
         )
     bad = [r for r in rows if r.status in ("MISMATCH", "error")]
     if bad:
-        raise _fail(f"{len(bad)} kernel check(s) failed: " + "; ".join(f"{r.op}/{r.backend}/{r.dtype}" for r in bad))
+        raise fail(f"{len(bad)} kernel check(s) failed: " + "; ".join(f"{r.op}/{r.backend}/{r.dtype}" for r in bad))
 
 
 @app.command()

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from omsf2.cli.errors import console
 
 
 def bundle_cmd(

@@ -25,10 +25,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from omsf2.cli.errors import console, err, fail
 from omsf2.data.io import IMAGE_SUFFIXES
 
-console = Console()
-err = Console(stderr=True)
 PROGRESS_AFTER = 8  # files; fewer finish before a bar would be useful
 
 
@@ -42,11 +41,6 @@ class Backend(str, enum.Enum):
     OPENVINO_INT8 = "openvino-int8"
     TENSORRT = "tensorrt"
     ORT_CUDA = "ort-cuda"
-
-
-def _fail(msg: str) -> typer.Exit:
-    err.print(f"[red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def collect_inputs(inputs: list[str]) -> list[str]:
@@ -74,16 +68,16 @@ def _check_output(path: Path | None, what: str, folder: bool = False) -> None:
         return
     if folder:
         if path.exists() and not path.is_dir():
-            raise _fail(f"{what} '{path}' exists and is not a folder")
+            raise fail(f"{what} '{path}' exists and is not a folder")
         parent = path if path.exists() else path.parent
     else:
         if path.is_dir():
-            raise _fail(f"{what} '{path}' is a folder; give a file path")
+            raise fail(f"{what} '{path}' is a folder; give a file path")
         parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not os.access(parent, os.W_OK):
-        raise _fail(f"{what} '{path}': '{parent}' is not writable")
+        raise fail(f"{what} '{path}': '{parent}' is not writable")
 
 
 def _open_predictor(model: Path, backend: str, threads: int, tmp: Path) -> Any:
@@ -92,9 +86,9 @@ def _open_predictor(model: Path, backend: str, threads: int, tmp: Path) -> Any:
     if model.is_dir():
         return Predictor.from_bundle(model, backend=backend, threads=threads)
     if not model.is_file():
-        raise _fail(f"--model '{model}' does not exist (a bundle folder, an export folder or a checkpoint)")
+        raise fail(f"--model '{model}' does not exist (a bundle folder, an export folder or a checkpoint)")
     if importlib.util.find_spec("torch") is None:
-        raise _fail(
+        raise fail(
             f"--model '{model}' is a checkpoint, which needs torch (pip install 'omsf2[train]'); "
             "without torch, predict from a bundle (omsf2 export CKPT --out EXPORT; omsf2 bundle EXPORT --out B)"
         )
@@ -165,17 +159,17 @@ def predict_cmd(
 ) -> None:
     """Predict the stage of radiographs: a table, optional JSON/CSV and heat-map overlays; exit 1 if any failed."""
     if batch is not None and batch < 1:
-        raise _fail(f"--batch must be at least 1, got {batch}")
+        raise fail(f"--batch must be at least 1, got {batch}")
     if threads < 0:
-        raise _fail(f"--threads must be 0 or more, got {threads}")
+        raise fail(f"--threads must be 0 or more, got {threads}")
     _check_output(overlay, "--overlay", folder=True)
     if overlay is not None and importlib.util.find_spec("matplotlib") is None:
-        raise _fail("--overlay needs matplotlib for its colormap (pip install matplotlib)")
+        raise fail("--overlay needs matplotlib for its colormap (pip install matplotlib)")
     _check_output(None if json_path is None else Path(json_path), "--json")
     _check_output(csv_path, "--csv")
     files = collect_inputs(inputs)
     if not files:
-        raise _fail("no input images (give files, folders with PNG/JPEG/DICOM files, or '-' for paths on stdin)")
+        raise fail("no input images (give files, folders with PNG/JPEG/DICOM files, or '-' for paths on stdin)")
     out = err if json_path == "-" else console
     with tempfile.TemporaryDirectory(prefix="omsf2-predict-") as tmp:
         predictor = _open_predictor(model, backend.value, threads, Path(tmp))
@@ -193,7 +187,7 @@ def predict_cmd(
     where = f"; overlays in {overlay}" if overlays else ""
     out.print(f"{len(results) - failed} of {len(results)} predicted with {predictor.backend}{where}")
     if failed:
-        raise _fail(f"{failed} file(s) could not be predicted (see the table)")
+        raise fail(f"{failed} file(s) could not be predicted (see the table)")
 
 
 def _run(predictor: Any, files: list[str], any_modality: bool, out: Console) -> list[Any]:
