@@ -21,6 +21,7 @@ from rich.table import Table
 from omsf2._version import __version__
 from omsf2.cli.bundle import bundle_cmd
 from omsf2.cli.predict import predict_cmd
+from omsf2.cli.serve import make_serve_app
 from omsf2.config import AugName, OptimizerName, ResizeMode, ScheduleName, UncertainPolicy
 from omsf2.export.quantize import CalibMethod, Quantizer
 from omsf2.export.targets import EngineVia, ExportFormat
@@ -496,6 +497,7 @@ def info() -> None:
 
 app.command("predict")(cli_errors(predict_cmd))
 app.command("bundle")(cli_errors(bundle_cmd))
+app.add_typer(make_serve_app(cli_errors), name="serve")
 
 
 def main() -> None:
