@@ -79,6 +79,8 @@ def dicom_cmd(
     events.addHandler(handler)
     events.setLevel(logging.INFO)
     events.propagate = False
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # the events say it; -v shows pynetdicom's own
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     try:
         serve_dicom(cfg)
     finally:

@@ -182,8 +182,8 @@ class Node:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *override: str) -> Node:
-        args = list(self.args)
-        for i in range(0, len(override), 2):  # "--forward", "X" replaces the option's value
+        args = self.args
+        for i in range(0, len(override), 2):  # "--forward", "X" replaces the option's value from now on
             args[args.index(override[i]) + 1] = override[i + 1]
         self._offset = self.log.stat().st_size if self.log.exists() else 0
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -307,7 +307,7 @@ def scanner_ae(ae_title: str = SCANNER_AE, extra_contexts: tuple[str, ...] = ())
     ae = AE(ae_title=ae_title)
     for uid in ("1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.1.1", *extra_contexts):
         ae.add_requested_context(uid)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
     return ae
 
 

@@ -154,8 +154,8 @@ def test_sigkill_after_ack_before_forward_delivers_once(pacs, node_factory, dico
     sender.start()
     kit.wait_for(lambda: len(node.events("received")) > n_received, 60, "a receipt")
     node.kill()
-    sender.join(60)
     node.start()
+    sender.join(60)
     assert kit.send(port, [*first, *second]) == [0] * 9
     everyone = [str(d.SOPInstanceUID) for d in [*first, *second]]
     kit.wait_for(lambda: len(list((spool / "delivered").glob("*.json"))) == 9, 180, "9 deliveries")
