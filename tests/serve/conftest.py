@@ -333,11 +333,13 @@ def send(port: int, datasets: list[Any], ae_title: str = SCANNER_AE) -> list[int
         return out
 
 
-def load_scenario(port: int, orthanc: Orthanc, node: Node, n: int = 200, scus: int = 4) -> dict[str, Any]:
-    """``scus`` scanners push ``n`` small DX images concurrently; waits for every delivery and measures."""
+def load_scenario(port: int, node: Node, n: int = 200, scus: int = 4, size: int = 96) -> dict[str, Any]:
+    """``scus`` scanners push ``n`` 16-bit DX images (about ``size`` px) concurrently; waits for every delivery."""
+    from pydicom.uid import generate_uid
+
     per = [list(range(i, n, scus)) for i in range(scus)]
-    studies = [f"1.2.826.0.1.3680043.8.498.77{k}" for k in range(10)]
-    datasets = [make_dx(phantom(96 + i % 7, 80 + i % 5, i), study=studies[i % 10]) for i in range(n)]
+    studies = [generate_uid() for _ in range(10)]
+    datasets = [make_dx(phantom(size + i % 7, size - 16 + i % 5, i), study=studies[i % 10]) for i in range(n)]
     errors: list[str] = []
 
     def push(idx: list[int]) -> None:
@@ -365,6 +367,7 @@ def load_scenario(port: int, orthanc: Orthanc, node: Node, n: int = 200, scus: i
         "uids": [str(d.SOPInstanceUID) for d in datasets],
         "images": n,
         "scus": scus,
+        "image_size": [size, size - 16],
         "send_s": round(sent_s, 3),
         "wall_s": round(last - first, 3),
         "images_per_s": round(n / (last - first), 3),
@@ -384,8 +387,8 @@ def _ts(event: dict[str, Any]) -> float:
 # ---------------------------------------------------------------------------- fixtures
 
 
-def make_tiny_bundle(root: Path) -> Path:
-    """An untrained omsf2_tiny at 64 px, exported to ONNX and bundled (the runtime tests' recipe)."""
+def make_tiny_bundle(root: Path, img_size: int = 64) -> Path:
+    """An untrained omsf2_tiny (64 px: the runtime tests' recipe), exported to ONNX and bundled."""
     import torch
 
     from omsf2 import create_model
@@ -396,14 +399,14 @@ def make_tiny_bundle(root: Path) -> Path:
     from omsf2.runtime.bundle import BundleSpec, make_bundle
 
     torch.manual_seed(0)
-    model = create_model("omsf2_tiny", img_size=64, num_classes=len(STAGES)).eval()
+    model = create_model("omsf2_tiny", img_size=img_size, num_classes=len(STAGES)).eval()
     save_checkpoint(
         root / "tiny.pt",
         {
             "model_config": model.cfg.to_dict(),
             "classes": list(STAGES),
             "task": "multiclass",
-            "preprocess": PreprocessSpec(size=(64, 64)).to_dict(),
+            "preprocess": PreprocessSpec(size=(img_size, img_size)).to_dict(),
             "model": model.state_dict(),
         },
     )

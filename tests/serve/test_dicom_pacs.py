@@ -252,7 +252,7 @@ def test_refused_and_reported_inputs_leave_the_node_serving(pacs, node_factory, 
 def test_load_four_scanners_200_images_one_sr_and_sc_each(pacs, node_factory, dicom_bundle, kit):
     orthanc, port = pacs
     node = node_factory(orthanc.forward, port).start()
-    result = kit.load_scenario(port, orthanc, node, n=200, scus=4)
+    result = kit.load_scenario(port, node, n=200, scus=4)
     assert result["errors"] == []
     assert node.terminate() == 0
     assert_one_result_each(orthanc, dicom_bundle, result["uids"])
