@@ -222,6 +222,7 @@ class DicomNode:
         )
         self.port = cfg.port
         self._server: Any = None
+        self._ae: Any = None
         self._arrived = threading.Event()
         self._produced = threading.Event()
         self._stopping = threading.Event()
@@ -260,6 +261,7 @@ class DicomNode:
             t.start()
             self._threads.append(t)
         handlers: list[Any] = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected)]
+        self._ae = ae
         self._server = ae.start_server((self.cfg.host, self.cfg.port), block=False, evt_handlers=handlers)
         self.port = int(self._server.server_address[1])
         emit(
@@ -278,12 +280,14 @@ class DicomNode:
     def stop(self) -> None:
         """Stop accepting, predict what was received, make a last delivery round, release the spool."""
         emit("stopping")
+        deadline = time.monotonic() + self.cfg.drain_timeout
         if self._server is not None:
-            self._server.shutdown()
+            self._server.shutdown()  # no new associations; the open ones finish what they send
+            while self._ae is not None and self._ae.active_associations and time.monotonic() < deadline:
+                time.sleep(0.05)
         self._stopping.set()
         self._arrived.set()
         self._produced.set()
-        deadline = time.monotonic() + self.cfg.drain_timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         st = self.spool.status()
