@@ -54,7 +54,8 @@ def dicom_cmd(
     if status is not None:
         _print_status(status)
         return
-    from omsf2.serve.dicom_node import Destination, JsonLineFormatter, NodeConfig, serve_dicom
+    from omsf2.serve.dicom_config import Destination, NodeConfig
+    from omsf2.serve.dicom_node import JsonLineFormatter, serve_dicom
 
     if model is None or forward is None:
         raise ValueError("--model and --forward are required (or --status SPOOL to inspect a spool)")

@@ -2,6 +2,7 @@
 
 Nothing is imported here eagerly: pynetdicom and highdicom load only when a node is built, so
 ``import omsf2.serve`` stays as light as ``import omsf2``. The DICOM node lives in
-``omsf2.serve.dicom_node`` (network and pipeline), ``omsf2.serve.dicom_spool`` (the on-disk queue
-that makes it lose nothing) and ``omsf2.serve.dicom_results`` (the SR and SC it sends back).
+``omsf2.serve.dicom_node`` (network and pipeline), ``omsf2.serve.dicom_config`` (its options and
+receipt checks), ``omsf2.serve.dicom_spool`` (the on-disk queue that makes it lose nothing) and
+``omsf2.serve.dicom_results`` (the SR and SC it sends back).
 """

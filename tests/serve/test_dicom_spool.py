@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from omsf2.cli.app import app
-from omsf2.serve.dicom_node import Destination, NodeConfig, pixel_problem
+from omsf2.serve.dicom_config import Destination, NodeConfig, pixel_problem
 from omsf2.serve.dicom_results import ModelInfo, build_sc, build_sr, read_stage, result_uids
 from omsf2.serve.dicom_spool import Spool, spool_status, valid_uid
 
