@@ -54,6 +54,7 @@ def _fail(msg: str, code: int = 1) -> typer.Exit:
 
 # optional module -> the extra that installs it, for "this command needs X" errors
 _EXTRAS = {"torch": "train", "onnx": "onnx", "onnxscript": "onnx", "onnxslim": "onnx", "onnxruntime": "runtime"}
+_EXTRAS |= {"pynetdicom": "dicom", "highdicom": "dicom"}
 
 
 def cli_errors(fn: F) -> F:

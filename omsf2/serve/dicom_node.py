@@ -459,6 +459,9 @@ def serve_dicom(cfg: NodeConfig, on_ready: Callable[[DicomNode], None] | None = 
     try:
         try:
             node.start()
+        except OSError as e:
+            node.stop()
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from e
         except BaseException:
             node.stop()
             raise

@@ -135,3 +135,16 @@ def test_sr_and_sc_round_trip_with_stable_uids(kit):
     sc = build_sc(ds, img, img[::-1].copy(), "stage_I", uids)
     assert sc.SOPInstanceUID == uids.sc and sc.pixel_array.shape == (40, 30, 3)
     assert sc.SeriesInstanceUID != sr.SeriesInstanceUID  # one series per modality
+
+
+def test_port_in_use_is_one_line_error(dicom_bundle, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        args = ["serve", "dicom", "--model", str(dicom_bundle), "--forward", "PACS@127.0.0.1:1", "--port", str(port)]
+        res = CliRunner().invoke(app, [*args, "--spool", str(tmp_path / "s"), "--log", str(tmp_path / "log")])
+    assert res.exit_code == 1
+    assert res.output.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
