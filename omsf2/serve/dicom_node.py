@@ -44,7 +44,6 @@ from omsf2.serve.dicom_config import (
 from omsf2.serve.dicom_spool import PendingResult, Spool
 
 events = logging.getLogger("omsf2.serve.dicom.events")
-log = logging.getLogger(__name__)
 
 
 class JsonLineFormatter(logging.Formatter):
