@@ -26,7 +26,7 @@ from omsf2._version import __version__
 from omsf2.cli.bundle import bundle_cmd
 from omsf2.cli.errors import VERBOSE, OwnRecordsOnly, cli_errors, console, err, fail
 from omsf2.cli.predict import predict_cmd
-from omsf2.cli.serve_triton import serve_triton_cmd
+from omsf2.cli.serve import make_serve_app
 from omsf2.config import (
     AugName,
     KernelBackend,
@@ -570,9 +570,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(kernels_app, name="kernels")
 app.command("predict")(cli_errors(predict_cmd))
 app.command("bundle")(cli_errors(bundle_cmd))
-serve_app = typer.Typer(help="Serve a bundle: Triton Inference Server (PyTriton).", no_args_is_help=True)
-app.add_typer(serve_app, name="serve")
-serve_app.command("triton")(cli_errors(serve_triton_cmd))
+app.add_typer(make_serve_app(cli_errors), name="serve")
 
 
 def main() -> None:

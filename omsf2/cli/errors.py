@@ -56,6 +56,8 @@ EXTRAS = {
     "onnxscript": "onnx",
     "onnxslim": "onnx",
     "onnxruntime": "runtime",
+    "pynetdicom": "dicom",
+    "highdicom": "dicom",
 }
 
 
