@@ -483,6 +483,9 @@ def info() -> None:
     console.print(table)
 
 
+import omsf2.cli.bench  # noqa: E402, F401  (registers `omsf2 bench`; it uses app, cli_errors and console above)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
