@@ -331,10 +331,14 @@ def demo(
     _print_metrics(res.test, "test split (held out)")
     if res.export is not None:
         _print_export(res.export)
+    if res.bench is not None:
+        from omsf2.cli.bench import print_results
+
+        print_results(res.bench.record, res.bench.rows)
     t = res.timings
     console.print(
         f"data {t['data_s']:.0f}s, train {t['train_s']:.0f}s, eval {t['eval_s']:.0f}s, "
-        f"export {t.get('export_s', 0):.0f}s, total {t['total_s']:.0f}s; "
+        f"export {t.get('export_s', 0):.0f}s, bench {t.get('bench_s', 0):.0f}s, total {t['total_s']:.0f}s; "
         f"run in {res.run_dir}"
     )
 
