@@ -130,3 +130,17 @@ def test_checkpoint_source_is_exported_into_out(bench_ckpt, tmp_path):
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert sorted({r["img_size"] for r in rows}) == [64, 96]
     assert all(r["status"] == "ok" for r in rows)
+
+
+def test_kernels_bench_runs_on_cpu_and_records(tmp_path):
+    out = tmp_path / "k"
+    res = runner.invoke(app, ["bench", "--kernels", "--device", "cpu", "--iters", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / "kernels.json").read_text())
+    assert record["device"] == "cpu"
+    assert {r["backend"] for r in record["rows"]} >= {"ref", "direct pools (torch)"}
+    assert all(r["status"] != "MISMATCH" for r in record["rows"])
+
+
+def test_kernels_takes_no_source(bench_export, tmp_path):
+    _fails([str(bench_export), "--kernels"], tmp_path / "o", "--kernels takes no SOURCE")
