@@ -130,6 +130,7 @@ class CeilingCall:
     call: Callable[[], object]
     macs: int
     library: str
+    precision: str = "fp32"
 
 
 def fp32_gemm(threads: int, n: int = GEMM_N) -> CeilingCall:
@@ -141,7 +142,7 @@ def fp32_gemm(threads: int, n: int = GEMM_N) -> CeilingCall:
     a = torch.randn(n, n, generator=gen)
     b = torch.randn(n, n, generator=gen)
     out = torch.empty(n, n)
-    return CeilingCall(FP32_CEILING, lambda: torch.mm(a, b, out=out), n**3, f"torch {torch.__version__} mm")
+    return CeilingCall(f"{FP32_CEILING}-torch", lambda: torch.mm(a, b, out=out), n**3, f"torch {torch.__version__} mm")
 
 
 def int8_gemm(threads: int, n: int = GEMM_N) -> CeilingCall:
@@ -170,16 +171,70 @@ def int8_gemm(threads: int, n: int = GEMM_N) -> CeilingCall:
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     feed = {"A": rng.integers(0, 256, (n, n), dtype=np.uint8)}
-    return CeilingCall(
-        INT8_CEILING, lambda: sess.run(None, feed), n**3, f"onnxruntime {ort.__version__} MatMulInteger u8s8"
-    )
+    lib = f"onnxruntime {ort.__version__} MatMulInteger u8s8"
+    return CeilingCall(f"{INT8_CEILING}-onnxruntime", lambda: sess.run(None, feed), n**3, lib, "int8")
+
+
+def _gemm_onnx(n: int, int8: bool) -> bytes:
+    """A float [n, n] input times a constant [n, n] weight; with ``int8`` both sides go through Q/DQ (S8S8)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).integers(-127, 128, (n, n), dtype=np.int8)
+    if int8:
+        inits = [numpy_helper.from_array(np.array(v, t), name) for v, t, name in (
+            (0.02, np.float32, "sa"), (0, np.int8, "za"), (0.01, np.float32, "sw"), (0, np.int8, "zw"))]  # fmt: skip
+        inits.append(numpy_helper.from_array(w, "Wq"))
+        nodes = [
+            helper.make_node("QuantizeLinear", ["A", "sa", "za"], ["Aq"]),
+            helper.make_node("DequantizeLinear", ["Aq", "sa", "za"], ["Ad"]),
+            helper.make_node("DequantizeLinear", ["Wq", "sw", "zw"], ["Wd"]),
+            helper.make_node("MatMul", ["Ad", "Wd"], ["Y"]),
+        ]
+    else:
+        inits = [numpy_helper.from_array(w.astype(np.float32), "W")]
+        nodes = [helper.make_node("MatMul", ["A", "W"], ["Y"])]
+    io = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in ("A", "Y")]
+    graph = helper.make_graph(nodes, "gemm", [io[0]], [io[1]], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]).SerializeToString()
+
+
+def openvino_gemm(threads: int, n: int, int8: bool) -> CeilingCall:
+    """An n x n x n GEMM through OpenVINO's CPU plugin (oneDNN brgemm; INT8 from a Q/DQ MatMul).
+
+    Raises:
+        ImportError: openvino or onnx is not installed.
+    """
+    import numpy as np
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    core = ov.Core()
+    model = core.read_model(_gemm_onnx(n, int8), b"")
+    cfg = {props.inference_num_threads: threads, hints.performance_mode: hints.PerformanceMode.LATENCY,
+           props.num_streams: 1, hints.inference_precision: ov.Type.f32}  # fmt: skip
+    req = core.compile_model(model, "CPU", cfg).create_infer_request()
+    req.set_input_tensor(ov.Tensor(np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)))
+    name = f"{INT8_CEILING if int8 else FP32_CEILING}-openvino"
+    lib = f"OpenVINO {ov.__version__.split('-')[0]} MatMul {'Q/DQ s8s8' if int8 else 'f32'}"
+    return CeilingCall(name, req.infer, n**3, lib, "int8" if int8 else "fp32")
 
 
 def ceiling_calls(threads: int, n: int = GEMM_N) -> tuple[list[CeilingCall], list[str]]:
-    """The FP32 and INT8 GEMMs this machine can run, and a note for each that it cannot."""
+    """The FP32 and INT8 GEMMs this machine can run (each library the backends use), and notes.
+
+    A precision's ceiling is the fastest of its libraries: the INT8 rate of onnxruntime's MLAS and of
+    OpenVINO's oneDNN differ by a large factor on the same CPU, and the machine's limit is the higher.
+    """
     calls, notes = [fp32_gemm(threads, n)], []
     try:
         calls.append(int8_gemm(threads, n))
     except ImportError as e:
-        notes.append(f"no INT8 ceiling: {e} (pip install 'omsf2[onnx]')")
+        notes.append(f"no onnxruntime INT8 ceiling: {e} (pip install 'omsf2[onnx]')")
+    for int8 in (False, True):
+        try:
+            calls.append(openvino_gemm(threads, n, int8))
+        except ImportError as e:
+            notes.append(f"no OpenVINO {'INT8' if int8 else 'FP32'} ceiling: {e} (pip install 'omsf2[openvino]')")
     return calls, notes

@@ -113,9 +113,14 @@ def measure_size(
         calls.update({c.name: c.call for c in ceilings.values()})
         say(f"timing {len(built)} backends and {len(ceilings)} ceilings at batch {batch}, {size} px")
         measured = interleaved_rounds(calls, spec.plan, on_round=on_round)
-        rates = {n: c.macs / (measured[n].stats.p50_ms / 1e3) for n, c in ceilings.items() if n in measured}
-        for n, v in rates.items():
+        by_call = {n: c.macs / (measured[n].stats.p50_ms / 1e3) for n, c in ceilings.items() if n in measured}
+        for n, v in by_call.items():
             result.ceilings.setdefault(n, []).append(v)
+        # Per precision, the fastest library's rate in these rounds: gemm-fp32, gemm-int8.
+        rates: dict[str, float] = {}
+        for n, v in by_call.items():
+            key = f"gemm-{ceilings[n].precision}"
+            rates[key] = max(rates.get(key, 0.0), v)
         for backend, artifact in plan.runnable:
             row = Row(backend.name, batch, size, precision=backend.precision, artifact=artifact, macs_per_image=macs)
             if backend.name in errors:
