@@ -28,7 +28,7 @@ from common import RESULTS, summarize
 REPO = Path(__file__).resolve().parents[1]
 OMSF2 = str(Path(sys.executable).with_name("omsf2"))
 DEMO = REPO / "runs" / "demo"
-CPU_BACKENDS = "torch,torch-compile,ort,ort-int8,ort-int8-trt,openvino,openvino-int8"
+CPU_BACKENDS = "torch,torch-compile,ort,ort-int8,ort-int8-trt,openvino,openvino-int8,openvino-bf16"
 
 
 def _random_checkpoint(model: str, size: int, path: Path) -> list[str]:

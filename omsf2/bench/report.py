@@ -72,7 +72,7 @@ def recommend(rows: list[Row], max_drop: float) -> list[dict[str, Any]]:
 
     A row qualifies when its measured ``accuracy_drop`` (points vs PyTorch FP32 on --eval-data, or
     the export gate's figure) is at most ``max_drop``; an FP32 row without accuracy figures
-    qualifies (the export checked its parity with PyTorch); an INT8 row without any does not.
+    qualifies (the export checked its parity with PyTorch); an INT8 or BF16 row without any does not.
     """
     out = []
     for key in dict.fromkeys((r.batch, r.img_size) for r in rows):
@@ -81,7 +81,7 @@ def recommend(rows: list[Row], max_drop: float) -> list[dict[str, Any]]:
             r
             for r in ok
             if (r.accuracy_drop is not None and r.accuracy_drop <= max_drop)
-            or (r.accuracy_drop is None and r.precision != "int8")
+            or (r.accuracy_drop is None and r.precision == "fp32")
         ]
         if not eligible:
             continue

@@ -193,6 +193,8 @@ class OrtTrtRunner(OrtRunner):
 class OpenVinoRunner:
     """OpenVINO's CPU plugin reading the ONNX, reshaped to the static batch, LATENCY hint, one stream."""
 
+    precision_hint = "f32"
+
     def __init__(self, ctx: Context, artifact: str | None) -> None:
         import openvino as ov
         import openvino.properties as props
@@ -203,19 +205,19 @@ class OpenVinoRunner:
         core = ov.Core()
         model = core.read_model(str(ctx.export_dir / artifact))
         model.reshape({0: [ctx.batch, ctx.channels, ctx.img_size, ctx.img_size]})
-        # f32 for what is not INT8: OpenVINO defaults to bf16 on CPUs with AVX512-BF16 or AMX, which
-        # would make the "FP32" row another precision and its agreement with PyTorch a different question.
+        # f32 for what is not INT8 unless asked: OpenVINO defaults to bf16 on CPUs with AVX512-BF16 or
+        # AMX, which would make the "FP32" row another precision; bf16 is its own row (openvino-bf16).
         config = {
             props.inference_num_threads: ctx.threads,
             hints.performance_mode: hints.PerformanceMode.LATENCY,
             props.num_streams: 1,
-            hints.inference_precision: ov.Type.f32,
+            hints.inference_precision: ov.Type.bf16 if self.precision_hint == "bf16" else ov.Type.f32,
         }
         if os.environ.get("OMSF2_BENCH_OV_PROFILE"):  # bench/profile_cpu.py: per-layer counters
             config[props.enable_profiling] = True
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.note = f"CPU plugin, {ctx.threads} threads, f32 outside INT8 layers"
+        self.note = f"CPU plugin, {ctx.threads} threads, {self.precision_hint} outside INT8 layers"
 
     def bind(self, x: np.ndarray) -> Any:
         """See :class:`Runner`."""
@@ -235,6 +237,12 @@ class OpenVinoRunner:
             (p.node_name, p.node_type, p.exec_type, p.real_time.total_seconds() * 1e3)
             for p in self.request.get_profiling_info()
         ]
+
+
+class OpenVinoBf16Runner(OpenVinoRunner):
+    """OpenVINO with bf16 inference precision (CPUs with AVX512-BF16 or AMX): its accuracy column decides."""
+
+    precision_hint = "bf16"
 
 
 # --------------------------------------------------------------------------- TensorRT
@@ -354,6 +362,7 @@ BACKENDS: tuple[Backend, ...] = (
         "onnxruntime running the TensorRT contract (S8S8 Q/DQ)",
     ),
     Backend("openvino", OpenVinoRunner, ("model.onnx",), "fp32", "cpu", ("openvino",), "OpenVINO FP32"),
+    Backend("openvino-bf16", OpenVinoBf16Runner, ("model.onnx",), "bf16", "cpu", ("openvino",), "OpenVINO BF16"),
     Backend(
         "openvino-int8", OpenVinoRunner, ("model.int8.onnx", "model.int8-cpu.onnx"), "int8", "cpu", ("openvino",),
         "OpenVINO INT8 (Q/DQ ONNX)",
@@ -403,6 +412,12 @@ def _cxx_compiler() -> str | None:
     return None
 
 
+def _has_bf16() -> bool:
+    from omsf2.bench.machine import cpu_flags
+
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def _cuda_visible() -> bool:
     try:
         import torch
@@ -431,6 +446,8 @@ def unavailable_reason(backend: Backend, export_dir: Path | None, planned: set[s
         return f"no {' or '.join(backend.artifacts)} in the export" + (
             " (export with --int8)" if backend.precision == "int8" and backend.device == "cpu" else ""
         )
+    if backend.precision == "bf16" and not _has_bf16():
+        return "this CPU has no bf16 instructions (AVX512-BF16 or AMX-BF16)"
     if backend.name == "torch-compile" and _cxx_compiler() is None:
         return "inductor needs a C++ compiler on the CPU (g++ or clang++); none on PATH"
     if backend.device == "cuda":

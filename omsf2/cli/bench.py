@@ -27,7 +27,7 @@ def bench(
         str | None,
         typer.Option(
             help="Comma-separated: torch, torch-compile, ort, ort-int8, ort-int8-trt, openvino, "
-            "openvino-int8, ort-cuda, ort-trt, tensorrt [default: every one this machine can run]."
+            "openvino-int8, openvino-bf16, ort-cuda, ort-trt, tensorrt [default: every one this machine can run]."
         ),
     ] = None,
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",

@@ -107,7 +107,7 @@ def test_default_backends_list_skipped_ones_with_reasons(bench_export, tmp_path,
     real = runners.unavailable_reason
 
     def fake(backend, *a):
-        if backend.name in ("torch-compile", "openvino", "openvino-int8", "ort-int8-trt", "torch"):
+        if backend.name in ("torch-compile", "openvino", "openvino-int8", "openvino-bf16", "ort-int8-trt", "torch"):
             return f"{backend.name} disabled in this test"
         return real(backend, *a)
 
