@@ -27,14 +27,14 @@ def bench(
         str | None,
         typer.Option(
             help="Comma-separated: torch, torch-compile, ort, ort-int8, ort-int8-trt, openvino, "
-            "openvino-int8, openvino-bf16, ort-cuda, ort-trt, tensorrt [default: every one this machine can run]."
+            "openvino-int8, openvino-bf16, ort-cuda, ort-trt, tensorrt (default: every one this machine can run)."
         ),
     ] = None,
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
     img_size: Annotated[
-        str | None, typer.Option(help="Square input sizes, comma-separated [default: the exported one].")
+        str | None, typer.Option(help="Square input sizes, comma-separated (default: the exported one).")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads per runtime [default: all cores].")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per runtime (default: all cores).")] = None,
     warmup_s: Annotated[float, typer.Option(help="Warm-up seconds per backend.")] = 2.0,
     duration_s: Annotated[float, typer.Option(help="Timed seconds per backend (over all rounds).")] = 10.0,
     iters: Annotated[int | None, typer.Option(help="Timed calls per backend instead of --duration-s.")] = None,
@@ -46,7 +46,7 @@ def bench(
         Path | None, typer.Option(help="With a checkpoint SOURCE: also export (and bench) the INT8 flavours.")
     ] = None,
     max_drop: Annotated[
-        float | None, typer.Option(help="Accuracy points a recommended backend may lose [default: the export gate's].")
+        float | None, typer.Option(help="Accuracy points a recommended backend may lose (default: the export gate's).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for results.json/csv/md, plots and exports.")] = Path("runs/bench"),
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw latency / batch PNGs (matplotlib).")] = True,
