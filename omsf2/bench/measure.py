@@ -122,7 +122,8 @@ def measure_size(
             key = f"gemm-{ceilings[n].precision}"
             rates[key] = max(rates.get(key, 0.0), v)
         for backend, artifact in plan.runnable:
-            row = Row(backend.name, batch, size, precision=backend.precision, artifact=artifact, macs_per_image=macs)
+            precision = artifact.split(".")[1] if artifact and artifact.endswith(".engine") else backend.precision
+            row = Row(backend.name, batch, size, precision=precision, artifact=artifact, macs_per_image=macs)
             if backend.name in errors:
                 row.status, row.reason = "error", errors[backend.name]
             else:
