@@ -8,7 +8,8 @@ For each of model.onnx, model.int8-cpu.onnx and model.int8.onnx it records (1) o
 optimised graph (op types after its fusions: how many convolutions became QLinearConv / ConvInteger,
 how many Quantize/Dequantize pairs remain, which float ops sit between them) and its per-node
 profile summed by op type, and (2) OpenVINO's per-layer times summed by layer type and kernel
-(the kernel name says whether a convolution ran in int8 or f32). Written to
+(the kernel name says whether a convolution ran in int8 or f32), and onnxruntime on model.int8.onnx with
+``session.qdqisint8allowed=1`` (every S8S8 convolution fused). Written to
 ``bench/results/profile-<name>-<machine>.json|md``; ``bench/results/README.md`` links them.
 """
 
@@ -29,7 +30,7 @@ from common import RESULTS, summarize
 FILES = ("model.onnx", "model.int8-cpu.onnx", "model.int8.onnx")
 
 
-def _ort(path: Path, x: np.ndarray, iters: int, threads: int) -> dict:
+def _ort(path: Path, x: np.ndarray, iters: int, threads: int, config: dict[str, str] | None = None) -> dict:
     import onnx
     import onnxruntime as ort
 
@@ -41,6 +42,8 @@ def _ort(path: Path, x: np.ndarray, iters: int, threads: int) -> dict:
         so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "prof")
+        for key, value in (config or {}).items():
+            so.add_session_config_entry(key, value)
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         feed = {sess.get_inputs()[0].name: x}
         sess.run(None, feed)
@@ -127,6 +130,12 @@ def main() -> None:
             print(f"profiling {f}", flush=True)
             rec["onnxruntime"][f] = _ort(args.export / f, x, args.iters, args.threads)
             rec["openvino"][f] = _openvino(args.export / f, x, args.iters, args.threads)
+    if (args.export / "model.int8.onnx").is_file():
+        # onnxruntime on x86 fuses only some S8S8 Q/DQ convolutions by default; this forces all of them.
+        forced = {"session.qdqisint8allowed": "1"}
+        rec["onnxruntime"]["model.int8.onnx, session.qdqisint8allowed=1"] = _ort(
+            args.export / "model.int8.onnx", x, args.iters, args.threads, forced
+        )
     out = RESULTS / f"profile-{args.name}-{machine_slug(fp)}.json"
     out.write_text(json.dumps(rec, indent=2) + "\n")
     print(f"wrote {out}\nwrote {summarize()}")
