@@ -45,7 +45,8 @@ def summarize() -> Path:
     lines = [
         "# Recorded results",
         "",
-        "Written by the bench scripts (`bench/train_scenarios.py`, `bench/kernel_bench.py`) from the JSON",
+        "Written by the bench scripts (`bench/train_scenarios.py`, `bench/bench_scenarios.py`,",
+        "`bench/profile_cpu.py`, `bench/kernel_bench.py`) from the JSON",
         "files beside this page; each JSON holds the exact commands or cases, times, machine and every",
         "metric. Accuracy is on splits not trained on; a split that also chose the checkpoint says so,",
         "since its figure is then optimistic.",
@@ -89,6 +90,13 @@ def summarize() -> Path:
                         f"| {q['top1_agreement']:.1%} |"
                     )
         lines.append("")
+    for path in sorted(RESULTS.glob("bench-*.json")):
+        lines += _bench_section(path)
+    for path in sorted(RESULTS.glob("profile-*.json")):
+        lines += _profile_section(path)
+    analysis = RESULTS / "cpu-analysis.md"
+    if analysis.is_file():
+        lines += ["## CPU inference: where the time goes", "", f"See [{analysis.name}]({analysis.name}).", ""]
     for path in sorted(RESULTS.glob("kernels-*.json")):
         lines += _kernel_section(path)
     out = RESULTS / "README.md"
@@ -114,4 +122,48 @@ def _kernel_section(path: Path) -> list[str]:
             f"| {_cell(row.get('speedup_vs_ref'), '.2f')} |"
         )
     lines += ["", *[f"- {n}" for n in r.get("notes", [])], ""]
+    return lines
+
+
+def _bench_section(path: Path) -> list[str]:
+    """One ``omsf2 bench`` scenario (see bench/bench_scenarios.py): its table, ceilings and recommendation."""
+    r = json.loads(path.read_text())
+    fp = r["fingerprint"]
+    lines = [f"## bench {r['scenario']} ({path.name})", "", f"{r['about']}.", ""]
+    lines += [f"Machine: {fp['cpu']}, {fp['cores']} cores, ISA {', '.join(fp['isa'])}, {fp['threads']} threads; "
+              f"{r['date']}; load average {r['load_average'][0]:.1f} at the end of the run.", ""]  # fmt: skip
+    lines += ["Commands: " + "; ".join(f"`{s['command']}` ({s['wall_s']:.0f} s)" for s in r["steps"]), ""]
+    ceil = ", ".join(f"{k} {v['gmacs']:.1f} GMAC/s ({v['library']})" for k, v in r["ceilings"].items())
+    lines += [f"Ceilings measured in the same rounds: {ceil}", ""]
+    lines += [
+        "| backend | batch | size | status | p50 ms | p90 ms | p99 ms | img/s | x torch | efficiency | accuracy "
+        "| agreement | note |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in r["rows"]:
+        status = row["status"] + (" (noisy)" if row.get("noisy") else "")
+        lines.append(
+            f"| {row['backend']} | {row['batch']} | {row['img_size']} | {status} | {_cell(row['p50_ms'], '.2f')} "
+            f"| {_cell(row['p90_ms'], '.2f')} | {_cell(row['p99_ms'], '.2f')} | {_cell(row['throughput_ips'], '.1f')} "
+            f"| {_cell(row['speedup_vs_torch'], '.2f')} | {_cell(row['efficiency'], '.0%')} "
+            f"| {_cell(row['accuracy'], '.2%')} | {_cell(row['agreement'], '.1%')} | {row['reason'] or ''} |"
+        )
+    lines += [""] + [f"- recommended at batch {c['batch']}, {c['img_size']} px: **{c['backend']}** ({c['why']})"
+                     for c in r["recommendation"]]  # fmt: skip
+    png = path.with_suffix(".png")
+    if png.is_file():
+        lines += ["", f"![latency]({png.name})"]
+    lines += ["", *[f"- {n}" for n in r.get("notes", [])], ""]
+    return lines
+
+
+def _profile_section(path: Path) -> list[str]:
+    """Top op types by time per artifact (bench/profile_cpu.py)."""
+    r = json.loads(path.read_text())
+    lines = [f"## profile {r['name']} ({path.name})", "", f"`{r['command']}`; {r['date']}.", ""]
+    for runtime, key in (("onnxruntime", "time_share"), ("openvino", "time_share")):
+        for f, p in r[runtime].items():
+            top = ", ".join(f"{k} {v:.0%}" for k, v in list(p[key].items())[:6])
+            lines.append(f"- {runtime} {f}: {p['ms_per_run']:.1f} ms; {top}")
+    lines.append("")
     return lines

@@ -42,6 +42,7 @@ class DemoSpec:
         attention_prob: probability per step of an attention-guided view.
         export: export best.pt to ONNX + INT8 Q/DQ ONNX after evaluation.
         calib_count: calibration images for the INT8 export (from the train split).
+        bench: end with a short ``omsf2 bench`` of the export (``out/bench``).
     """
 
     out: str = "runs/demo"
@@ -56,6 +57,7 @@ class DemoSpec:
     attention_prob: float = 0.25
     export: bool = True
     calib_count: int = 256
+    bench: bool = True
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -88,6 +90,7 @@ class DemoResult:
     test: dict[str, Any]
     timings: dict[str, float]
     export: dict[str, Any] | None = None
+    bench: Any = None  # omsf2.bench.run.BenchResult of the short bench
 
 
 def run_demo(
@@ -128,7 +131,7 @@ def run_demo(
     val = evaluate_checkpoint(EvalSpec(best, split="val", workers=spec.workers)).metrics
     test = evaluate_checkpoint(EvalSpec(best, split="test", workers=spec.workers)).metrics
     t3 = time.perf_counter()
-    export = None
+    export = bench = None
     if spec.export:
         from omsf2.export.calibration import MIN_CALIB_IMAGES
         from omsf2.export.targets import ExportSpec, run_export
@@ -153,7 +156,13 @@ def run_demo(
             on_stage,
         ).report
     t4 = time.perf_counter()
-    timings = {"data_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2, "export_s": t4 - t3, "total_s": t4 - t0}
+    if export is not None and spec.bench:
+        from omsf2.bench.demo import demo_bench
+
+        bench = demo_bench(out / "export", data_dir / "test", out / "bench", on_stage)
+    t5 = time.perf_counter()
+    timings = {"data_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2, "export_s": t4 - t3, "bench_s": t5 - t4}
+    timings["total_s"] = t5 - t0
     summary = {"val": val, "test": test, "export": export, "timings": timings, "spec": dataclasses.asdict(spec)}
     write_json(out / "summary.json", summary)
-    return DemoResult(data_dir, run_dir, val, test, timings, export)
+    return DemoResult(data_dir, run_dir, val, test, timings, export, bench)

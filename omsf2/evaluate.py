@@ -2,7 +2,7 @@
 
 Shared by training (validation each epoch) and ``omsf2 eval``. Inference runs the model in
 eval mode without autocast on CPU, so the numbers are those the exported FP32 model must match.
-The confusion matrix is drawn with Pillow (already a dependency) rather than matplotlib.
+The confusion matrix is drawn by :func:`omsf2.plots.confusion_png` (matplotlib, the ``plots`` extra).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
 from omsf2.config import SettingError, Task
 from omsf2.data.datasets import SPLIT_NAMES, DataSpec, LabeledSet, load_split
 from omsf2.data.loader import BatchSource, open_source
-from omsf2.fileio import atomic_write, check_output_file, write_json
+from omsf2.fileio import check_output_file, write_json
 from omsf2.metrics import classification_metrics, multilabel_metrics
 from omsf2.models.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
 
@@ -86,37 +85,6 @@ def compute_metrics(task: Task, source: BatchSource, logits: np.ndarray, classes
         return classification_metrics(source.y.numpy(), logits, classes)
     mask = source.mask.numpy() if source.mask is not None else np.ones(source.y.shape, bool)
     return multilabel_metrics(source.y.numpy(), logits, mask, classes)
-
-
-def render_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> Image.Image:
-    """A confusion matrix as an RGB image: rows true, columns predicted, row-normalised shading."""
-    m = np.asarray(cm, np.float64)
-    k = len(classes)
-    font = ImageFont.load_default()
-    cell = 64
-    label_w = max(90, 7 * max(len(c) for c in classes) + 16)
-    top = 60
-    w = label_w + k * cell + 20
-    h = top + k * cell + 30 + 7 * max(len(c) for c in classes)
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    d.text((10, 8), title[:90], fill="black", font=font)
-    d.text((label_w, 30), "predicted ->", fill="black", font=font)
-    d.text((4, top - 16), "true", fill="black", font=font)
-    rows = m.sum(axis=1, keepdims=True)
-    frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    for i in range(k):
-        d.text((4, top + i * cell + cell // 2 - 6), classes[i][:24], fill="black", font=font)
-        for j in range(k):
-            shade = int(255 - 200 * frac[i, j])
-            x0, y0 = label_w + j * cell, top + i * cell
-            d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255), outline="gray")
-            color = "white" if frac[i, j] > 0.6 else "black"
-            d.text((x0 + 6, y0 + cell // 2 - 12), f"{int(m[i, j])}", fill=color, font=font)
-            d.text((x0 + 6, y0 + cell // 2 + 2), f"{100 * frac[i, j]:.0f}%", fill=color, font=font)
-    for j in range(k):
-        d.text((label_w + j * cell + 4, top + k * cell + 6), classes[j][:10], fill="black", font=font)
-    return img
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +192,11 @@ def evaluate_checkpoint(spec: EvalSpec, on_progress: Callable[[str, int, int], N
     png_path = None
     if "confusion" in metrics:
         title = f"{cfg.name} on {ds.description}: accuracy {metrics['accuracy']:.3f}"
-        img = render_confusion(metrics["confusion"], classes, title)
-        png_path = atomic_write(png, lambda p: img.save(p, format="PNG"))
+        from omsf2.plots import confusion_png
+
+        try:
+            png_path = confusion_png(png, metrics["confusion"], classes, title)
+        except ImportError as e:  # matplotlib is an extra: the metrics still count
+            log.warning("no confusion PNG: %s", e)
     write_json(json_path, metrics)
     return EvalResult(metrics, json_path, png_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from omsf2.evaluate import EvalSpec, evaluate_checkpoint, render_confusion
+from omsf2.evaluate import EvalSpec, evaluate_checkpoint
 
 
 @pytest.fixture()
@@ -50,11 +50,6 @@ def test_eval_spec_validates() -> None:
         EvalSpec("x.pt", split="dev")
     with pytest.raises(ValueError, match="does not exist"):
         evaluate_checkpoint(dataclasses.replace(EvalSpec("nope.pt"), workers=0))
-
-
-def test_render_confusion() -> None:
-    img = render_confusion([[3, 1], [0, 4]], ["a", "b"], "t")
-    assert img.mode == "RGB" and img.size[1] > 100
 
 
 def test_eval_reports_progress(trained: Path, tmp_path: Path) -> None:

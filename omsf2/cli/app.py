@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from omsf2._version import __version__
+from omsf2.cli.bench import bench_cmd
 from omsf2.cli.bundle import bundle_cmd
 from omsf2.cli.errors import VERBOSE, OwnRecordsOnly, cli_errors, console, err, fail
 from omsf2.cli.predict import predict_cmd
@@ -368,10 +369,14 @@ def demo(
     _print_metrics(res.test, "test split (held out)")
     if res.export is not None:
         _print_export(res.export)
+    if res.bench is not None:
+        from omsf2.cli.bench import print_results
+
+        print_results(res.bench.record, res.bench.rows)
     t = res.timings
     console.print(
         f"data {t['data_s']:.0f}s, train {t['train_s']:.0f}s, eval {t['eval_s']:.0f}s, "
-        f"export {t.get('export_s', 0):.0f}s, total {t['total_s']:.0f}s; "
+        f"export {t.get('export_s', 0):.0f}s, bench {t.get('bench_s', 0):.0f}s, total {t['total_s']:.0f}s; "
         f"run in {res.run_dir}"
     )
 
@@ -571,6 +576,7 @@ app.add_typer(kernels_app, name="kernels")
 app.command("predict")(cli_errors(predict_cmd))
 app.command("bundle")(cli_errors(bundle_cmd))
 app.add_typer(make_serve_app(cli_errors), name="serve")
+app.command("bench")(cli_errors(bench_cmd))
 
 
 def main() -> None:
