@@ -70,7 +70,7 @@ def _r18(size: int) -> tuple[list[list[str]], Path, str]:
                      str(DEMO / "data" / "train"), "--eval-data", str(gate),
                      "--calib-count", "64", "--max-drop", "100"])  # fmt: skip
     cmds.append([OMSF2, "bench", str(export), "--backends", CPU_BACKENDS, "--batch", "1", "--warmup-s", "3",
-                 "--duration-s", "20", "--rounds", "5", "--out", str(work / "bench")])  # fmt: skip
+                 "--duration-s", "20", "--rounds", "20", "--out", str(work / "bench")])  # fmt: skip
     about = (f"omsf2_r18 at {size} px, batch 1, RANDOM weights (latency only; accuracy columns are not "
              "meaningful, INT8 gate opened with --max-drop 100 on 32 test phantoms), INT8 calibrated on 64 demo "
              "phantoms")  # fmt: skip
