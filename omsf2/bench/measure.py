@@ -22,7 +22,7 @@ from omsf2.bench.runners import Backend, Runner, build_runner
 from omsf2.bench.timing import Measured, interleaved_rounds, paired_speedup
 
 if TYPE_CHECKING:
-    from omsf2.bench.run import BenchSpec, _Plan
+    from omsf2.bench.run import BenchSpec, Plan
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _ceiling_calls(spec: BenchSpec, threads: int) -> tuple[dict[str, Any], list[
 
 
 def measure_size(
-    spec: BenchSpec, plan: _Plan, size: int, export_dir: Path | None, say: Callable[[str], None]
+    spec: BenchSpec, plan: Plan, size: int, export_dir: Path | None, say: Callable[[str], None]
 ) -> SizeResult:
     """Time every runnable backend at ``size`` for each batch, then score accuracy."""
     from omsf2.bench.macs import onnx_macs
@@ -165,7 +165,7 @@ def _fill(
         row.efficiency_own = done / own if own else None
 
 
-def _eval_at(plan: _Plan, size: int) -> Any:
+def _eval_at(plan: Plan, size: int) -> Any:
     """The eval images at ``size`` (reloaded through the same preprocessing when the size differs)."""
     if plan.source.img_size == size:
         return plan.evalset
@@ -202,7 +202,7 @@ def _accuracy(rows: list[Row], runners: dict[str, Runner], evalset: Any, batch: 
             row.accuracy_from = f"eval-data ({len(labels)} images) vs {ref}"
 
 
-def _gate_accuracy(rows: list[Row], plan: _Plan) -> None:
+def _gate_accuracy(rows: list[Row], plan: Plan) -> None:
     """Without --eval-data: INT8 rows carry the export gate's accuracy drop (measured with onnxruntime)."""
     for row in rows:
         gate = plan.source.gate(row.artifact) if row.artifact else None

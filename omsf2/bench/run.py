@@ -98,7 +98,9 @@ class BenchResult:
 
 
 @dataclasses.dataclass
-class _Plan:
+class Plan:
+    """What one bench run will do: its source, sizes, the backends that run and those skipped (with why)."""
+
     source: Source
     sizes: tuple[int, ...]
     runnable: list[tuple[Backend, str | None]]
@@ -107,7 +109,7 @@ class _Plan:
     evalset: Any = None
 
 
-def _plan(spec: BenchSpec) -> _Plan:
+def _plan(spec: BenchSpec) -> Plan:
     """Every check that can fail on user input, before any work."""
     out = Path(spec.out)
     if out.exists() and not out.is_dir():
@@ -141,10 +143,10 @@ def _plan(spec: BenchSpec) -> _Plan:
         if not source.classes:
             raise ValueError("SOURCE records no class names; --eval-data needs them")
         evalset = load_eval(spec.eval_data, source.preprocess, source.classes)
-    return _Plan(source, sizes, runnable, skipped, threads, evalset)
+    return Plan(source, sizes, runnable, skipped, threads, evalset)
 
 
-def _export_checkpoint(spec: BenchSpec, plan: _Plan, size: int, stage: Path, say: Callable[[str], None]) -> Path:
+def _export_checkpoint(spec: BenchSpec, plan: Plan, size: int, stage: Path, say: Callable[[str], None]) -> Path:
     """Export the checkpoint SOURCE at ``size`` into ``stage/export-<size>``."""
     from omsf2.export.targets import ExportSpec, run_export
     from omsf2.models.checkpoint import load_checkpoint, save_checkpoint
@@ -231,7 +233,7 @@ def run_bench(spec: BenchSpec, on_stage: Callable[[str], None] | None = None) ->
 
 def _record(
     spec: BenchSpec,
-    plan: _Plan,
+    plan: Plan,
     rows: list[Row],
     ceilings: dict[str, list[float]],
     libraries: dict[str, str],
@@ -304,7 +306,7 @@ def random_input(batch: int, channels: int, size: int) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((batch, channels, size, size), dtype=np.float32)
 
 
-def context_for(plan: _Plan, export_dir: Path | None, batch: int, size: int) -> Context:
+def context_for(plan: Plan, export_dir: Path | None, batch: int, size: int) -> Context:
     """The runner context of one group."""
     return Context(
         export_dir=export_dir or Path("."),

@@ -88,7 +88,8 @@ def dicom_modality_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def _activation(task: str, logits: np.ndarray) -> np.ndarray:
+def activation(task: str, logits: np.ndarray) -> np.ndarray:
+    """Probabilities from logits ``(N, K)``: softmax per row, or a sigmoid per finding for multi-label."""
     x = logits.astype(np.float64)
     if task == "multilabel":
         return 1.0 / (1.0 + np.exp(-x))
@@ -224,7 +225,7 @@ class Predictor:
                 f"the model ({self.backend}) produced non-finite logits or heat map; the model file or backend is "
                 "broken (re-export, or try another --backend)"
             )
-        probs = _activation(self.bundle.task, logits)
+        probs = activation(self.bundle.task, logits)
         out = []
         for k, (source, img, _, read_s, pre_s) in enumerate(loaded):
             hm = heat[k].reshape(heat[k].shape[-2:]) if heat[k].ndim > 2 else heat[k]

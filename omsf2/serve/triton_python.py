@@ -115,8 +115,8 @@ class PostprocessModel:
 
 def probabilities_and_labels(logits: np.ndarray, classes: Sequence[str], task: str) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (N, K) float32, labels (N, 1) bytes) as :class:`omsf2.runtime.Predictor` computes them."""
-    from omsf2.runtime.predictor import _activation  # the one activation rule of the runtime
+    from omsf2.runtime.predictor import activation  # the one activation rule of the runtime
 
-    probs = _activation(task, np.asarray(logits, dtype=np.float32)).astype(np.float32)
+    probs = activation(task, np.asarray(logits, dtype=np.float32)).astype(np.float32)
     labels = np.asarray([[classes[int(k)].encode()] for k in probs.argmax(axis=1)], dtype=np.object_)
     return probs, labels
