@@ -90,7 +90,7 @@ class DemoResult:
     test: dict[str, Any]
     timings: dict[str, float]
     export: dict[str, Any] | None = None
-    bench: Any = None  # omsf2.bench.run.BenchResult of the short bench
+    bench: Any = None  # omsf2.bench.run.BenchResult of the short bench, or why it did not finish (str)
 
 
 def run_demo(
@@ -157,9 +157,9 @@ def run_demo(
         ).report
     t4 = time.perf_counter()
     if export is not None and spec.bench:
-        from omsf2.bench.demo import demo_bench
+        from omsf2.bench.demo import demo_bench_isolated
 
-        bench = demo_bench(out / "export", data_dir / "test", out / "bench", on_stage)
+        bench = demo_bench_isolated(out / "export", data_dir / "test", out / "bench", on_stage)
     t5 = time.perf_counter()
     timings = {"data_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2, "export_s": t4 - t3, "bench_s": t5 - t4}
     timings["total_s"] = t5 - t0

@@ -35,3 +35,29 @@ def demo_bench(
     if on_stage:
         on_stage(f"short bench of {export_dir} ({', '.join(names)}; full set: omsf2 bench {export_dir})")
     return run_bench(spec)
+
+
+def demo_bench_isolated(
+    export_dir: str | Path, eval_dir: str | Path | None, out: str | Path, on_stage: Callable[[str], None] | None = None
+) -> BenchResult | str:
+    """:func:`demo_bench` in a fresh interpreter (``spawn``); returns its result, or why it did not finish.
+
+    The demo benches right after training in the same process. There, with torch's OpenMP pool
+    already running, loading OpenVINO's and onnxruntime's thread pools beside it crashed the
+    interpreter (SIGSEGV) on this machine, while the same bench in a fresh process ran; a fresh
+    interpreter also gives every backend the same cold start as ``omsf2 bench``. A crash of the
+    bench is reported and does not take the demo (whose artifacts are already written) down with it.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    if on_stage:
+        on_stage(f"short bench of {export_dir} in a fresh process (full set: omsf2 bench {export_dir})")
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        future = pool.submit(demo_bench, str(export_dir), None if eval_dir is None else str(eval_dir), str(out))
+        try:
+            return future.result()
+        except cf.process.BrokenProcessPool:
+            return "the bench process died (a crash in a runtime); run `omsf2 bench` on the export to see which"
+        except (ValueError, RuntimeError, OSError) as e:
+            return " ".join(str(e).split())[:300]

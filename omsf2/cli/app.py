@@ -369,7 +369,9 @@ def demo(
     _print_metrics(res.test, "test split (held out)")
     if res.export is not None:
         _print_export(res.export)
-    if res.bench is not None:
+    if isinstance(res.bench, str):
+        console.print(f"short bench not finished: {escape(res.bench)}", highlight=False)
+    elif res.bench is not None:
         from omsf2.cli.bench import print_results
 
         print_results(res.bench.record, res.bench.rows)
