@@ -87,3 +87,29 @@ def trained_ckpt(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> 
     out = tmp_path_factory.mktemp("trained")
     train(cfg, out)
     return out / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained omsf2_tiny at 64 px with the phantom classes (export needs no training)."""
+    import torch
+
+    from omsf2 import create_model
+    from omsf2.config import PreprocessSpec
+    from omsf2.data.synthetic import STAGES
+    from omsf2.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("omsf2_tiny", img_size=64, num_classes=len(STAGES)).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(
+        path,
+        {
+            "model_config": model.cfg.to_dict(),
+            "classes": list(STAGES),
+            "task": "multiclass",
+            "preprocess": PreprocessSpec(size=(64, 64)).to_dict(),
+            "model": model.state_dict(),
+        },
+    )
+    return path

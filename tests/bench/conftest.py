@@ -8,29 +8,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def bench_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained omsf2_tiny at 64 px with the phantom classes."""
-    import torch
-
-    from omsf2 import create_model
-    from omsf2.config import PreprocessSpec
-    from omsf2.data.synthetic import STAGES
-    from omsf2.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    model = create_model("omsf2_tiny", img_size=64, num_classes=len(STAGES)).eval()
-    path = tmp_path_factory.mktemp("bench-ckpt") / "tiny.pt"
-    save_checkpoint(
-        path,
-        {
-            "model_config": model.cfg.to_dict(),
-            "classes": list(STAGES),
-            "task": "multiclass",
-            "preprocess": PreprocessSpec(size=(64, 64)).to_dict(),
-            "model": model.state_dict(),
-        },
-    )
-    return path
+def bench_ckpt(tiny_ckpt: Path) -> Path:
+    """An untrained omsf2_tiny at 64 px with the phantom classes (the suite's shared ``tiny_ckpt``)."""
+    return tiny_ckpt
 
 
 @pytest.fixture(scope="session")

@@ -1,36 +1,10 @@
-"""Fixtures of the export tests: a tiny untrained checkpoint, 64-px phantoms and one INT8 export."""
+"""Fixtures of the export tests: 64-px phantoms and one INT8 export (the tiny checkpoint is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained omsf2_tiny at 64 px with the phantom classes (export needs no training)."""
-    import torch
-
-    from omsf2 import create_model
-    from omsf2.config import PreprocessSpec
-    from omsf2.data.synthetic import STAGES
-    from omsf2.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    model = create_model("omsf2_tiny", img_size=64, num_classes=len(STAGES)).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(
-        path,
-        {
-            "model_config": model.cfg.to_dict(),
-            "classes": list(STAGES),
-            "task": "multiclass",
-            "preprocess": PreprocessSpec(size=(64, 64)).to_dict(),
-            "model": model.state_dict(),
-        },
-    )
-    return path
 
 
 @pytest.fixture(scope="session")
