@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,12 @@ from omsf2.train.loop import LogReporter, lr_at
 
 
 class SigintAt(LogReporter):
-    """Sends a real SIGINT (or another signal) to this process at (epoch, step): what Ctrl-C does."""
+    """Sends a real SIGINT (or another signal) to this process at (epoch, step): what Ctrl-C does.
+
+    ``signal.raise_signal`` delivers it to the main thread. ``os.kill(getpid())`` lets the kernel pick
+    any thread, and after the bench tests have loaded OpenVINO in this process, a delivery on one of
+    its worker threads crashed the whole pytest process (SIGSEGV) in the full suite.
+    """
 
     def __init__(self, epoch: int, step: int, sig: int = signal.SIGINT) -> None:
         self.at = (epoch, step)
@@ -27,7 +31,7 @@ class SigintAt(LogReporter):
 
     def on_step(self, epoch: int, step: int, loss: float, lr: float) -> None:
         if (epoch, step) == self.at:
-            os.kill(os.getpid(), self.sig)
+            signal.raise_signal(self.sig)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
