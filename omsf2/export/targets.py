@@ -369,7 +369,7 @@ def _stage_engines(run: _Run) -> None:
         )
         out = run.stage_dir / t.filename
         if spec.via is EngineVia.TORCH_TENSORRT:
-            from omsf2.export.tensorrt import build_engine_torch_tensorrt
+            from omsf2.export.trt_dynamo import build_engine_torch_tensorrt
 
             run.produced[t.name] = build_engine_torch_tensorrt(Path(spec.checkpoint), engine_spec, out)
         else:

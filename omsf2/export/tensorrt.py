@@ -1,7 +1,8 @@
 """Strongly typed TensorRT engines from the (Q/DQ, FP16 or FP32) ONNX, with a manifest beside each.
 
-Builds: :func:`build_engine` (TensorRT's ONNX parser), :func:`build_engine_torch_tensorrt` (Torch-TensorRT's
-dynamo path). :func:`load_engine` / :func:`run_engine` live in :mod:`omsf2.runtime.tensorrt_engine` (re-exported).
+Builds: :func:`build_engine` (TensorRT's ONNX parser), :func:`omsf2.export.trt_dynamo.build_engine_torch_tensorrt`
+(Torch-TensorRT's dynamo path). :func:`load_engine` / :func:`run_engine` live in
+:mod:`omsf2.runtime.tensorrt_engine` (re-exported).
 
 Precision comes from the graph, never from builder flags: the network is created strongly typed,
 so an ``int8`` engine is built from the Q/DQ ONNX (``model.int8.onnx``: explicit quantization),
@@ -62,7 +63,6 @@ __all__ = [
     "LoadedEngine",
     "TensorRTError",
     "build_engine",
-    "build_engine_torch_tensorrt",
     "load_engine",
     "run_engine",
     "tensorrt_unavailable_reason",
@@ -379,7 +379,7 @@ def _save_timing_cache(config: Any, path: Path | None) -> None:
         tmp.write_bytes(data)
 
 
-def _write_engine(out_path: Path, data: bytes, manifest: EngineManifest) -> Path:
+def write_engine(out_path: Path, data: bytes, manifest: EngineManifest) -> Path:
     """Engine and manifest land together or not at all (both atomic; manifest replaced first)."""
     with atomic_path(out_path) as tmp_engine, atomic_path(manifest_path(out_path)) as tmp_manifest:
         tmp_engine.write_bytes(data)
@@ -429,7 +429,7 @@ def build_engine(
     if not onnx_path.is_file():
         raise ValueError(f"ONNX '{onnx_path}' does not exist")
     facts = inspect_onnx(onnx_path, spec.input_name)
-    c, h, w = check_onnx_for_spec(onnx_path, spec, facts)
+    chw = check_onnx_for_spec(onnx_path, spec, facts)
 
     trt = import_trt()
     major, _, _ = parse_trt_version(trt.__version__)
@@ -438,27 +438,8 @@ def build_engine(
     gpu = require_gpu()
     logger = make_logger(trt)
     builder = trt.Builder(logger)
-    plugins = builder.get_plugin_registry()
-    if spec.plugin_library is not None and plugins.load_library(str(spec.plugin_library)) is None:
-        raise ValueError(f"TensorRT could not load plugin library '{spec.plugin_library}'")
-    network = builder.create_network(_network_flags(trt, major))
-    parser = trt.OnnxParser(network, logger)
-    if spec.dla_core is not None and hasattr(trt, "OnnxParserFlag") and hasattr(trt.OnnxParserFlag, "ADJUST_FOR_DLA"):
-        parser.set_flag(trt.OnnxParserFlag.ADJUST_FOR_DLA)  # reshapes layers into forms DLA can run
-    if not parser.parse_from_file(str(onnx_path)):
-        raise ValueError(f"TensorRT {trt.__version__} cannot parse '{onnx_path.name}': {_parse_errors(parser)}")
-
-    inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
-    if spec.input_name not in inputs:
-        raise ValueError(f"network has no input {spec.input_name!r} (inputs: {', '.join(inputs)})")
-    tensor = inputs[spec.input_name]
-    net_shape = tuple(int(d) for d in tensor.shape)
-    if net_shape[0] >= 0 and spec.batch != (net_shape[0],) * 3:
-        raise ValueError(
-            f"'{onnx_path.name}' has a static batch of {net_shape[0]}; batch {spec.batch} needs a dynamic one"
-        )
-    lo, opt, hi = ((b, c, h, w) for b in spec.batch)
-    profile_shapes = (lo, opt, hi)
+    network = _parse_network(trt, major, builder, logger, onnx_path, spec)
+    tensor, net_shape, profile_shapes = _input_profile(network, onnx_path, spec, chw)
     config = builder.create_builder_config()
     if any(d < 0 for d in net_shape):
         profile = builder.create_optimization_profile()
@@ -503,96 +484,35 @@ def build_engine(
         omsf2_version=__version__,
     )
     log.info("built %s in %.1f s (%s, batch %s)", out_path, build_s, spec.precision, spec.batch)
-    return _write_engine(out_path, data, manifest)
+    return write_engine(out_path, data, manifest)
 
 
-def build_engine_torch_tensorrt(ckpt_path: Path, spec: EngineSpec, out_path: Path) -> Path:
-    """Build the engine with Torch-TensorRT's dynamo path instead of the ONNX parser (``--via torch-tensorrt``).
+def _parse_network(trt: Any, major: int, builder: Any, logger: Any, onnx_path: Path, spec: EngineSpec) -> Any:
+    """A strongly typed network parsed from ``onnx_path``, with the plugin library loaded first."""
+    plugins = builder.get_plugin_registry()
+    if spec.plugin_library is not None and plugins.load_library(str(spec.plugin_library)) is None:
+        raise ValueError(f"TensorRT could not load plugin library '{spec.plugin_library}'")
+    network = builder.create_network(_network_flags(trt, major))
+    parser = trt.OnnxParser(network, logger)
+    if spec.dla_core is not None and hasattr(trt, "OnnxParserFlag") and hasattr(trt.OnnxParserFlag, "ADJUST_FOR_DLA"):
+        parser.set_flag(trt.OnnxParserFlag.ADJUST_FOR_DLA)  # reshapes layers into forms DLA can run
+    if not parser.parse_from_file(str(onnx_path)):
+        raise ValueError(f"TensorRT {trt.__version__} cannot parse '{onnx_path.name}': {_parse_errors(parser)}")
+    return network
 
-    ``torch.export`` traces the checkpoint's model with the reference kernels and
-    ``torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine`` compiles it to one
-    serialized engine with explicit typing. fp32 and fp16 only (fp16 = the model cast to half,
-    with half I/O); int8 comes from the Q/DQ ONNX through :func:`build_engine`.
 
-    Raises:
-        ValueError: unsupported options (int8, DLA, plugin library) or a bad checkpoint.
-        TensorRTError: Torch-TensorRT (needs torch 2.14 and TensorRT 11.1) or a GPU is missing.
-    """
-    ckpt_path, out_path = Path(ckpt_path), Path(out_path)
-    if spec.precision == "int8":
-        raise ValueError("int8 engines come from the Q/DQ ONNX (build_engine), not from Torch-TensorRT")
-    if spec.dla_core is not None or spec.plugin_library is not None:
-        raise ValueError("--via torch-tensorrt supports neither dla_core nor plugin_library; use build_engine")
-    try:
-        import torch_tensorrt
-    except Exception as e:
-        raise TensorRTError(
-            f"Torch-TensorRT is not installed ({type(e).__name__}); it needs torch 2.14 and TensorRT 11.1 libraries"
-        ) from e
-    import torch
-
-    from omsf2.kernels import use_backend
-    from omsf2.models.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
-
-    trt = import_trt()
-    gpu = require_gpu()
-    ckpt = load_checkpoint(ckpt_path)
-    cfg, _, _, prep = checkpoint_info(ckpt)
-    h, w = spec.image_size or prep.size
-    dtype = torch.float16 if spec.precision == "fp16" else torch.float32
-    model = model_from_checkpoint(ckpt).to("cuda", dtype)
-    shapes = [(b, cfg.in_chans, h, w) for b in spec.batch]
-    example = torch.randn(shapes[1], device="cuda", dtype=dtype)
-    batch_dim = torch.export.Dim("batch", min=spec.batch[0], max=spec.batch[2])
-    with use_backend("ref"), torch.no_grad():
-        exported = torch.export.export(model, (example,), dynamic_shapes=({0: batch_dim},))
-    kwargs: dict[str, Any] = {
-        "use_explicit_typing": True,
-        "workspace_size": spec.workspace_mib << 20,
-        "version_compatible": spec.version_compat,
-        "hardware_compatible": spec.hardware_compat,
-    }
-    if spec.builder_optimization_level is not None:
-        kwargs["optimization_level"] = spec.builder_optimization_level
-    if spec.timing_cache is not None:
-        kwargs["timing_cache_path"] = str(spec.timing_cache)
-    inp = torch_tensorrt.Input(min_shape=shapes[0], opt_shape=shapes[1], max_shape=shapes[2], dtype=dtype)
-    t0 = time.perf_counter()
-    data = bytes(
-        torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine(exported, arg_inputs=[inp], **kwargs)
-    )
-    build_s = time.perf_counter() - t0
-    # Read the I/O back from the plan: Torch-TensorRT names tensors itself.
-    engine = trt.Runtime(make_logger(trt)).deserialize_cuda_engine(data)
-    if engine is None:
-        raise TensorRTError("Torch-TensorRT produced a plan this TensorRT cannot deserialize")
-    ins, outs = [], []
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        dt = np_dtype(trt, engine.get_tensor_dtype(name)).name
-        shape = tuple(int(d) for d in engine.get_tensor_shape(name))
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            prof = tuple(tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(name, 0))
-            ins.append(TensorInfo(name, dt, shape, prof))  # type: ignore[arg-type]
-        else:
-            outs.append(TensorInfo(name, dt, shape))
-    manifest = EngineManifest(
-        engine_file=out_path.name,
-        engine_sha256=hashlib.sha256(data).hexdigest(),
-        tensorrt_version=trt.__version__,
-        gpu_name=gpu[0],
-        compute_capability=(int(gpu[1][0]), int(gpu[1][1])),
-        precision=spec.precision,
-        inputs=tuple(ins),
-        outputs=tuple(outs),
-        metadata={"omsf2.checkpoint_sha256": sha256_file(ckpt_path)},
-        build={
-            **spec.options(),
-            "via": "torch-tensorrt",
-            "torch_tensorrt": str(torch_tensorrt.__version__),
-            "strongly_typed": True,
-            "build_seconds": round(build_s, 2),
-        },
-        omsf2_version=__version__,
-    )
-    return _write_engine(out_path, data, manifest)
+def _input_profile(
+    network: Any, onnx_path: Path, spec: EngineSpec, chw: tuple[int, int, int]
+) -> tuple[Any, tuple[int, ...], tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """(input tensor, its network shape, the min/opt/max profile shapes) for ``spec.batch``."""
+    inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
+    if spec.input_name not in inputs:
+        raise ValueError(f"network has no input {spec.input_name!r} (inputs: {', '.join(inputs)})")
+    tensor = inputs[spec.input_name]
+    net_shape = tuple(int(d) for d in tensor.shape)
+    if net_shape[0] >= 0 and spec.batch != (net_shape[0],) * 3:
+        raise ValueError(
+            f"'{onnx_path.name}' has a static batch of {net_shape[0]}; batch {spec.batch} needs a dynamic one"
+        )
+    lo, opt, hi = ((b, *chw) for b in spec.batch)
+    return tensor, net_shape, (lo, opt, hi)

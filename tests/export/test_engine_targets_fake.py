@@ -19,6 +19,7 @@ from omsf2.export.targets import EngineVia, ExportSpec, run_export
 @pytest.fixture()
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object, object]]:
     import omsf2.export.tensorrt as trt_layer
+    import omsf2.export.trt_dynamo as dynamo_layer
 
     calls: list[tuple[str, object, object]] = []
 
@@ -36,7 +37,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object, object]
 
     monkeypatch.setattr(targets, "_engine_unavailable", lambda: None)
     monkeypatch.setattr(trt_layer, "build_engine", fake_build)
-    monkeypatch.setattr(trt_layer, "build_engine_torch_tensorrt", fake_torch_trt)
+    monkeypatch.setattr(dynamo_layer, "build_engine_torch_tensorrt", fake_torch_trt)
     return calls
 
 

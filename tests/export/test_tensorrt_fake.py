@@ -25,12 +25,12 @@ from omsf2.export.tensorrt import (
     EngineSpec,
     TensorRTError,
     build_engine,
-    build_engine_torch_tensorrt,
     load_engine,
     run_engine,
     tensorrt_unavailable_reason,
     to_fp16_onnx,
 )
+from omsf2.export.trt_dynamo import build_engine_torch_tensorrt
 from omsf2.runtime import tensorrt_engine as trt_runtime
 from omsf2.runtime.engine_manifest import manifest_path, read_manifest
 

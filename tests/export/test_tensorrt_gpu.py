@@ -95,7 +95,8 @@ def test_manifest_loads_and_a_mismatch_is_refused(graphs, tmp_path) -> None:
 
 def test_torch_tensorrt_path(graphs, tmp_path) -> None:
     pytest.importorskip("torch_tensorrt")
-    from omsf2.export.tensorrt import EngineSpec, build_engine_torch_tensorrt, load_engine, run_engine
+    from omsf2.export.tensorrt import EngineSpec, load_engine, run_engine
+    from omsf2.export.trt_dynamo import build_engine_torch_tensorrt
 
     engine = build_engine_torch_tensorrt(
         graphs["ckpt"], EngineSpec(batch=(1, 2, 4), image_size=(H, W)), tmp_path / "t.engine"

@@ -171,6 +171,14 @@ def register_trt_plugins(arch: int | None = None) -> None:
     def target() -> int:
         return arch if arch is not None else _current_arch()
 
+    _register_pool(trtp, npt, dtype_of, target)
+    _register_fuse(trtp, dtype_of, target)
+    _registered = True
+
+
+def _register_pool(trtp: Any, npt: Any, dtype_of: Callable[[Any], torch.dtype], target: Callable[[], int]) -> None:
+    """MultiscalePool's descriptor, autotune and AOT implementation (``tensorrt.plugin`` decorators)."""
+
     @trtp.register(POOL_OP)
     def _pool_desc(x: trtp.TensorDesc, windows: npt.NDArray[np.int32], mode: npt.NDArray[np.int32]) -> trtp.TensorDesc:
         out = x.like()
@@ -203,6 +211,10 @@ def register_trt_plugins(arch: int | None = None) -> None:
         # The kernel's int32 arguments (C, H, W), resolved from the runtime shapes.
         extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(dims[i]) for i in (1, 2, 3)])
         return ck.symbol.encode(), ck.ptx.encode(), params, extra
+
+
+def _register_fuse(trtp: Any, dtype_of: Callable[[Any], torch.dtype], target: Callable[[], int]) -> None:
+    """ScaleFuse's descriptor, autotune and AOT implementation (``tensorrt.plugin`` decorators)."""
 
     @trtp.register(FUSE_OP)
     def _fuse_desc(
@@ -241,5 +253,3 @@ def register_trt_plugins(arch: int | None = None) -> None:
         # The kernel's int32 arguments (C, H, W, h, w).
         extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in (dims[1], dims[2], dims[3], up[2], up[3])])
         return ck.symbol.encode(), ck.ptx.encode(), params, extra
-
-    _registered = True
