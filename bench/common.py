@@ -99,6 +99,11 @@ def summarize() -> Path:
         lines += ["## CPU inference: where the time goes", "", f"See [{analysis.name}]({analysis.name}).", ""]
     for path in sorted(RESULTS.glob("kernels-*.json")):
         lines += _kernel_section(path)
+    # Scenario records that render their own page (INT8 on real data, DICOM and Triton load, DDP, ablation).
+    pages = [p for p in sorted(RESULTS.glob("*.md")) if p.name != "README.md" and p.name != analysis.name
+             and not p.name.startswith(("bench-", "profile-", "kernels-", "train-"))]  # fmt: skip
+    if pages:
+        lines += ["## Other recorded scenarios", "", *[f"- [{p.stem}]({p.name})" for p in pages], ""]
     out = RESULTS / "README.md"
     out.write_text("\n".join(lines))
     return out
