@@ -169,12 +169,18 @@ def train(
         float | None,
         typer.Option(help="Share of train patients held out to choose best.pt on (0 = choose on val)."),
     ] = None,
+    folds: Annotated[
+        int | None,
+        typer.Option(help="Patient-level k-fold cross-validation: K runs in OUT/fold-<i>, summary in OUT/cv.json."),
+    ] = None,
 ) -> None:
     """Train an OMSF2 model; writes OUT/best.pt, OUT/last.pt and OUT/metrics.json."""
     from omsf2.cli.progress import RichReporter
     from omsf2.train import distributed as ddp
     from omsf2.train.reporter import LogReporter
 
+    if folds is not None and nproc is not None:
+        raise ValueError("--folds runs its folds one after the other in one process; drop --nproc")
     if nproc is not None:  # re-run this command line in N processes under torch.distributed.run
         raise typer.Exit(ddp.launch_cli(nproc, sys.argv[1:]))
     world = ddp.world_from_env()  # under torchrun only rank 0 reports
@@ -200,6 +206,11 @@ def train(
         else:
             from omsf2.train import train as train_run
 
+            if folds is not None:
+                from omsf2.train.cv import cross_validate
+
+                cv = cross_validate(cfg, out, folds, rep, overwrite)
+                return _report_cv(cv)
             dist = {"dist_timeout_s": dist_timeout} if world.distributed else {}  # only matters with several
             result = train_run(cfg, out, rep, overwrite, **dist)
     if result.interrupted:
@@ -212,6 +223,26 @@ def train(
     chosen = "val" if result.selected_on == "val" else f"chosen on the {result.selected_on} set; val shown"
     _print_metrics(result.best, f"best epoch {result.best_epoch} ({chosen})")
     console.print(f"wrote {result.out_dir / 'best.pt'}, last.pt, metrics.json  ({result.wall_s:.0f}s)")
+
+
+def _report_cv(cv: Any) -> None:
+    if cv.interrupted:
+        where = cv.folds[-1].out_dir / "last.pt"
+        err.print(
+            f"interrupted; state saved in {where}: run the same command again to continue",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(130)
+    table = Table(title=f"{cv.summary['folds']}-fold cross-validation (mean ± std over folds)", show_header=True)
+    for col in ("metric", "held-out folds", "val"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    held, val = cv.summary["held_out"], cv.summary["val"]
+    for k in dict.fromkeys([*held, *val]):
+        cells = [f"{d[k]['mean']:.4f} ± {d[k]['std']:.4f}" if k in d else "-" for d in (held, val)]
+        table.add_row(escape(k), *cells)
+    console.print(table)
+    console.print(f"wrote {cv.out_dir / 'cv.json'}, cv.md and fold-<i>/ (best.pt, last.pt, metrics.json)")
 
 
 def _print_metrics(m: dict[str, Any], title: str) -> None:

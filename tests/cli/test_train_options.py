@@ -48,3 +48,17 @@ def test_bad_selection_and_decay_are_one_line_errors(synth_root: Path, tmp_path:
     _one_line_error(run("train", "--data", synth_root, "--out", out, "--select-fraction", "0.9"), "selection fraction")
     _one_line_error(run("train", "--data", synth_root, "--out", out, "--ema-decay", "1.5"), "EMA decay")
     assert not out.exists()  # refused before any work
+
+
+def test_folds_from_the_command_line_and_what_they_refuse(synth_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    res = run("train", "--data", synth_root, "--out", out, *SMALL, "--folds", "2")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "cv.json").read_text())["folds"] == 2
+    _one_line_error(run("train", "--data", synth_root, "--out", out, "--folds", "2", "--nproc", "2"), "--nproc")
+    _one_line_error(
+        run("train", "--data", synth_root, "--out", out, "--folds", "2", "--select-fraction", "0.2"),
+        "selection fraction",
+    )
+    _one_line_error(run("train", "--resume", out / "fold-0" / "last.pt", "--folds", "2"), "--folds")
+    _one_line_error(run("train", "--data", synth_root, "--out", tmp_path / "x", "--folds", "1"), "folds")
