@@ -160,12 +160,27 @@ def train(
         bool, typer.Option("--resume-any-world", help="Resume with another number of processes (not exact).")
     ] = False,
     dist_timeout: Annotated[float, typer.Option(help="Seconds a process waits for the others before failing.")] = 300.0,
+    ema: Annotated[
+        bool | None,
+        typer.Option("--ema/--no-ema", help="Validate and save a moving average of the weights (default: on)."),
+    ] = None,
+    ema_decay: Annotated[float | None, typer.Option(help="Decay of that average after its warm-up.")] = None,
+    select_fraction: Annotated[
+        float | None,
+        typer.Option(help="Share of train patients held out to choose best.pt on (0 = choose on val)."),
+    ] = None,
+    folds: Annotated[
+        int | None,
+        typer.Option(help="Patient-level k-fold cross-validation: K runs in OUT/fold-<i>, summary in OUT/cv.json."),
+    ] = None,
 ) -> None:
     """Train an OMSF2 model; writes OUT/best.pt, OUT/last.pt and OUT/metrics.json."""
     from omsf2.cli.progress import RichReporter
     from omsf2.train import distributed as ddp
     from omsf2.train.reporter import LogReporter
 
+    if folds is not None and nproc is not None:
+        raise ValueError("--folds runs its folds one after the other in one process; drop --nproc")
     if nproc is not None:  # re-run this command line in N processes under torch.distributed.run
         raise typer.Exit(ddp.launch_cli(nproc, sys.argv[1:]))
     world = ddp.world_from_env()  # under torchrun only rank 0 reports
@@ -176,6 +191,10 @@ def train(
         if fixed:
             opts = ", ".join("--" + n.replace("_", "-") for n in fixed)
             raise ValueError(f"--resume continues the saved run with its own settings; drop {opts}")
+    else:
+        from omsf2.train.options import config_from_options
+
+        cfg = config_from_options(ctx.params)  # checked before anything starts
     with RichReporter(console) if world.is_main else contextlib.nullcontext(LogReporter()) as rep:
         if resume is not None:
             from omsf2.train import resume as resume_run
@@ -185,49 +204,13 @@ def train(
                 resume, out_dir, rep, epochs, device, workers, overwrite, resume_any_world, dist_timeout
             )
         else:
-            if data is None:
-                raise ValueError("--data is required (an image folder, a CheXpert folder or CSV, or 'synthetic')")
-            from omsf2.data.datasets import DataSpec
-            from omsf2.train import AugConfig, TrainConfig
             from omsf2.train import train as train_run
 
-            names = () if no_attention_aug else tuple(attention_aug or tuple(AugName))
-            # Options left unset take the library's defaults (TrainConfig's), not a copy of them here.
-            unset: dict[str, Any] = {"epochs": epochs, "device": device, "workers": workers}
-            cfg = TrainConfig(
-                **{k: v for k, v in unset.items() if v is not None},
-                data=DataSpec(
-                    source=data,
-                    synthetic_n=synthetic_n,
-                    synthetic_seed=seed,
-                    uncertain=uncertain,
-                    val_fraction=val_fraction,
-                    split_seed=seed,
-                ),
-                model=model,
-                batch_size=batch_size,
-                img_size=img_size,
-                resize=resize,
-                in_chans=in_chans,
-                optimizer=optimizer,
-                lr=lr,
-                weight_decay=weight_decay,
-                schedule=schedule,
-                warmup_epochs=warmup_epochs,
-                label_smoothing=label_smoothing,
-                balanced=balanced,
-                amp=amp,
-                clip_grad=clip_grad,
-                seed=seed,
-                patience=patience,
-                aug=AugConfig(attention=names, attention_prob=attention_prob),
-                soft_distance=soft_distance,
-                center_loss=center_loss,
-                bap=not no_bap,
-                ckpt_every=ckpt_every,
-                init=None if init is None else str(init),
-                sync_bn=sync_bn,
-            )
+            if folds is not None:
+                from omsf2.train.cv import cross_validate
+
+                cv = cross_validate(cfg, out, folds, rep, overwrite)
+                return _report_cv(cv)
             dist = {"dist_timeout_s": dist_timeout} if world.distributed else {}  # only matters with several
             result = train_run(cfg, out, rep, overwrite, **dist)
     if result.interrupted:
@@ -237,8 +220,29 @@ def train(
         raise typer.Exit(130)
     if not world.is_main:
         return
-    _print_metrics(result.best, f"best epoch {result.best_epoch} (val)")
+    chosen = "val" if result.selected_on == "val" else f"chosen on the {result.selected_on} set; val shown"
+    _print_metrics(result.best, f"best epoch {result.best_epoch} ({chosen})")
     console.print(f"wrote {result.out_dir / 'best.pt'}, last.pt, metrics.json  ({result.wall_s:.0f}s)")
+
+
+def _report_cv(cv: Any) -> None:
+    if cv.interrupted:
+        where = cv.folds[-1].out_dir / "last.pt"
+        err.print(
+            f"interrupted; state saved in {where}: run the same command again to continue",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(130)
+    table = Table(title=f"{cv.summary['folds']}-fold cross-validation (mean ± std over folds)", show_header=True)
+    for col in ("metric", "held-out folds", "val"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    held, val = cv.summary["held_out"], cv.summary["val"]
+    for k in dict.fromkeys([*held, *val]):
+        cells = [f"{d[k]['mean']:.4f} ± {d[k]['std']:.4f}" if k in d else "-" for d in (held, val)]
+        table.add_row(escape(k), *cells)
+    console.print(table)
+    console.print(f"wrote {cv.out_dir / 'cv.json'}, cv.md and fold-<i>/ (best.pt, last.pt, metrics.json)")
 
 
 def _print_metrics(m: dict[str, Any], title: str) -> None:

@@ -97,11 +97,12 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> OMSF2:
             f"the checkpoint's weights are not finite: {len(bad)} tensor(s) hold NaN or infinity, e.g. {bad[0]}"
         )
     model = OMSF2(cfg)
-    _load_strict(model, ckpt["model"], f"model {cfg.name!r}")
+    load_strict(model, ckpt["model"], f"model {cfg.name!r}")
     return model.eval()
 
 
-def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``model``; a ValueError naming ``what`` and the first misfit unless every key fits."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

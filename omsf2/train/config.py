@@ -56,6 +56,14 @@ class TrainConfig:
         init: local weights to start from (omsf2 checkpoint or torchvision-style ResNet state dict).
         channels_last: NHWC memory format (faster convolutions on CPU and tensor cores).
         sync_bn: BatchNorm statistics over the global batch when training with several processes.
+        ema: validate and save an exponential moving average of the weights (see
+            :mod:`omsf2.train.ema`); the one place its default lives.
+        ema_decay: the average's decay after its warm-up, in (0, 1).
+        select_fraction: share of the train patients held out (patient-disjoint, stratified) to
+            choose ``best.pt`` on, so that val stays an unbiased estimate; 0 = choose on val.
+        folds: patient-level cross-validation folds this run belongs to (0 = none); see
+            :mod:`omsf2.train.cv`.
+        fold: which fold (0-based) is held out to choose ``best.pt`` on when ``folds`` >= 2.
     """
 
     data: DataSpec
@@ -93,6 +101,11 @@ class TrainConfig:
     init: str | None = None
     channels_last: bool = True
     sync_bn: bool = False
+    ema: bool = True
+    ema_decay: float = 0.999
+    select_fraction: float = 0.0
+    folds: int = 0
+    fold: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resize", parse_enum(ResizeMode, self.resize, "resize mode"))
@@ -132,6 +145,23 @@ class TrainConfig:
             (self.workers >= 0, "workers", f"workers must be >= 0, got {self.workers}"),
             (self.cache_gb >= 0, "cache_gb", f"cache budget must be >= 0, got {self.cache_gb}"),
             (self.ckpt_every >= 0, "ckpt_every", f"checkpoint interval must be >= 0, got {self.ckpt_every}"),
+            (0 < self.ema_decay < 1, "ema_decay", f"EMA decay must lie in (0, 1), got {self.ema_decay}"),
+            (
+                0 <= self.select_fraction <= 0.5,
+                "select_fraction",
+                f"selection fraction must lie in [0, 0.5] (0 = off), got {self.select_fraction}",
+            ),
+            (self.folds == 0 or self.folds >= 2, "folds", f"folds must be 0 (off) or >= 2, got {self.folds}"),
+            (
+                self.folds == 0 or 0 <= self.fold < self.folds,
+                "fold",
+                f"fold must lie in [0, {self.folds - 1}], got {self.fold}",
+            ),
+            (
+                not (self.folds and self.select_fraction),
+                "select_fraction",
+                "cross-validation chooses each fold's best.pt on its held-out fold; drop the selection fraction",
+            ),
         ]
         for ok, setting, msg in checks:
             if not ok:
@@ -156,4 +186,6 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"training config has unknown keys {unknown}")
-        return cls(**{**d, "data": DataSpec.from_dict(d["data"]), "aug": AugConfig.from_dict(d["aug"])})
+        # A run saved before EMA existed trained without it: its resume must go on without it.
+        legacy = {} if "ema" in d else {"ema": False}
+        return cls(**{**legacy, **d, "data": DataSpec.from_dict(d["data"]), "aug": AugConfig.from_dict(d["aug"])})

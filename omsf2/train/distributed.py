@@ -168,6 +168,22 @@ def gather_objects(obj: Any, world: World) -> list[Any]:
     return out
 
 
+@torch.no_grad()
+def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics) now.
+
+    DDP does the same at the start of the next forward; doing it right after a step lets
+    whatever reads the buffers in between (the weight average) see the same values on every rank.
+    """
+    if not world.distributed:
+        return
+    try:
+        for b in module.buffers():
+            torch.distributed.broadcast(b, src=0)
+    except (RuntimeError, torch.distributed.DistError) as e:
+        raise _collective_error(e, world) from None
+
+
 def shard_batches(order: Sequence[Sequence[int]], world: World) -> list[list[int]]:
     """This rank's contiguous slice of each global batch (the batch size must divide by the ranks)."""
     out = []

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import time
 import uuid
 from pathlib import Path
@@ -30,8 +29,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from omsf2.config import OptimizerName, PreprocessSpec, ScheduleName, SettingError, Task
-from omsf2.data.datasets import LabeledSet, load_split
+from omsf2.config import OptimizerName, PreprocessSpec, SettingError, Task
+from omsf2.data.datasets import LabeledSet
 from omsf2.data.loader import BatchSource, epoch_order, open_source
 from omsf2.evaluate import compute_metrics, predict_logits, resolve_device
 from omsf2.fileio import write_json
@@ -46,8 +45,12 @@ from omsf2.models.checkpoint import (
 from omsf2.train import distributed as ddp
 from omsf2.train.augment import apply_attention_aug, frozen_bn_stats, geometric, intensity
 from omsf2.train.config import TrainConfig
+from omsf2.train.ema import ModelEma
 from omsf2.train.losses import CenterLoss, soft_distance, task_loss
+from omsf2.train.parts import RunParts as _Parts
 from omsf2.train.reporter import LogReporter, Reporter
+from omsf2.train.schedule import check_finite, epoch_seed, lr_at, monitor
+from omsf2.train.splits import load_splits
 from omsf2.train.state import RunState
 from omsf2.train.stop import StopFlag
 
@@ -76,6 +79,7 @@ class TrainResult:
         interrupted: the run was stopped (Ctrl-C) and can be resumed from last.pt.
         stopped_early: early stopping ended the run.
         wall_s: wall time of this invocation.
+        selected_on: the set that chose best.pt: "val", "select" or "fold".
     """
 
     out_dir: Path
@@ -85,53 +89,7 @@ class TrainResult:
     interrupted: bool
     stopped_early: bool
     wall_s: float
-
-
-def _epoch_seed(seed: int, *keys: int) -> int:
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0].item())
-
-
-def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Learning rate at global step ``step`` (linear warm-up, then the schedule)."""
-    total = cfg.epochs * steps_per_epoch
-    warm = round(cfg.warmup_epochs * steps_per_epoch)
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    if cfg.schedule is ScheduleName.COSINE:
-        t = (step - warm) / max(1, total - warm)
-        return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-    if cfg.schedule is ScheduleName.STEP:
-        return cfg.lr * cfg.step_gamma ** ((step // steps_per_epoch) // cfg.step_epochs)
-    return cfg.lr
-
-
-def _monitor(task: Task, metrics: dict[str, Any], val_loss: float) -> tuple[float, float]:
-    # Higher is better; ties go to the lower validation loss.
-    key = metrics.get("macro_auc") if task is Task.MULTILABEL else metrics["accuracy"]
-    return (float(key) if key is not None else 0.0, -val_loss)
-
-
-@dataclasses.dataclass
-class _Parts:
-    """What a run is made of once set up: data, model, optimisation, and per-step constants."""
-
-    train_ds: LabeledSet
-    val_ds: LabeledSet
-    model: OMSF2
-    pre: PreprocessSpec
-    task: Task
-    center: CenterLoss | None
-    opt: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    amp_dtype: torch.dtype | None  # None: no autocast
-    train_src: BatchSource
-    val_src: BatchSource
-    steps: int
-    weights: np.ndarray | None  # class-balanced sampling weights
-    mean: torch.Tensor
-    std: torch.Tensor
-    aug_gen: torch.Generator
-    fwd: torch.nn.Module  # the training forward (in DDP when distributed)
+    selected_on: str = "val"
 
 
 class Trainer:
@@ -207,7 +165,10 @@ class Trainer:
             if st.history:
                 self._write_metrics(p, st, interrupted, stopped_early, t0)
         wall = time.perf_counter() - t0
-        return TrainResult(self.out, st.best_epoch, st.best_metrics, st.history, interrupted, stopped_early, wall)
+        return TrainResult(
+            self.out, st.best_epoch, st.best_metrics, st.history, interrupted, stopped_early, wall,
+            str(st.best_metrics.get("selected_on", "val")),
+        )  # fmt: skip
 
     # -- set-up and restore ------------------------------------------------------------------------
     def _check_world(self, st: RunState) -> None:
@@ -229,15 +190,6 @@ class Trainer:
         ranks = ck.get("rng_ranks") or [ck.get("rng")]
         return ranks[self.world.rank] if len(ranks) == self.world.size else None
 
-    def _load_data(self) -> tuple[LabeledSet, LabeledSet]:
-        train = load_split(self.cfg.data, "train")
-        val = load_split(self.cfg.data, "val")
-        if list(val.classes) != list(train.classes):
-            raise ValueError(f"val classes {val.classes} differ from train classes {train.classes}")
-        if len(train) < self.cfg.batch_size:
-            raise ValueError(f"train split has {len(train)} images, fewer than one batch of {self.cfg.batch_size}")
-        return train, val
-
     def _source(self, ds: LabeledSet, pre: PreprocessSpec, name: str) -> BatchSource:
         budget = self.cfg.cache_gb * (1 << 30) if self.cfg.cache else -1.0
         return open_source(
@@ -250,14 +202,16 @@ class Trainer:
             _, classes, task, pre = checkpoint_info(self._resume)
             if classes != list(train.classes):
                 raise ValueError(f"checkpoint classes {classes} differ from the data's {list(train.classes)}")
-            return model_from_checkpoint(self._resume), pre, task  # strict: weights must fit exactly
+            # The raw weights train on; "model" holds the average when the run keeps one.
+            raw = {**self._resume, "model": self._resume.get("raw_model", self._resume["model"])}
+            return model_from_checkpoint(raw), pre, task  # strict: weights must fit exactly
         torch.manual_seed(cfg.seed)
         model = create_model(
             cfg.model,
             num_classes=len(train.classes),
             in_chans=cfg.in_chans,
             dropout=cfg.dropout,
-            bap=cfg.bap,
+            **({} if cfg.bap else {"bap": False}),  # on: the variant's own (plain baselines have none)
             **({"img_size": cfg.img_size} if cfg.img_size else {}),
         )
         if not isinstance(model, OMSF2):
@@ -281,7 +235,8 @@ class Trainer:
 
     def _setup(self) -> _Parts:
         cfg, dev = self.cfg, self.device
-        train_ds, val_ds = self._load_data()
+        splits = load_splits(cfg)
+        train_ds = splits.train
         model, pre, task = self._build(train_ds)
         if cfg.center_loss > 0 and task is not Task.MULTICLASS:
             raise ValueError("the centre loss needs one label per image (multi-class data)")
@@ -301,12 +256,16 @@ class Trainer:
             counts = np.bincount(train_src.y.numpy(), minlength=model.num_classes).astype(np.float64)
             weights = 1.0 / counts[train_src.y.numpy()]
         reps = pre.channels // len(pre.mean), pre.channels // len(pre.std)
+        # The average starts as a copy of the model as it will train (device, format, BatchNorm kind).
+        ema = ModelEma(model, cfg.ema_decay) if cfg.ema else None
+        sel = splits.select
         return _Parts(
-            train_ds, val_ds, model, pre, task, center, self._optimizer(params), scaler,
-            amp_dtype if use_amp else None, train_src, self._source(val_ds, pre, "val"),
+            splits, model, pre, task, center, self._optimizer(params), scaler,
+            amp_dtype if use_amp else None, train_src, self._source(splits.val, pre, "val"),
             len(train_src) // cfg.batch_size, weights,
             torch.tensor(pre.mean * reps[0]), torch.tensor(pre.std * reps[1]), torch.Generator(),
             ddp.wrap(ddp.TrainForward(model, center), self.world, dev),
+            None if sel is None else self._source(sel, pre, splits.selected_on), ema,
         )  # fmt: skip
 
     def _restore(self, p: _Parts) -> None:
@@ -318,6 +277,10 @@ class Trainer:
             p.center.load_state_dict(self._resume["center"])
         if "scaler" in self._resume:
             p.scaler.load_state_dict(self._resume["scaler"])
+        if p.ema is not None:
+            if "ema" not in self._resume:
+                raise ValueError("the checkpoint holds no weight average to resume; it was saved by a run without EMA")
+            p.ema.load(self._resume["model"], self._resume["ema"])
 
     def _info(self, p: _Parts, st: RunState) -> dict[str, Any]:
         return {
@@ -343,14 +306,14 @@ class Trainer:
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
             return
         st.loss_sum, st.loss_n = 0.0, 0
-        es = _epoch_seed(self.cfg.seed, st.epoch)
+        es = epoch_seed(self.cfg.seed, st.epoch)
         torch.manual_seed(ddp.rank_seed(es + 1, self.world.rank))  # dropout differs between ranks
         p.aug_gen.manual_seed(ddp.rank_seed(es + 2, self.world.rank))
 
     def _train_epoch(self, p: _Parts, st: RunState, rng: dict[str, Any] | None) -> bool:
         """Run the steps of epoch ``st.epoch`` from ``st.step``; False when a stop was requested."""
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, st.epoch))
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, st.epoch))
         order = epoch_order(len(p.train_src), cfg.batch_size, gen, p.weights)  # the same on every rank
         if self.world.distributed:
             order = ddp.shard_batches(order, self.world)
@@ -364,7 +327,7 @@ class Trainer:
             for gr in p.opt.param_groups:
                 gr["lr"] = lr
             loss = ddp.mean_over_ranks(
-                self._step(p, batch, _epoch_seed(cfg.seed, st.epoch, st.step)), self.world, self.device
+                self._step(p, batch, epoch_seed(cfg.seed, st.epoch, st.step)), self.world, self.device
             )
             st.loss_sum += loss
             st.loss_n += 1
@@ -397,7 +360,7 @@ class Trainer:
             name = names[int(draw[1] * len(names)) % len(names)]
 
             def view(xr: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
-                _check_finite(att.detach().sum())  # the view's sampling chokes on NaN maps
+                check_finite(att.detach().sum())  # the view's sampling chokes on NaN maps
                 return apply_attention_aug(name, xr, att, g)
 
         with ctx:
@@ -415,21 +378,28 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(p.model.parameters(), cfg.clip_grad)
         p.scaler.step(p.opt)
         p.scaler.update()
-        return _check_finite(loss)
+        if p.ema is not None:
+            ddp.broadcast_buffers(p.model, self.world)  # without --sync-bn each rank's BN statistics differ
+            p.ema.update(p.model)  # the unwrapped module: then the same on every rank
+        return check_finite(loss)
 
     # -- validation, checkpoints and metrics --------------------------------------------------------
-    def _validate(self, p: _Parts, st: RunState, t_epoch: float) -> _Validation:
-        cfg = self.cfg
-        self.rep.on_task("validating", len(p.val_src))
-        bs = max(64, cfg.batch_size)
+    def _evaluate(self, p: _Parts, src: BatchSource, name: str) -> tuple[dict[str, Any], float]:
+        """Metrics and loss of the evaluated weights (the average when kept) on one set."""
+        self.rep.on_task(f"validating on {name}", len(src))
+        bs, model = max(64, self.cfg.batch_size), p.eval_model
         if self.world.distributed:  # each rank predicts a shard; the logits of the whole split are gathered
             logits = ddp.sharded_logits(
-                p.model, lambda i: next(p.val_src.batches([i])).x, len(p.val_src), bs, self.world, self.device
+                model, lambda i: next(src.batches([i])).x, len(src), bs, self.world, self.device
             )
         else:
-            logits = predict_logits(p.model, p.val_src, bs, self.device, self.rep.on_advance)
-        metrics = compute_metrics(p.task, p.val_src, logits, p.train_ds.classes)
-        val_loss = float(task_loss(torch.from_numpy(logits), p.val_src.y, p.val_src.mask, p.task))
+            logits = predict_logits(model, src, bs, self.device, self.rep.on_advance)
+        metrics = compute_metrics(p.task, src, logits, p.train_ds.classes)
+        return metrics, float(task_loss(torch.from_numpy(logits), src.y, src.mask, p.task))
+
+    def _validate(self, p: _Parts, st: RunState, t_epoch: float) -> _Validation:
+        cfg = self.cfg
+        metrics, val_loss = self._evaluate(p, p.val_src, "val")
         record = {
             "epoch": st.epoch + 1,
             "train_loss": st.loss_sum / max(1, st.loss_n),
@@ -438,20 +408,38 @@ class Trainer:
             "macro_f1": metrics["macro_f1"],
             "qwk": metrics.get("qwk"),
             "macro_auc": metrics.get("macro_auc"),
-            "lr": lr_at(cfg, (st.epoch + 1) * p.steps - 1, p.steps),
-            "epoch_s": time.perf_counter() - t_epoch,
         }
-        return _Validation(record, metrics, val_loss)
+        chosen, chosen_loss = metrics, val_loss
+        if p.sel_src is not None:  # the set that chooses best.pt, reported beside val
+            name = p.splits.selected_on
+            chosen, chosen_loss = self._evaluate(p, p.sel_src, name)
+            record.update({f"{name}_loss": chosen_loss, f"{name}_accuracy": chosen["accuracy"]})
+            record.update({f"{name}_macro_f1": chosen["macro_f1"]})
+        record["lr"] = lr_at(cfg, (st.epoch + 1) * p.steps - 1, p.steps)
+        record["epoch_s"] = time.perf_counter() - t_epoch
+        return _Validation(record, metrics, val_loss, chosen, chosen_loss)
+
+    def _selection(self, p: _Parts) -> dict[str, Any]:
+        """Which set chose best.pt, and with which weights (recorded in best.pt and metrics.json)."""
+        sel = p.splits.select
+        return {
+            "selected_on": p.splits.selected_on,
+            "select_size": len(p.val_ds) if sel is None else len(sel),
+            "ema": {"enabled": self.cfg.ema, "decay": self.cfg.ema_decay},
+        }
 
     def _end_epoch(self, p: _Parts, st: RunState, v: _Validation, t0: float) -> None:
         """Record the epoch, save best.pt when it improved and last.pt always, write metrics.json."""
         st.history.append(v.record)
         st.epoch, st.step = st.epoch + 1, 0
-        key = _monitor(p.task, v.metrics, v.val_loss)
+        key = monitor(p.task, v.chosen, v.chosen_loss)
         improved = key > st.best_key
         if improved:
             st.best_key, st.best_epoch = key, st.epoch
-            st.best_metrics = {**v.metrics, "epoch": st.epoch, "val_loss": v.val_loss}
+            # The val figures of the chosen epoch: unbiased when another set chose it.
+            st.best_metrics = {**v.metrics, "epoch": st.epoch, "val_loss": v.val_loss, **self._selection(p)}
+            if p.sel_src is not None:
+                st.best_metrics[p.splits.selected_on] = {**v.chosen, "loss": v.chosen_loss}
             if self.world.is_main:
                 save_checkpoint(self.out / "best.pt", self._payload(p, st, full=False))
         self._save_last(p, st)
@@ -459,17 +447,24 @@ class Trainer:
         self._write_metrics(p, st, False, False, t0)
 
     def _payload(self, p: _Parts, st: RunState, full: bool) -> dict[str, Any]:
+        def weights(m: torch.nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().clone().contiguous() for k, v in m.state_dict().items()}
+
         out: dict[str, Any] = {
             "model_config": p.model.cfg.to_dict(),
             "classes": list(p.train_ds.classes),
             "task": p.task.value,
             "preprocess": p.pre.to_dict(),
             "data": self.cfg.data.to_dict(),
-            "model": {k: v.detach().clone().contiguous() for k, v in p.model.state_dict().items()},
+            "model": weights(p.eval_model),  # the average when kept: export, eval and predict use it as is
             "train_config": self.cfg.to_dict(),
             "metrics": st.best_metrics if not full else (st.history[-1] if st.history else {}),
+            "selection": self._selection(p),
         }
         if full:
+            if p.ema is not None:  # what an exact resume needs besides the average
+                out["raw_model"] = weights(p.model)
+                out["ema"] = p.ema.state()
             out["optimizer"] = p.opt.state_dict()
             out["scaler"] = p.scaler.state_dict()
             if p.center is not None:
@@ -503,6 +498,8 @@ class Trainer:
                 "train_size": len(p.train_ds),
                 "val_data": p.val_ds.description,
                 "val_size": len(p.val_ds),
+                **self._selection(p),
+                "select_data": None if p.splits.select is None else p.splits.select.description,
                 "device": str(self.device),
                 "torch_threads": torch.get_num_threads(),
                 "processes": self.world.size,
@@ -519,17 +516,10 @@ class Trainer:
 
 class _Validation(NamedTuple):
     record: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # on val
     val_loss: float
-
-
-def _check_finite(loss: torch.Tensor) -> float:
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise FloatingPointError(
-            f"training diverged: the loss became {value}; lower the learning rate or clip gradients"
-        )
-    return value
+    chosen: dict[str, Any]  # on the set that chooses best.pt (val itself by default)
+    chosen_loss: float
 
 
 def train(
