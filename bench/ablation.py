@@ -18,8 +18,11 @@ What is reported, per (dataset, variant): mean ± sample std over seeds (or fold
 **final** epoch's val accuracy, macro-F1 and per-class recall (the final epoch involves no model
 selection, so val is unbiased; the EMA weights make it stable), the same of ``best.pt`` (chosen on
 val unless ``--select-fraction``, which the table says), training time (sum of the epochs' train
-+ validation time, robust to resumes) and parameters. ``bench/results/ablation-<machine>.json``,
-``.md`` and ``.png``; the .md gives runs completed per cell and marks incomplete cells.
++ validation time, robust to resumes) and parameters. A seed seeds everything ``omsf2 train``
+seeds: initialisation, batch order, augmentation, and, on the phantoms, the phantom draw itself
+(so the spread there includes the data); every variant of one seed sees the same data.
+Written to ``bench/results/ablation-<machine>.json``, ``.md`` and ``.png``; the .md gives runs
+completed per cell and marks incomplete cells.
 """
 
 from __future__ import annotations
