@@ -16,7 +16,7 @@ rewritten after every run.
 
 What is reported, per (dataset, variant): mean ± sample std over seeds (or folds) of the
 **final** epoch's val accuracy, macro-F1 and per-class recall (the final epoch involves no model
-selection, so val is unbiased; the EMA weights make it stable), the same of ``best.pt`` (chosen on
+selection, so val is unbiased), the same of ``best.pt`` (chosen on
 val unless ``--select-fraction``, which the table says), training time (sum of the epochs' train
 + validation time, robust to resumes) and parameters. A seed seeds everything ``omsf2 train``
 seeds: initialisation, batch order, augmentation, and, on the phantoms, the phantom draw itself
