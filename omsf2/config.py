@@ -88,6 +88,21 @@ class ScheduleName(str, enum.Enum):
     CONSTANT = "constant"
 
 
+class NeckName(str, enum.Enum):
+    """What sits between the backbone and the heads (the ablation variants switch the neck off)."""
+
+    SSP = "ssp"  # SSPNet-style: SPP + DPPM on C5, CAM heat maps, scale enhancement and selection
+    LATERAL = "lateral"  # 1x1 projections of C2-C5 only: the heads read the backbone levels unfused
+    NONE = "none"  # no neck: a GAP head reads C5 (the plain ResNet baselines)
+
+
+class HeadName(str, enum.Enum):
+    """The classifier head."""
+
+    MSFF = "msff"  # multi-scale feature fusion over P2-P4
+    GAP = "gap"  # global average pooling of one level + linear
+
+
 class AugName(str, enum.Enum):
     """Attention-guided (data-specificity) augmentations from the model's own attention maps.
 
@@ -197,6 +212,8 @@ class ModelConfig:
         neck_channels: channels of the neck levels L2-L5.
         head_channels: channels of the MSFF head convolutions.
         pool_windows: windows of the dense multi-scale pooling on the deepest level.
+        neck: the neck (SSP, 1x1 laterals only, or none).
+        head: the classifier head (MSFF, or global average pooling + linear).
         bap: whether the MAG-SD bilinear-attention-pooling branch is built.
         bap_maps: number of attention maps M of that branch.
         dropout: dropout before the classifier.
@@ -211,6 +228,8 @@ class ModelConfig:
     neck_channels: int = 64
     head_channels: int = 64
     pool_windows: tuple[int, ...] = (5, 9, 13)
+    neck: NeckName = NeckName.SSP
+    head: HeadName = HeadName.MSFF
     bap: bool = True
     bap_maps: int = 32
     dropout: float = 0.2
@@ -230,6 +249,10 @@ class ModelConfig:
         if any(w < 1 or w % 2 == 0 for w in self.pool_windows):
             raise ValueError(f"pool windows must be odd and positive, got {self.pool_windows!r}")
         object.__setattr__(self, "pool_windows", tuple(int(w) for w in self.pool_windows))
+        object.__setattr__(self, "neck", parse_enum(NeckName, self.neck, "neck"))
+        object.__setattr__(self, "head", parse_enum(HeadName, self.head, "head"))
+        if self.neck is NeckName.NONE and self.head is HeadName.MSFF:
+            raise ValueError("the MSFF head reads neck levels of equal width; without a neck use head 'gap'")
         if self.img_size < 32 or self.img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32 (the backbone stride), got {self.img_size!r}")
 
@@ -237,6 +260,7 @@ class ModelConfig:
         """JSON-ready dict."""
         d = dataclasses.asdict(self)
         d["pool_windows"] = list(self.pool_windows)
+        d["neck"], d["head"] = self.neck.value, self.head.value
         return d
 
     @classmethod

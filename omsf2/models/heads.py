@@ -73,6 +73,32 @@ class MSFFHead(nn.Module):
         return self.fc(self.drop(feats))
 
 
+class GAPHead(nn.Module):
+    """The MSFF head switched off, and the plain ResNet's head: global average pooling of one level + linear.
+
+    Args:
+        in_ch: channels of the pooled level.
+        num_classes: logits.
+        dropout: before the classifier.
+        level: which of the levels it is given to pool (0 = finest, -1 = deepest).
+    """
+
+    def __init__(self, in_ch: int, num_classes: int, dropout: float = 0.2, level: int = 0) -> None:
+        super().__init__()
+        self.level = level
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_ch, num_classes)
+        self.num_features = in_ch
+
+    def forward_features(self, p: list[Tensor]) -> Tensor:
+        """Levels [L2, ..., L5] -> (N, in_ch) average of level ``level``."""
+        return p[self.level].mean(dim=(2, 3))
+
+    def forward(self, feats: Tensor) -> Tensor:
+        """(N, in_ch) pooled features -> (N, num_classes) logits."""
+        return self.fc(self.drop(feats))
+
+
 def bilinear_attention_pool(features: Tensor, attention: Tensor, eps: float = 1e-6) -> Tensor:
     """BAP: attention-weighted feature averages, signed square root, L2 normalisation.
 

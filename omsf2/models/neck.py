@@ -167,3 +167,20 @@ class SSPNeck(nn.Module):
         for i in (2, 1, 0):
             fused.insert(0, scale_fuse(lat[i], att[i], fused[0], att[i + 1]))
         return [conv(p) for conv, p in zip(self.out, fused, strict=True)], cam
+
+
+class LateralNeck(nn.Module):
+    """The neck switched off, for ablation: 1x1 projections of C2-C5 to one width, nothing fused.
+
+    The heads need levels of one width; these laterals are the least that gives it, so that a
+    comparison with :class:`SSPNeck` measures SPP, DPPM, the CAM maps and the scale fusion.
+    """
+
+    def __init__(self, in_channels: Sequence[int], ch: int) -> None:
+        super().__init__()
+        self.lat = nn.ModuleList([ConvBNAct(c, ch, 1) for c in in_channels])
+        self.channels = ch
+
+    def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        """(C2, C3, C4, C5) -> [L2, L3, L4, L5], each (N, ch, H_l, W_l)."""
+        return [lat(f) for lat, f in zip(self.lat, feats, strict=True)]

@@ -238,14 +238,15 @@ class TrainForward(torch.nn.Module):
             x: the batch.
             y: its targets (for the centre loss).
             view: ``(x, attention) -> x_view`` to add an attention-guided pass (BatchNorm
-                running statistics frozen during it), or None.
+                running statistics frozen during it), or None; ignored when the model has no
+                attention maps.
         """
         from omsf2.train.augment import frozen_bn_stats
 
         out = self.model.forward_train(x)  # type: ignore[operator]
         closs = self.center(out.features, y) if self.center is not None else None
         la = None
-        if view is not None:
+        if view is not None and out.attention is not None:  # variants without attention maps: no view
             xa = view(x, out.attention)
             with frozen_bn_stats(self.model):
                 la = self.model.forward_train(xa).logits  # type: ignore[operator]

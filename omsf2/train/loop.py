@@ -408,6 +408,7 @@ class Trainer:
             "macro_f1": metrics["macro_f1"],
             "qwk": metrics.get("qwk"),
             "macro_auc": metrics.get("macro_auc"),
+            "per_class_recall": metrics.get("per_class_recall"),  # None for multi-label data
         }
         chosen, chosen_loss = metrics, val_loss
         if p.sel_src is not None:  # the set that chooses best.pt, reported beside val

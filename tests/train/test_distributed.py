@@ -173,6 +173,31 @@ def test_two_ranks_equal_one_rank_with_sync_bn(synth_root: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
+def test_weight_average_is_the_same_on_every_rank_without_sync_bn(synth_root: Path, tmp_path: Path) -> None:
+    import torch
+
+    from omsf2.config import PreprocessSpec, Task
+    from omsf2.data.datasets import DataSpec, load_split
+    from omsf2.data.loader import open_source
+    from omsf2.evaluate import predict_logits
+    from omsf2.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from omsf2.train.losses import task_loss
+
+    # Local BatchNorm: each rank's running statistics differ after a step; the average must not.
+    _train(2, tmp_path / "two", _cfg(synth_root, epochs=1, ema=True, ema_decay=0.9), NO_NOISE)
+    rec = _history(tmp_path / "two")[-1]
+    # Validation is sharded over the ranks, each predicting with its own average; the saved (rank 0)
+    # average on one process gives the same loss only if the ranks' averages agree.
+    ck = load_checkpoint(tmp_path / "two" / "last.pt")
+    src = open_source(
+        load_split(DataSpec(source=str(synth_root)), "val"), PreprocessSpec.from_dict(ck["preprocess"]), 0, -1.0
+    )
+    logits = predict_logits(model_from_checkpoint(ck), src, 64, torch.device("cpu"))
+    loss = float(task_loss(torch.from_numpy(logits), src.y, src.mask, Task.MULTICLASS))
+    assert loss == pytest.approx(rec["val_loss"], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
 def test_ctrl_c_on_one_rank_stops_all_and_the_resume_is_exact(synth_root: Path, tmp_path: Path) -> None:
     import torch
 

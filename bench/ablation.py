@@ -1,0 +1,335 @@
+"""Ablation: does each OMSF2 module earn its cost? Every variant, same recipe, several seeds, two datasets.
+
+Usage (from the repository root, with the package installed in .venv):
+
+    .venv/bin/python bench/ablation.py                        # everything: hours on 2 cores
+    .venv/bin/python bench/ablation.py --variants full,plain --datasets cxr-real --seeds 0
+    .venv/bin/python bench/ablation.py --quick                 # smoke: 2 variants, 1 seed, 1 epoch, 64 px
+
+Each run is one ``omsf2 train`` subprocess (what a user types) with explicit thread counts, in
+``<runs>/<dataset>/<variant>/seed-<s>/`` (or ``.../cv/`` with ``--folds``). The script is
+resumable: a run whose ``metrics.json`` holds all its epochs is kept and not re-run; a run with
+a ``last.pt`` but fewer epochs is resumed from it; so the same command, run again in another
+session, continues where the last one stopped (seeds, variants and datasets may be added; the
+settings that change what a run computes are pinned in ``<runs>/protocol.json``). Results are
+rewritten after every run.
+
+What is reported, per (dataset, variant): mean ± sample std over seeds (or folds) of the
+**final** epoch's val accuracy, macro-F1 and per-class recall (the final epoch involves no model
+selection, so val is unbiased), the same of ``best.pt`` (chosen on
+val unless ``--select-fraction``, which the table says), training time (sum of the epochs' train
++ validation time, robust to resumes) and parameters. A seed seeds everything ``omsf2 train``
+seeds: initialisation, batch order, augmentation, and, on the phantoms, the phantom draw itself
+(so the spread there includes the data); every variant of one seed sees the same data.
+Written to ``bench/results/ablation-<machine>.json``, ``.md`` and ``.png``; the .md gives runs
+completed per cell and marks incomplete cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, machine
+
+from omsf2.fileio import atomic_write, write_json
+from omsf2.train.cv import mean_std, scalar_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+OMSF2 = str(Path(sys.executable).with_name("omsf2"))
+CXR = REPO.parent / "shared" / "data" / "cxr-real"
+
+# name -> (registered model, extra `omsf2 train` options): one module off at a time.
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "plain": ("resnet18_plain_tiny", ()),
+    "full": ("omsf2_tiny", ()),
+    "no_neck": ("omsf2_tiny_no_neck", ()),
+    "no_msff": ("omsf2_tiny_no_msff", ()),
+    "no_bap": ("omsf2_tiny", ("--no-bap",)),
+    "no_attention_aug": ("omsf2_tiny", ("--no-attention-aug",)),
+    "no_soft_distance": ("omsf2_tiny", ("--soft-distance", "0")),
+}
+DATASETS = ("cxr-real", "phantoms")
+QUICK = {"variants": "plain,full", "datasets": "phantoms", "seeds": "0", "epochs": 1, "img_size": 64}
+QUICK_PHANTOMS, QUICK_BATCH = 32, 8
+REPORTED = ("accuracy", "macro_f1")
+
+
+def _csv(text: str, known: Sequence[str], what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in known]
+    if bad or not items:
+        raise SystemExit(f"error: unknown {what} {bad or text!r}; choose from {', '.join(known)}")
+    return items
+
+
+def _data_args(dataset: str, a: argparse.Namespace) -> list[str]:
+    if dataset == "cxr-real":
+        return ["--data", str(a.data)]
+    return ["--data", "synthetic", "--synthetic-n", str(a.phantoms)]
+
+
+def _run_dir(a: argparse.Namespace, dataset: str, variant: str, seed: int) -> Path:
+    return a.runs / dataset / variant / ("cv" if a.folds else f"seed-{seed}")
+
+
+def _finished(run: Path, a: argparse.Namespace) -> list[dict[str, Any]] | None:
+    """The metrics.json dicts of a finished run (one, or one per fold), else None."""
+    files = [run / f"fold-{i}" / "metrics.json" for i in range(a.folds)] if a.folds else [run / "metrics.json"]
+    out = []
+    for f in files:
+        try:
+            m = json.loads(f.read_text())
+        except (OSError, ValueError):
+            return None
+        if len(m.get("history", [])) < a.epochs and not m.get("stopped_early"):
+            return None
+        out.append(m)
+    if a.folds and not (run / "cv.json").is_file():
+        return None
+    return out
+
+
+def _command(a: argparse.Namespace, dataset: str, variant: str, seed: int, run: Path) -> list[str]:
+    last = run / "last.pt"
+    if not a.folds and last.is_file():  # an interrupted run continues exactly where it stopped
+        return [OMSF2, "train", "--resume", str(last), "--workers", "0"]
+    model, extra = VARIANTS[variant]
+    cmd = [OMSF2, "train", *_data_args(dataset, a), "--model", model, "--epochs", str(a.epochs)]
+    cmd += ["--img-size", str(a.img_size), "--seed", str(seed), "--workers", "0", "--out", str(run), *extra]
+    cmd += ["--device", a.device]
+    if a.batch_size:
+        cmd += ["--batch-size", str(a.batch_size)]
+    if a.select_fraction:
+        cmd += ["--select-fraction", str(a.select_fraction)]
+    if a.folds:
+        cmd += ["--folds", str(a.folds)]  # finished folds are kept, an interrupted one resumed
+    elif run.exists():
+        cmd += ["--overwrite"]  # a run that died before its first last.pt: start again
+    return cmd
+
+
+def _train(cmd: list[str], threads: int) -> tuple[int, float, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True)
+    return proc.returncode, time.perf_counter() - t0, (proc.stdout[-2000:] + proc.stderr[-2000:])
+
+
+def _run_record(metrics: list[dict[str, Any]], folds: int) -> dict[str, Any]:
+    """What one seed (or one cross-validation) contributes to its cell."""
+    if folds:  # each fold is one sample: its model's val figures at the final epoch and at best.pt
+        finals = [scalar_metrics(m["history"][-1]) for m in metrics]
+        bests = [scalar_metrics(m["best"]) for m in metrics]
+    else:
+        finals, bests = [scalar_metrics(metrics[0]["history"][-1])], [scalar_metrics(metrics[0]["best"])]
+    return {
+        "final": finals,
+        "best": bests,
+        "train_s": [sum(h.get("epoch_s", 0.0) for h in m["history"]) for m in metrics],
+        "params": metrics[0]["params"],
+        "selected_on": metrics[0].get("selected_on", "val"),
+        "val_size": metrics[0]["val_size"],
+    }
+
+
+def _cell(records: list[dict[str, Any]], planned: int) -> dict[str, Any]:
+    finals = [r for rec in records for r in rec["final"]]
+    bests = [r for rec in records for r in rec["best"]]
+    times = [t for rec in records for t in rec["train_s"]]
+    return {
+        "runs_done": len(records),
+        "runs_planned": planned,
+        "complete": len(records) == planned,
+        "params": records[0]["params"] if records else None,
+        "selected_on": records[0]["selected_on"] if records else None,
+        "val_size": records[0]["val_size"] if records else None,
+        "final": mean_std(finals),
+        "best": mean_std(bests),
+        "train_s": mean_std({"train_s": t} for t in times).get("train_s"),
+    }
+
+
+def _pm(stat: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
+    if not stat:
+        return "—"
+    return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
+
+
+def _markdown(rec: dict[str, Any]) -> str:
+    p = rec["protocol"]
+    unit = f"{p['folds']} folds" if p["folds"] else f"seeds {p['seeds']}"
+    lines = [
+        "# Ablation: each OMSF2 module switched off in turn",
+        "",
+        f"Machine: {rec['machine']}; {rec['date']}. Recipe: `omsf2 train` defaults, {p['epochs']} epochs at "
+        f"{p['img_size']} px, {unit}, {p['threads']} thread(s) per run. Figures in percent, mean ± sample std; "
+        "**final** = the last epoch on val (no selection, unbiased); **best** = best.pt on val "
+        f"(chosen on {p['selected_on']}; optimistic when that is val). Time: training + validation per run.",
+        "",
+    ]
+    for dataset, cells in rec["cells"].items():
+        classes = list(dict.fromkeys(k for c in cells.values() for k in c["final"] if k.startswith("recall[")))
+        lines += [f"## {dataset}", ""]
+        head = ["variant", "runs", "params (M)", "final acc", "final macro-F1", *classes, "best acc", "best macro-F1"]
+        lines += ["| " + " | ".join([*head, "train time (s)"]) + " |", "|" + "---|" * (len(head) + 1)]
+        for variant, c in cells.items():
+            runs = f"{c['runs_done']}/{c['runs_planned']}" + ("" if c["complete"] else " (incomplete)")
+            params = f"{c['params'] / 1e6:.2f}" if c["params"] else "—"
+            row = [variant, runs, params, _pm(c["final"].get("accuracy")), _pm(c["final"].get("macro_f1"))]
+            row += [_pm(c["final"].get(k)) for k in classes]
+            row += [_pm(c["best"].get("accuracy")), _pm(c["best"].get("macro_f1")), _pm(c["train_s"], 1.0, 0)]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(rec: dict[str, Any], path: Path) -> None:
+    """Final val macro-F1 (mean ± std) per variant, one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = rec["cells"]
+    fig, axes = plt.subplots(1, len(cells), figsize=(5.5 * len(cells), 3.8), squeeze=False)
+    for ax, (dataset, row) in zip(axes[0], cells.items(), strict=True):
+        names = [v for v, c in row.items() if c["final"].get("macro_f1")]
+        means = [row[v]["final"]["macro_f1"]["mean"] * 100 for v in names]
+        stds = [row[v]["final"]["macro_f1"]["std"] * 100 for v in names]
+        colors = ["tab:blue" if row[v]["complete"] else "tab:gray" for v in names]
+        ax.bar(names, means, yerr=stds, capsize=4, color=colors)
+        ax.set_title(f"{dataset}: final val macro-F1 (%)")
+        ax.set_ylim(0, 100)
+        ax.tick_params(axis="x", rotation=35)
+    fig.suptitle("gray: incomplete cell", fontsize=8)
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def _write(a: argparse.Namespace, records: dict[str, dict[str, list[dict[str, Any]]]], slug: str, desc: str) -> Path:
+    planned = 1 if a.folds else len(a.seed_list)
+    rec = {
+        "scenario": "ablation",
+        "machine": desc,
+        "date": time.strftime("%Y-%m-%d"),
+        "protocol": {
+            "epochs": a.epochs,
+            "img_size": a.img_size,
+            "seeds": a.seed_list,
+            "folds": a.folds,
+            "threads": a.threads,
+            "batch_size": a.batch_size or "omsf2 train's default",
+            "selected_on": "select" if a.select_fraction else ("fold" if a.folds else "val"),
+            "data": {d: " ".join(_data_args(d, a)) for d in a.dataset_list},
+            "variants": {v: " ".join(["--model", VARIANTS[v][0], *VARIANTS[v][1]]) for v in a.variant_list},
+        },
+        "cells": {d: {v: _cell(records[d][v], planned) for v in a.variant_list} for d in a.dataset_list},
+    }
+    a.results.mkdir(parents=True, exist_ok=True)
+    out = a.results / f"ablation-{slug}.json"
+    write_json(out, rec)
+    text = _markdown(rec)
+
+    def _md(p: Path) -> None:
+        p.write_text(text)
+
+    atomic_write(out.with_suffix(".md"), _md)
+    _plot(rec, out.with_suffix(".png"))
+    return out
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    ap.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of {', '.join(DATASETS)}")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (ignored with --folds)")
+    ap.add_argument("--folds", type=int, default=0, help="patient-level k-fold instead of seeds (0 = seeds)")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--select-fraction", type=float, default=0.0, help="passed to omsf2 train (0 = best.pt on val)")
+    ap.add_argument("--data", type=Path, default=CXR, help="the cxr-real folder")
+    ap.add_argument("--phantoms", type=int, default=600, help="train phantoms (val gets a quarter)")
+    ap.add_argument("--batch-size", type=int, default=0, help="passed to omsf2 train (0 = its default)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per training run")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--runs", type=Path, default=REPO / "runs" / "ablation", help="where the runs are kept")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where ablation-<machine>.* are written")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 2 variants, 1 seed, 1 epoch, 32 phantoms, 64 px")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.variants, a.datasets, a.seeds = QUICK["variants"], QUICK["datasets"], QUICK["seeds"]
+        a.epochs, a.img_size, a.phantoms, a.folds = QUICK["epochs"], QUICK["img_size"], QUICK_PHANTOMS, 0
+        a.batch_size = QUICK_BATCH
+    a.variant_list = _csv(a.variants, list(VARIANTS), "variant(s)")
+    a.dataset_list = _csv(a.datasets, DATASETS, "dataset(s)")
+    try:
+        a.seed_list = [0] if a.folds else [int(s) for s in a.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --seeds must be comma-separated integers, got {a.seeds!r}") from None
+    if a.folds == 1 or a.folds < 0 or a.epochs < 1 or a.threads < 1 or not a.seed_list:
+        raise SystemExit("error: need --folds 0 or >= 2, --epochs >= 1, --threads >= 1 and at least one seed")
+    if "cxr-real" in a.dataset_list and not a.data.is_dir():
+        raise SystemExit(f"error: cxr-real folder '{a.data}' does not exist; give it with --data")
+    return a
+
+
+def _claim_runs(a: argparse.Namespace) -> None:
+    """A runs folder holds one protocol: continuing it with other settings would mix results."""
+    keys = ("epochs", "img_size", "folds", "select_fraction", "phantoms", "batch_size", "device")
+    proto = {k: getattr(a, k) for k in keys} | {"data": str(a.data)}
+    path = a.runs / "protocol.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in proto if old.get(k) != proto[k])
+        if diff:
+            raise SystemExit(
+                f"error: '{a.runs}' holds runs made with other settings ({', '.join(diff)} differ); "
+                "use the same settings to continue them, or another --runs folder"
+            )
+        return
+    write_json(path, proto)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Run (or continue) the ablation; returns the result JSON's path."""
+    a = _parse(argv)
+    _claim_runs(a)
+    slug, desc = machine()
+    slug = f"quick-{slug}" if a.quick else slug
+    records: dict[str, dict[str, list[dict[str, Any]]]] = {d: {v: [] for v in a.variant_list} for d in a.dataset_list}
+    failed = []
+    for seed in a.seed_list:  # seed-major: an interrupted ablation has every variant at the first seed
+        for dataset in a.dataset_list:
+            for variant in a.variant_list:
+                run = _run_dir(a, dataset, variant, seed)
+                done = _finished(run, a)
+                if done is None:
+                    cmd = _command(a, dataset, variant, seed, run)
+                    shown = " ".join(shlex.quote(c if c != OMSF2 else "omsf2") for c in cmd)
+                    code, wall, tail = _train(cmd, a.threads)
+                    print(f"{shown}: exit {code}, {wall:.0f}s", flush=True)
+                    done = _finished(run, a) if code == 0 else None
+                    if done is None:
+                        failed.append(shown)
+                        print(tail, file=sys.stderr)
+                        continue
+                records[dataset][variant].append(_run_record(done, a.folds))
+                out = _write(a, records, slug, desc)
+    out = _write(a, records, slug, desc)
+    print(f"wrote {out} (.md, .png)")
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed; the cells say what completed; first: {failed[0]}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""bench/ablation.py --quick: trains through the CLI, writes json/md/png, and a re-run continues instead of redoing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "ablation.py"
+
+
+def _run(*args: object) -> subprocess.CompletedProcess[str]:
+    env_args = [sys.executable, str(SCRIPT), *map(str, args)]
+    return subprocess.run(env_args, text=True, capture_output=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_quick_ablation_records_cells_and_resumes(tmp_path: Path) -> None:
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    res = _run("--quick", "--threads", "1", "--runs", runs, "--results", results)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count(": exit 0") == 2  # two variants, one seed each
+    (out,) = results.glob("ablation-quick-*.json")
+    rec = json.loads(out.read_text())
+    cells = rec["cells"]["phantoms"]
+    assert list(cells) == ["plain", "full"] and all(c["complete"] and c["runs_done"] == 1 for c in cells.values())
+    assert cells["plain"]["params"] < cells["full"]["params"]
+    for c in cells.values():
+        assert set(c["final"]["macro_f1"]) == {"mean", "std", "n", "values"} and c["final"]["macro_f1"]["n"] == 1
+        assert any(k.startswith("recall[") for k in c["final"]) and c["train_s"]["mean"] > 0
+    metrics = json.loads((runs / "phantoms" / "full" / "seed-0" / "metrics.json").read_text())
+    assert metrics["torch_threads"] == 1 and metrics["config"]["model"] == "omsf2_tiny"
+    assert "| plain | 1/1 |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+    # Same command again: nothing is re-trained, the record is the same.
+    again = _run("--quick", "--threads", "1", "--runs", runs, "--results", results)
+    assert again.returncode == 0 and ": exit" not in again.stdout, again.stdout
+    assert json.loads(out.read_text())["cells"] == rec["cells"]
+
+    # A run that stopped before its last epoch was recorded continues from its last.pt.
+    m = runs / "phantoms" / "plain" / "seed-0" / "metrics.json"
+    m.write_text(json.dumps({**json.loads(m.read_text()), "history": []}))
+    third = _run("--quick", "--threads", "1", "--runs", runs, "--results", results)
+    assert third.returncode == 0 and third.stdout.count("--resume") == 1, third.stdout + third.stderr
+    assert json.loads(out.read_text())["cells"]["phantoms"]["plain"]["complete"]
+
+
+def test_unknown_variant_is_one_clear_error(tmp_path: Path) -> None:
+    res = _run("--variants", "full,nope", "--runs", tmp_path / "r", "--results", tmp_path / "o")
+    assert res.returncode != 0 and "unknown variant(s) ['nope']" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_runs_folder_keeps_its_protocol(tmp_path: Path) -> None:
+    runs = tmp_path / "r"
+    runs.mkdir()
+    (runs / "protocol.json").write_text(json.dumps({"epochs": 30}))
+    res = _run("--datasets", "phantoms", "--epochs", "5", "--runs", runs, "--results", tmp_path / "o")
+    assert res.returncode != 0 and "holds runs made with other settings" in res.stderr and "epochs" in res.stderr
