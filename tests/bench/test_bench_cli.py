@@ -87,7 +87,10 @@ def test_bench_writes_schema_and_table(bench_export, bench_phantoms, tmp_path):
         assert r["status"] == "ok" and r["reason"] is None
         assert r["p50_ms"] > 0 and r["p90_ms"] >= r["p50_ms"] and r["p99_ms"] >= r["p90_ms"]
         assert r["throughput_ips"] == pytest.approx(r["batch"] * 1000 / r["p50_ms"])
-        assert 0 < r["efficiency"] < 1.5
+        # Efficiency is against the faster of the two ceilings of the same rounds, so never above the one
+        # of the row's own precision; no fixed upper bound: under load a ceiling GEMM can be slowed more
+        # than a 64-px model, and the ratio then exceeds 1.
+        assert 0 < r["efficiency"] <= r["efficiency_own"] * (1 + 1e-9)
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["agreement"] <= 1
         assert r["img_size"] == 64 and r["macs_per_image"] > 0
     assert {r["agreement"] for r in rows if r["backend"] in ("torch", "ort")} == {1.0}
