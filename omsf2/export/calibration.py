@@ -26,14 +26,16 @@ from omsf2.config import PreprocessSpec
 from omsf2.data import io as dio
 from omsf2.data.preprocess import preprocess
 
+# OP_TYPES: the op types whose inputs and outputs get activation ranges, i.e. those the quantizer
+# may place Q/DQ on.
+from omsf2.export.qdq_placement import OP_TYPES
+
 log = logging.getLogger(__name__)
 
 MIN_CALIB_IMAGES = 64
 DEFAULT_CALIB_COUNT = 512
 PERCENTILE = 99.999
 MSE_BINS = 2048
-# The op types whose inputs get activation ranges (and Q/DQ): the compute, and residual Adds.
-OP_TYPES = ("Conv", "Gemm", "Add")
 
 
 class CalibMethod(str, enum.Enum):
