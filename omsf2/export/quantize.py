@@ -6,9 +6,10 @@ Flavours, both calibrated on the same images and both gated (:mod:`omsf2.export.
   per-channel 8-bit weights, per-tensor activations, Q/DQ on both inputs of residual Adds so
   TensorRT fuses them into the preceding Conv. Gated in ``qdq-float`` mode (the graph's exact
   semantics, which TensorRT computes), never through a CPU's integer kernels.
-- ``int8_cpu`` (``model.int8-cpu.onnx``): U8S8 (asymmetric uint8 activations) for onnxruntime's
-  CPU kernels, with 7-bit weights (``reduce_range``) so that its u8s8 int16 pair sums cannot
-  saturate on AVX2/AVX-512 CPUs without VNNI (:mod:`omsf2.export.qdq_rules`): the integer result
+- ``int8_cpu`` (``model.int8-cpu.onnx``): U8S8 (asymmetric uint8 activations) for CPU runtimes
+  (onnxruntime's integer kernels; OpenVINO's u8 x s8 convolutions take it natively too), with
+  7-bit weights (``reduce_range``) so that its u8s8 int16 pair sums cannot saturate on
+  AVX2/AVX-512 CPUs without VNNI (:mod:`omsf2.export.qdq_rules`): the integer result
   is then the same on every x86 CPU, and the gate, run on this machine's integer kernels
   (``ort-integer``, the ISA recorded), holds where the file is deployed. The cost is one bit of
   weight resolution, per output channel.
