@@ -11,8 +11,8 @@ profile summed by op type, and (2) OpenVINO's per-layer times summed by layer ty
 (the kernel name says whether a convolution ran in int8 or f32), and onnxruntime on model.int8.onnx with
 ``session.qdqisint8allowed=1`` (every S8S8 convolution fused). With ``--before OTHER_EXPORT`` it
 also times the INT8 files of both exports in interleaved rounds in this one process (onnxruntime
-on ``model.int8-cpu.onnx``, OpenVINO on ``model.int8.onnx``: A, B, A, B, ...), so that a before /
-after ratio survives a busy machine. Written to ``bench/results/profile-<name>-<machine>.json``;
+on ``model.int8-cpu.onnx``, OpenVINO on both files: A, B, A, B, ...), so that a before / after
+ratio survives a busy machine. Written to ``bench/results/profile-<name>-<machine>.json``;
 ``bench/results/README.md`` links them.
 """
 
@@ -142,7 +142,8 @@ def _before_after(before: Path, after: Path, x: np.ndarray, rounds: int, iters: 
     runs = {}
     for tag, d in (("before", before), ("after", after)):
         runs[f"ort-int8 {tag}"] = _ort_runner(d / "model.int8-cpu.onnx", x, threads)
-        runs[f"openvino-int8 {tag}"] = _openvino_runner(d / "model.int8.onnx", x, threads)
+        runs[f"openvino model.int8.onnx {tag}"] = _openvino_runner(d / "model.int8.onnx", x, threads)
+        runs[f"openvino model.int8-cpu.onnx {tag}"] = _openvino_runner(d / "model.int8-cpu.onnx", x, threads)
     times: dict[str, list[float]] = {k: [] for k in runs}
     for f in runs.values():
         f()
@@ -156,7 +157,7 @@ def _before_after(before: Path, after: Path, x: np.ndarray, rounds: int, iters: 
     rows = {k: {"p50_ms": round(float(np.median(v)), 2), "min_ms": round(float(np.min(v)), 2), "n": len(v)}
             for k, v in times.items()}  # fmt: skip
     ratios = {b: round(rows[f"{b} after"]["p50_ms"] / rows[f"{b} before"]["p50_ms"], 3)
-              for b in ("ort-int8", "openvino-int8")}  # fmt: skip
+              for b in ("ort-int8", "openvino model.int8.onnx", "openvino model.int8-cpu.onnx")}  # fmt: skip
     return {"before": str(before), "after": str(after), "rounds": rounds, "iters_per_round": iters,
             "load_average_start_end": [list(load0), list(os.getloadavg())], "rows": rows,
             "p50_ratio_after_over_before": ratios}  # fmt: skip

@@ -199,6 +199,8 @@ def check_disjoint(calib: ImageSet, evaluation: ImageSet) -> None:
 class _Reader:
     """onnxruntime CalibrationDataReader over preprocessed images (batches of 16)."""
 
+    BATCH = 16
+
     def __init__(self, images: np.ndarray, input_name: str) -> None:
         self.images = images
         self.input_name = input_name
@@ -207,12 +209,12 @@ class _Reader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.pos >= len(self.images):
             return None
-        batch = self.images[self.pos : self.pos + 16]
-        self.pos += 16
+        batch = self.images[self.pos : self.pos + self.BATCH]
+        self.pos += self.BATCH
         return {self.input_name: np.ascontiguousarray(batch)}
 
     def __len__(self) -> int:
-        return math.ceil(len(self.images) / 16)
+        return math.ceil(len(self.images) / self.BATCH)
 
 
 def _mse_threshold(hist: np.ndarray, edges: np.ndarray, levels: int = 127) -> float:
@@ -259,7 +261,10 @@ def calibrate_ranges(model_path: str, images: np.ndarray, method: CalibMethod, w
         calibrate_method=ort_method,
         extra_options=extra,
     )
-    calibrator.collect_data(_Reader(images, "image"))
+    # One batch per call: onnxruntime keeps every calibrated tensor of every image it was given until
+    # the call ends (GiBs at 448 px), and its collectors merge ranges and histograms across calls.
+    for i in range(0, len(images), _Reader.BATCH):
+        calibrator.collect_data(_Reader(images[i : i + _Reader.BATCH], "image"))
     if method is not CalibMethod.MSE:
         return calibrator.compute_data()
     data = {}
