@@ -7,6 +7,7 @@ residual Add, a Resize that feeds INT8 and one that feeds the float attention pa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -175,3 +176,24 @@ def test_the_lint_flags_a_pair_between_conv_and_relu(tmp_path) -> None:
     problems = placement_problems(onnx.load(str(tmp_path / "old.onnx")))
     assert any("'conv1': Q/DQ between it and its Relu" in p for p in problems)
     assert any("'conv3': Q/DQ between it and its Relu" in p for p in problems)
+
+
+def test_calibration_merges_batches_into_the_ranges_of_all_images(tmp_path) -> None:
+    """calibrate_ranges hands onnxruntime one batch per call (bounded memory); the ranges must be those
+    of all images, not of any one batch."""
+    import onnxruntime as ort
+
+    src = tmp_path / "fp32.onnx"
+    onnx.save_model(_graph(), str(src))
+    images = _images(40, 3)  # three batches: 16, 16, 8
+    images[3] *= 4.0
+    images[35] *= 3.0
+
+    def logits_range(r: Any) -> list[float]:
+        return [float(np.asarray(v).ravel()[0]) for v in r["logits"].range_value]
+
+    whole = logits_range(calibrate_ranges(str(src), images, CalibMethod.MAX, str(tmp_path)))
+    logits = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(["logits"], {"image": images})[0]
+    np.testing.assert_allclose(whole, [logits.min(), logits.max()], rtol=1e-5)
+    for part in (images[:16], images[16:32], images[32:]):
+        assert logits_range(calibrate_ranges(str(src), part, CalibMethod.MAX, str(tmp_path))) != whole
