@@ -9,8 +9,11 @@ optimised graph (op types after its fusions: how many convolutions became QLinea
 how many Quantize/Dequantize pairs remain, which float ops sit between them) and its per-node
 profile summed by op type, and (2) OpenVINO's per-layer times summed by layer type and kernel
 (the kernel name says whether a convolution ran in int8 or f32), and onnxruntime on model.int8.onnx with
-``session.qdqisint8allowed=1`` (every S8S8 convolution fused). Written to
-``bench/results/profile-<name>-<machine>.json|md``; ``bench/results/README.md`` links them.
+``session.qdqisint8allowed=1`` (every S8S8 convolution fused). With ``--before OTHER_EXPORT`` it
+also times the INT8 files of both exports in interleaved rounds in this one process (onnxruntime
+on ``model.int8-cpu.onnx``, OpenVINO on both files: A, B, A, B, ...), so that a before / after
+ratio survives a busy machine. Written to ``bench/results/profile-<name>-<machine>.json``;
+``bench/results/README.md`` links them.
 """
 
 from __future__ import annotations
@@ -108,12 +111,66 @@ def _openvino(path: Path, x: np.ndarray, iters: int, threads: int) -> dict:
             "time_share": {k: round(v / total, 3) for k, v in top}}  # fmt: skip
 
 
+def _ort_runner(path: Path, x: np.ndarray, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    return lambda: sess.run(None, feed)
+
+
+def _openvino_runner(path: Path, x: np.ndarray, threads: int):
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape({0: list(x.shape)})
+    cfg = {props.inference_num_threads: threads, hints.performance_mode: hints.PerformanceMode.LATENCY,
+           props.num_streams: 1, hints.inference_precision: ov.Type.f32}  # fmt: skip
+    req = core.compile_model(model, "CPU", cfg).create_infer_request()
+    return lambda: req.infer({0: x})
+
+
+def _before_after(before: Path, after: Path, x: np.ndarray, rounds: int, iters: int, threads: int) -> dict:
+    """Both exports' INT8 files timed in interleaved rounds; ratios of medians after / before."""
+    runs = {}
+    for tag, d in (("before", before), ("after", after)):
+        runs[f"ort-int8 {tag}"] = _ort_runner(d / "model.int8-cpu.onnx", x, threads)
+        runs[f"openvino model.int8.onnx {tag}"] = _openvino_runner(d / "model.int8.onnx", x, threads)
+        runs[f"openvino model.int8-cpu.onnx {tag}"] = _openvino_runner(d / "model.int8-cpu.onnx", x, threads)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for f in runs.values():
+        f()
+    load0 = os.getloadavg()
+    for _ in range(rounds):
+        for key, f in runs.items():
+            for _ in range(iters):
+                t = time.perf_counter()
+                f()
+                times[key].append((time.perf_counter() - t) * 1e3)
+    rows = {k: {"p50_ms": round(float(np.median(v)), 2), "min_ms": round(float(np.min(v)), 2), "n": len(v)}
+            for k, v in times.items()}  # fmt: skip
+    ratios = {b: round(rows[f"{b} after"]["p50_ms"] / rows[f"{b} before"]["p50_ms"], 3)
+              for b in ("ort-int8", "openvino model.int8.onnx", "openvino model.int8-cpu.onnx")}  # fmt: skip
+    return {"before": str(before), "after": str(after), "rounds": rounds, "iters_per_round": iters,
+            "load_average_start_end": [list(load0), list(os.getloadavg())], "rows": rows,
+            "p50_ratio_after_over_before": ratios}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("export", type=Path)
     ap.add_argument("--name", required=True)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--before", type=Path, help="another export of the same model: time both INT8 files interleaved")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds for --before")
     args = ap.parse_args()
     from omsf2.bench.machine import fingerprint, machine_slug
 
@@ -136,6 +193,9 @@ def main() -> None:
         rec["onnxruntime"]["model.int8.onnx, session.qdqisint8allowed=1"] = _ort(
             args.export / "model.int8.onnx", x, args.iters, args.threads, forced
         )
+    if args.before is not None:
+        print(f"timing {args.before} against {args.export}, interleaved", flush=True)
+        rec["before_after"] = _before_after(args.before, args.export, x, args.rounds, args.iters, args.threads)
     out = RESULTS / f"profile-{args.name}-{machine_slug(fp)}.json"
     out.write_text(json.dumps(rec, indent=2) + "\n")
     print(f"wrote {out}\nwrote {summarize()}")

@@ -26,14 +26,16 @@ from omsf2.config import PreprocessSpec
 from omsf2.data import io as dio
 from omsf2.data.preprocess import preprocess
 
+# OP_TYPES: the op types whose inputs and outputs get activation ranges, i.e. those the quantizer
+# may place Q/DQ on.
+from omsf2.export.qdq_placement import OP_TYPES
+
 log = logging.getLogger(__name__)
 
 MIN_CALIB_IMAGES = 64
 DEFAULT_CALIB_COUNT = 512
 PERCENTILE = 99.999
 MSE_BINS = 2048
-# The op types whose inputs get activation ranges (and Q/DQ): the compute, and residual Adds.
-OP_TYPES = ("Conv", "Gemm", "Add")
 
 
 class CalibMethod(str, enum.Enum):
@@ -197,6 +199,8 @@ def check_disjoint(calib: ImageSet, evaluation: ImageSet) -> None:
 class _Reader:
     """onnxruntime CalibrationDataReader over preprocessed images (batches of 16)."""
 
+    BATCH = 16
+
     def __init__(self, images: np.ndarray, input_name: str) -> None:
         self.images = images
         self.input_name = input_name
@@ -205,12 +209,12 @@ class _Reader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.pos >= len(self.images):
             return None
-        batch = self.images[self.pos : self.pos + 16]
-        self.pos += 16
+        batch = self.images[self.pos : self.pos + self.BATCH]
+        self.pos += self.BATCH
         return {self.input_name: np.ascontiguousarray(batch)}
 
     def __len__(self) -> int:
-        return math.ceil(len(self.images) / 16)
+        return math.ceil(len(self.images) / self.BATCH)
 
 
 def _mse_threshold(hist: np.ndarray, edges: np.ndarray, levels: int = 127) -> float:
@@ -257,7 +261,10 @@ def calibrate_ranges(model_path: str, images: np.ndarray, method: CalibMethod, w
         calibrate_method=ort_method,
         extra_options=extra,
     )
-    calibrator.collect_data(_Reader(images, "image"))
+    # One batch per call: onnxruntime keeps every calibrated tensor of every image it was given until
+    # the call ends (GiBs at 448 px), and its collectors merge ranges and histograms across calls.
+    for i in range(0, len(images), _Reader.BATCH):
+        calibrator.collect_data(_Reader(images[i : i + _Reader.BATCH], "image"))
     if method is not CalibMethod.MSE:
         return calibrator.compute_data()
     data = {}

@@ -7,6 +7,10 @@ Three consumers read INT8 graphs, and each needs a different subset of the same 
   zero points are 0, and in a symmetric (S8S8) graph every zero point is an int8 0;
 - **TensorRT's ONNX parser** (:func:`tensorrt_problem`, used by ``parser_support``): a constant int8 zero
   point of 0 on every Q/DQ, no int32 bias DequantizeLinear (onnx/onnx-tensorrt#850);
+- the **placement** (:func:`placement_problems`, part of the lint): no Q/DQ pair between a
+  Conv/Gemm and the Relu after it (the pair belongs on the Relu output, where the runtimes fuse
+  Conv + ReLU), and every Concat whose inputs are all dequantized shares one scale and zero point
+  across its inputs (and its output pair, when it has one), so it moves int8 unchanged;
 - **onnxruntime's u8s8 CPU kernels** (:func:`saturation_problems`): on x86 CPUs with AVX2 or
   AVX-512 but without VNNI, the u8 x s8 dot product goes through ``vpmaddubsw``, which adds two
   u8·s8 products into a saturating int16. With full-range int8 weights, 255·127 + 255·127 =
@@ -101,13 +105,62 @@ def _zero_point_problems(node: Any, consts: dict[str, Any], symmetric: bool) -> 
     return problems
 
 
-def lint_problems(model: Any, symmetric: bool, float_nodes: Iterable[str] = ()) -> list[str]:
+def same_qparams(a: Any, b: Any, consts: dict[str, Any]) -> bool:
+    """Whether two Q/DQ nodes have equal constant scales and zero points (absent zero points are equal)."""
+
+    def params(n: Any) -> list[np.ndarray | None]:
+        names = [n.input[1] if len(n.input) > 1 else "", n.input[2] if len(n.input) > 2 else ""]
+        return [_array(consts[x]) if x in consts else None for x in names]
+
+    (sa, za), (sb, zb) = params(a), params(b)
+    if sa is None or sb is None or not np.array_equal(sa, sb):
+        return False
+    if za is None or zb is None:
+        return za is None and zb is None
+    return za.dtype == zb.dtype and np.array_equal(za, zb)
+
+
+def placement_problems(model: Any) -> list[str]:
+    """Q/DQ pairs placed where they stop the runtimes' int8 fusions (empty when none).
+
+    - a QuantizeLinear on a Conv/Gemm output whose DequantizeLinear feeds a Relu: the pair
+      belongs after the Relu;
+    - a Concat whose inputs are all DequantizeLinear outputs but with different scales or zero
+      points (or a different pair on its output): it would requantize instead of moving int8.
+    """
+    consts = constants(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    problems = []
+    for n in model.graph.node:
+        src = producers.get(n.input[0]) if n.input else None
+        if n.op_type == "QuantizeLinear" and src is not None and src.op_type in WEIGHT_OPS:
+            dqs = [c for c in consumers.get(n.output[0], []) if c.op_type == "DequantizeLinear"]
+            if any(c.op_type == "Relu" for dq in dqs for c in consumers.get(dq.output[0], [])):
+                problems.append(f"{src.op_type} {src.name!r}: Q/DQ between it and its Relu (quantize the Relu output)")
+        if n.op_type == "Concat":
+            ins = [producers.get(i) for i in n.input if i]
+            if not ins or not all(p is not None and p.op_type == "DequantizeLinear" for p in ins):
+                continue
+            outs = [c for c in consumers.get(n.output[0], []) if c.op_type == "QuantizeLinear"]
+            if not all(same_qparams(ins[0], other, consts) for other in [*ins[1:], *outs]):
+                problems.append(f"Concat {n.name!r}: inputs (and output) quantized with different scales")
+    return problems
+
+
+def lint_problems(model: Any, symmetric: bool, float_nodes: Iterable[str] = (), placement: bool = True) -> list[str]:
     """Structural problems of a Q/DQ graph written by the quantizer (empty when clean).
+
+    Includes :func:`placement_problems`.
 
     Args:
         model: the Q/DQ ``ModelProto``.
         symmetric: the S8S8 contract (every zero point an int8 0).
         float_nodes: Conv/Gemm node names deliberately kept in float.
+        placement: also check :func:`placement_problems` (our quantizer's placement; ModelOpt has its own).
     """
     consts = constants(model)
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -122,7 +175,7 @@ def lint_problems(model: Any, symmetric: bool, float_nodes: Iterable[str] = ()) 
             scale = scale_problem(n, consts)
             for why in ([scale] if scale else []) + _zero_point_problems(n, consts, symmetric):
                 problems.append(f"{n.op_type} {n.name!r}: {why}")
-    return problems
+    return problems + (placement_problems(model) if placement else [])
 
 
 def weight_pair_peak(w: np.ndarray) -> int:

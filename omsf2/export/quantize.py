@@ -6,18 +6,21 @@ Flavours, both calibrated on the same images and both gated (:mod:`omsf2.export.
   per-channel 8-bit weights, per-tensor activations, Q/DQ on both inputs of residual Adds so
   TensorRT fuses them into the preceding Conv. Gated in ``qdq-float`` mode (the graph's exact
   semantics, which TensorRT computes), never through a CPU's integer kernels.
-- ``int8_cpu`` (``model.int8-cpu.onnx``): U8S8 (asymmetric uint8 activations) for onnxruntime's
-  CPU kernels, with 7-bit weights (``reduce_range``) so that its u8s8 int16 pair sums cannot
-  saturate on AVX2/AVX-512 CPUs without VNNI (:mod:`omsf2.export.qdq_rules`): the integer result
+- ``int8_cpu`` (``model.int8-cpu.onnx``): U8S8 (asymmetric uint8 activations) for CPU runtimes
+  (onnxruntime's integer kernels; OpenVINO's u8 x s8 convolutions take it natively too), with
+  7-bit weights (``reduce_range``) so that its u8s8 int16 pair sums cannot saturate on
+  AVX2/AVX-512 CPUs without VNNI (:mod:`omsf2.export.qdq_rules`): the integer result
   is then the same on every x86 CPU, and the gate, run on this machine's integer kernels
   (``ort-integer``, the ISA recorded), holds where the file is deployed. The cost is one bit of
   weight resolution, per output channel.
 
-What is quantized, and why: Conv and Gemm (the compute), plus the residual Adds (an Add fed by a
-Conv whose result goes to a Relu: ResNet blocks and DPPM). Everything else stays in float: the
-CAM sigmoid maps and scale fusion (attention multiplies features, small errors compound), and
-the BAP branch's Einsum, signed sqrt and L2 normalisation, whose output range depends on the
-image. Activation ranges are computed once (:func:`omsf2.export.calibration.calibrate_ranges`)
+What is quantized, and why: Conv and Gemm (the compute), the residual Adds (an Add fed by a
+Conv whose result goes to a Relu: ResNet blocks and DPPM), and the neck's MaxPool, Resize and
+Concat where everything they feed is INT8; the pairs sit after each ReLU
+(:mod:`omsf2.export.qdq_placement` says where and why, per flavour). Everything else stays in
+float: the CAM sigmoid maps and scale fusion (attention multiplies features, small errors
+compound), and the BAP branch's Einsum, signed sqrt and L2 normalisation, whose output range
+depends on the image. Activation ranges are computed once (:func:`omsf2.export.calibration.calibrate_ranges`)
 and reused for every flavour and every trial through onnxruntime's calibration cache.
 
 When a flavour fails its gate and ``mixed_precision`` is on, the quantizable node groups are
@@ -49,8 +52,9 @@ from typing import Any
 import numpy as np
 
 from omsf2.config import parse_enum
-from omsf2.export.calibration import OP_TYPES, CalibMethod, ImageSet
+from omsf2.export.calibration import CalibMethod, ImageSet
 from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, EvalMode, GateSpec
+from omsf2.export.qdq_placement import MODELOPT_OP_TYPES, Placement
 
 __all__ = ["FLAVOURS", "CalibMethod", "Flavour", "GateError", "QuantizeResult", "QuantizeSpec", "Quantizer"]
 
@@ -219,9 +223,12 @@ def residual_adds(model: Any) -> tuple[list[str], list[str]]:
 
 
 def _quantize_ort(
-    fp32_path: str, flavour: Flavour, exclude: list[str], cache: str, method: Any, out: str, only: list[str] | None
+    fp32_path: str, fl: Flavour, where: Placement, exclude: list[str], cache: str, method: Any, out: str, only: Any
 ) -> None:
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from omsf2.export.qdq_placement import drop_identity_concat_qdq
 
     quantize_static(
         fp32_path,
@@ -230,23 +237,19 @@ def _quantize_ort(
         calibration_cache_path=cache,
         calibrate_method=method,
         quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(OP_TYPES),
+        op_types_to_quantize=list(where.op_types),
         nodes_to_quantize=only,
-        nodes_to_exclude=exclude,
+        nodes_to_exclude=[*where.exclude, *exclude],
         per_channel=True,
-        reduce_range=flavour.reduce_range,
-        activation_type=getattr(QuantType, flavour.activation),
+        reduce_range=fl.reduce_range,
+        activation_type=getattr(QuantType, fl.activation),
         weight_type=QuantType.QInt8,
-        extra_options={
-            "ActivationSymmetric": flavour.symmetric,
-            "WeightSymmetric": True,
-            # Keep Relu explicit: TensorRT and the lint want the float graph's structure intact.
-            "QDQKeepRemovableActivations": flavour.symmetric,
-            # TensorRT's parser rejects int32 bias Q/DQ (onnx/onnx-tensorrt#850) and quantizes the
-            # float bias itself; onnxruntime's QLinearConv wants it int32.
-            "QuantizeBias": not flavour.symmetric,
-        },
+        extra_options=where.extra_options(fl.symmetric),
     )
+    if fl.symmetric:
+        model = onnx.load(out)
+        if drop_identity_concat_qdq(model):
+            onnx.save_model(model, out)
 
 
 def _quantize_modelopt(fp32_path: str, images: np.ndarray, method: CalibMethod, exclude: list[str], out: str) -> None:
@@ -258,24 +261,26 @@ def _quantize_modelopt(fp32_path: str, images: np.ndarray, method: CalibMethod, 
         calibration_data={"image": images},
         calibration_method=method.value,
         calibration_eps=["cpu"],
-        op_types_to_quantize=list(OP_TYPES),
+        op_types_to_quantize=list(MODELOPT_OP_TYPES),
         nodes_to_exclude=exclude,
         high_precision_dtype="fp32",
         output_path=out,
     )
 
 
-def lint_qdq(model: Any, symmetric: bool, float_nodes: tuple[str, ...] | list[str] = ()) -> list[str]:
+def lint_qdq(
+    model: Any, symmetric: bool, float_nodes: tuple[str, ...] | list[str] = (), placement: bool = True
+) -> list[str]:
     """Structural problems of a Q/DQ graph (empty when clean): :func:`omsf2.export.qdq_rules.lint_problems`."""
     from omsf2.export.qdq_rules import lint_problems
 
-    return lint_problems(model, symmetric, float_nodes)
+    return lint_problems(model, symmetric, float_nodes, placement)
 
 
-def _flavour_problems(model: Any, fl: Flavour, float_nodes: list[str]) -> list[str]:
+def _flavour_problems(model: Any, fl: Flavour, float_nodes: list[str], placement: bool) -> list[str]:
     from omsf2.export.qdq_rules import has_u8_activations, saturation_problems
 
-    problems = lint_qdq(model, fl.symmetric, float_nodes)
+    problems = lint_qdq(model, fl.symmetric, float_nodes, placement)
     if fl.reduce_range and has_u8_activations(model):
         problems += saturation_problems(model)
     return problems
@@ -314,6 +319,7 @@ class _Work:
     exclude: list[str]  # never quantized: non-residual Adds and keep_float layers
     fp32_logits: np.ndarray
     work: str
+    where: Placement  # where the Q/DQ pairs go (onnxruntime's quantizer)
     trials: int = 0
 
     def write(self, fl: Flavour, out: str, extra_exclude: Sequence[str] = (), only: list[str] | None = None) -> Any:
@@ -324,7 +330,8 @@ class _Work:
             _quantize_modelopt(self.fp32_path, self.spec.calib.images, self.spec.method, self.exclude, out)
         else:
             with _quiet_ort():
-                _quantize_ort(self.fp32_path, fl, [*self.exclude, *extra_exclude], self.cache, self.method, out, only)
+                exclude = [*self.exclude, *extra_exclude]
+                _quantize_ort(self.fp32_path, fl, self.where, exclude, self.cache, self.method, out, only)
         return onnx.load(out)
 
     def logits(self, model: Any, mode: EvalMode, images: np.ndarray) -> np.ndarray:
@@ -395,7 +402,7 @@ def _flavour(w: _Work, fl: Flavour, rank: Any) -> tuple[dict[str, Any], Path]:
             rec = {**best, "quantize_s": rec["quantize_s"]}
             mixed["float_groups"] = [r["group"] for r in ranking[:k]]
         rec["mixed_precision"] = mixed
-    problems = _flavour_problems(q, fl, [*w.exclude, *float_nodes])
+    problems = _flavour_problems(q, fl, [*w.exclude, *float_nodes], w.spec.quantizer is Quantizer.ORT)
     if problems:
         raise ValueError(f"{fl.filename} fails the Q/DQ lint: {problems[0]} ({len(problems)} problem(s))")
     rec["float_groups"] = rec.get("mixed_precision", {}).get("float_groups", [])
@@ -436,8 +443,8 @@ def _prepare(spec: QuantizeSpec) -> tuple[Any, Any, list[str], np.ndarray]:
     return model, runnable, exclude, fp32_logits
 
 
-def _calibrate(spec: QuantizeSpec, runnable_path: str, work: str) -> tuple[str, Any]:
-    """The calibration cache (path) and its onnxruntime method, computed once for every flavour and trial."""
+def _calibrate(spec: QuantizeSpec, runnable_path: str, work: str) -> tuple[str, Any, Any]:
+    """The calibration cache (path), its onnxruntime method and its ranges: once for every flavour and trial."""
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     from omsf2.export.calibration import calibrate_ranges
@@ -446,7 +453,7 @@ def _calibrate(spec: QuantizeSpec, runnable_path: str, work: str) -> tuple[str, 
     with _quiet_ort():
         ranges = calibrate_ranges(runnable_path, spec.calib.images, spec.method, work)
     save_tensors_data(ranges, cache)
-    return cache, ranges.calibration_method
+    return cache, ranges.calibration_method, ranges
 
 
 def _entry(spec: QuantizeSpec, fl: Flavour, fp32: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
@@ -475,6 +482,8 @@ def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
     """
     import onnx
 
+    from omsf2.export.qdq_placement import plan
+
     if spec.quantizer is Quantizer.MODELOPT and (reason := modelopt_unavailable_reason()):
         raise ValueError(reason)
     t0 = time.perf_counter()
@@ -491,9 +500,10 @@ def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
         fp32_path = os.path.join(work, "fp32-for-quant.onnx")
         onnx.save_model(model, fp32_path)  # the custom-op graph itself is quantized (same tensor names)
         t1 = time.perf_counter()
-        cache, method = _calibrate(spec, runnable_path, work) if ort else ("", None)
+        cache, method, ranges = _calibrate(spec, runnable_path, work) if ort else ("", None, None)
         timings["calibrate_s"] = time.perf_counter() - t1
-        w = _Work(spec, fp32_path if ort else runnable_path, cache, method, exclude, fp32_logits, work)
+        where = plan(model, residual_adds(runnable)[1], ranges)
+        w = _Work(spec, fp32_path if ort else runnable_path, cache, method, exclude, fp32_logits, work, where)
         ranking: list[dict[str, Any]] = []
 
         def rank() -> list[dict[str, Any]]:
