@@ -42,8 +42,8 @@ ARTIFACT = {"torch": "checkpoint (FP32)", "ort": "model.onnx", "openvino": "mode
 
 
 def _run(cmd: list[str], steps: list[dict[str, Any]], ok_codes: tuple[int, ...] = (0,)) -> None:
-    shown = " ".join(str(Path(c).relative_to(REPO)) if c.startswith(str(REPO)) else c for c in cmd)
-    shown = shown.replace(OMSF2, "omsf2")
+    shown = " ".join("omsf2" if c == OMSF2 else str(Path(c).relative_to(REPO)) if c.startswith(str(REPO)) else c
+                     for c in cmd)  # fmt: skip
     print("+", shown, flush=True)
     t0 = time.perf_counter()
     rc = subprocess.run(cmd, cwd=REPO).returncode
