@@ -35,10 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 OMSF2 = str(Path(sys.executable).with_name("omsf2"))
 WORK = REPO / "runs" / "int8-cxr"
 BACKENDS = "torch,ort,ort-int8,ort-int8-trt,openvino,openvino-int8"
-# Which artifact each backend runs (the bench's runners; see omsf2/bench/runners.py).
-ARTIFACT = {"torch": "checkpoint (FP32)", "ort": "model.onnx", "openvino": "model.onnx",
-            "ort-int8": "model.int8-cpu.onnx", "ort-int8-trt": "model.int8.onnx",
-            "openvino-int8": "model.int8.onnx"}  # fmt: skip
 
 
 def _run(cmd: list[str], steps: list[dict[str, Any]], ok_codes: tuple[int, ...] = (0,)) -> None:
@@ -68,14 +64,13 @@ def _bench(export: Path, data: Path, out: Path, steps: list[dict[str, Any]]) -> 
     return json.loads((out / "results.json").read_text())
 
 
-def _variant(rec: dict[str, Any], variant: str, backend: str) -> str:
+def _variant(rec: dict[str, Any], variant: str, backend: str, artifact: str | None) -> str:
     """How the artifact a row ran was quantized: FP32, full INT8, or mixed with its float groups."""
     if "int8" not in backend:
         return "FP32"
     if variant == "full INT8":
         return variant
-    file = ARTIFACT[backend]
-    kept = next((f.get("float_groups") or [] for f in rec["gate"].values() if f["file"] == file), [])
+    kept = next((f.get("float_groups") or [] for f in rec["gate"].values() if f["file"] == artifact), [])
     return f"default: mixed, {len(kept)} group(s) float" if kept else "default (= full INT8: no group kept float)"
 
 
@@ -106,9 +101,10 @@ def _md(rec: dict[str, Any]) -> str:
                 continue
             if variant == "full INT8" and "int8" not in r["backend"]:
                 continue  # the FP32 rows of the second run repeat the first run's
-            kind = _variant(rec, variant, r["backend"])
+            kind = _variant(rec, variant, r["backend"], r.get("artifact"))
             sp = r["speedup_vs_torch"]
-            lines.append(f"| {r['backend']} | {ARTIFACT.get(r['backend'], '?')} | {kind} | {100 * r['accuracy']:.2f} % "
+            art = r.get("artifact") or "checkpoint (FP32)"
+            lines.append(f"| {r['backend']} | {art} | {kind} | {100 * r['accuracy']:.2f} % "
                          f"| {100 * r['agreement']:.1f} % | {r['p50_ms']:.2f} | {sp:.2f} |")  # fmt: skip
     lines += ["", rec["note"], ""]
     return "\n".join(lines)
@@ -119,7 +115,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cxr-real")
     ap.add_argument("--ckpt", type=Path, help="a trained checkpoint (skips the training step)")
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md from the recorded .json")
     args = ap.parse_args()
+    if args.render:
+        for path in RESULTS.glob("int8-cxr-*.json"):
+            path.with_suffix(".md").write_text(_md(json.loads(path.read_text())))
+        return
     data = args.data.resolve()
     if not (data / "train").is_dir() or not (data / "val").is_dir():
         raise SystemExit(f"error: {data} has no train/ and val/ folders")
