@@ -32,8 +32,10 @@ import contextlib
 import dataclasses
 import datetime
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -391,13 +393,27 @@ def launch(nproc: int, argv: Sequence[str], nnodes: str = "1", rdzv_endpoint: st
     cmd += ["-m", "omsf2", *argv]
     proc = subprocess.Popen(cmd)  # the terminal's Ctrl-C reaches every rank through the process group
     interrupted = False
-    while True:
-        try:
-            rc = proc.wait()
-        except KeyboardInterrupt:
-            interrupted = True  # the ranks save and stop; wait for them
-            continue
-        return 130 if (interrupted and rc) else rc
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True  # the ranks save and stop; wait for them
+        if signum == signal.SIGTERM:
+            # A SIGTERM sent to this launcher alone (a service manager) must reach torchrun, which passes
+            # it to the ranks. SIGINT is not forwarded: a terminal's Ctrl-C already reached them, and a
+            # second signal would make them abort instead of saving.
+            proc.send_signal(signal.SIGTERM)
+
+    # Own handlers rather than the inherited disposition: a shell starts background jobs with SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler, so a group-wide SIGINT would stop
+    # the ranks while this launcher reported torchrun's exit code 1 instead of 130.
+    main = threading.current_thread() is threading.main_thread()
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        rc = proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return 130 if (interrupted and rc) else rc
 
 
 def launch_cli(nproc: int, argv: Sequence[str]) -> int:

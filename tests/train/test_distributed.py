@@ -261,7 +261,12 @@ def test_cli_nproc_runs_torchrun(synth_root: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_terminal_ctrl_c_under_torchrun_saves_and_leaves_no_process(synth_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["foreground", "sigint-ignored"])
+def test_terminal_ctrl_c_under_torchrun_saves_and_leaves_no_process(
+    synth_root: Path, tmp_path: Path, sigint_ignored: bool
+) -> None:
+    # sigint-ignored: started the way a shell starts a background job (SIGINT ignored, so Python installs
+    # no KeyboardInterrupt handler); the launcher must still report the interrupt as 130.
     import time
 
     from omsf2.models.checkpoint import load_checkpoint
@@ -273,6 +278,7 @@ def test_terminal_ctrl_c_under_torchrun_saves_and_leaves_no_process(synth_root: 
     p = subprocess.Popen(
         cmd, env={**env, "OMP_NUM_THREADS": "1"}, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )  # fmt: skip
     try:
         t0 = time.monotonic()
