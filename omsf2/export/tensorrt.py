@@ -379,6 +379,19 @@ def _save_timing_cache(config: Any, path: Path | None) -> None:
         tmp.write_bytes(data)
 
 
+def engine_fields(trt: Any, gpu: tuple[str, Any], out_path: Path, data: bytes, precision: str) -> dict[str, Any]:
+    """The manifest fields every engine has, however it was built: file, hash, TensorRT, GPU, precision."""
+    return {
+        "engine_file": out_path.name,
+        "engine_sha256": hashlib.sha256(data).hexdigest(),
+        "tensorrt_version": trt.__version__,
+        "gpu_name": gpu[0],
+        "compute_capability": (int(gpu[1][0]), int(gpu[1][1])),
+        "precision": precision,
+        "omsf2_version": __version__,
+    }
+
+
 def write_engine(out_path: Path, data: bytes, manifest: EngineManifest) -> Path:
     """Engine and manifest land together or not at all (both atomic; manifest replaced first)."""
     with atomic_path(out_path) as tmp_engine, atomic_path(manifest_path(out_path)) as tmp_manifest:
@@ -466,12 +479,7 @@ def build_engine(
         outputs.append(TensorInfo(t.name, np_dtype(trt, t.dtype).name, tuple(int(d) for d in t.shape)))
     calib, accuracy = _report_fields(onnx_report)
     manifest = EngineManifest(
-        engine_file=out_path.name,
-        engine_sha256=hashlib.sha256(data).hexdigest(),
-        tensorrt_version=trt.__version__,
-        gpu_name=gpu[0],
-        compute_capability=(int(gpu[1][0]), int(gpu[1][1])),
-        precision=spec.precision,
+        **engine_fields(trt, gpu, out_path, data, spec.precision),
         inputs=(TensorInfo(spec.input_name, np_dtype(trt, tensor.dtype).name, net_shape, profile_shapes),),
         outputs=tuple(outputs),
         onnx_sha256=sha256_file(onnx_path),
@@ -481,7 +489,6 @@ def build_engine(
         plugin_library_sha256=None if spec.plugin_library is None else sha256_file(spec.plugin_library),
         metadata=facts.metadata,
         build={**spec.options(), "via": "onnx-parser", "strongly_typed": True, "build_seconds": round(build_s, 2)},
-        omsf2_version=__version__,
     )
     log.info("built %s in %.1f s (%s, batch %s)", out_path, build_s, spec.precision, spec.batch)
     return write_engine(out_path, data, manifest)

@@ -8,13 +8,11 @@ Tests: ``test_tensorrt_fake.py`` (the refusals), ``test_tensorrt_gpu.py`` (``nee
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
-from omsf2._version import __version__
-from omsf2.export.tensorrt import EngineSpec, write_engine
+from omsf2.export.tensorrt import EngineSpec, engine_fields, write_engine
 from omsf2.fileio import sha256_file
 from omsf2.runtime.engine_manifest import EngineManifest, TensorInfo
 from omsf2.runtime.tensorrt_engine import TensorRTError, import_trt, make_logger, np_dtype, require_gpu
@@ -80,12 +78,7 @@ def build_engine_torch_tensorrt(ckpt_path: Path, spec: EngineSpec, out_path: Pat
     build_s = time.perf_counter() - t0
     ins, outs = _plan_io(trt, data)
     manifest = EngineManifest(
-        engine_file=out_path.name,
-        engine_sha256=hashlib.sha256(data).hexdigest(),
-        tensorrt_version=trt.__version__,
-        gpu_name=gpu[0],
-        compute_capability=(int(gpu[1][0]), int(gpu[1][1])),
-        precision=spec.precision,
+        **engine_fields(trt, gpu, out_path, data, spec.precision),
         inputs=tuple(ins),
         outputs=tuple(outs),
         metadata={"omsf2.checkpoint_sha256": sha256_file(ckpt_path)},
@@ -96,7 +89,6 @@ def build_engine_torch_tensorrt(ckpt_path: Path, spec: EngineSpec, out_path: Pat
             "strongly_typed": True,
             "build_seconds": round(build_s, 2),
         },
-        omsf2_version=__version__,
     )
     return write_engine(out_path, data, manifest)
 
