@@ -387,8 +387,11 @@ def _ts(event: dict[str, Any]) -> float:
 # ---------------------------------------------------------------------------- fixtures
 
 
-def make_tiny_bundle(root: Path, img_size: int = 64) -> Path:
-    """An untrained omsf2_tiny (64 px: the runtime tests' recipe), exported to ONNX and bundled."""
+def make_tiny_bundle(root: Path, img_size: int = 64, seed: int = 0, **bundle_options: Any) -> Path:
+    """An untrained omsf2_tiny (64 px: the runtime tests' recipe), exported to ONNX and bundled.
+
+    ``bundle_options`` go to :class:`~omsf2.runtime.bundle.BundleSpec` (e.g. ``max_batch``).
+    """
     import torch
 
     from omsf2 import create_model
@@ -398,7 +401,7 @@ def make_tiny_bundle(root: Path, img_size: int = 64) -> Path:
     from omsf2.models.checkpoint import save_checkpoint
     from omsf2.runtime.bundle import BundleSpec, make_bundle
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = create_model("omsf2_tiny", img_size=img_size, num_classes=len(STAGES)).eval()
     save_checkpoint(
         root / "tiny.pt",
@@ -411,8 +414,18 @@ def make_tiny_bundle(root: Path, img_size: int = 64) -> Path:
         },
     )
     run_export(ExportSpec(str(root / "tiny.pt"), str(root / "export")))
-    make_bundle(BundleSpec(str(root / "export"), str(root / "bundle"), name="tiny", data_source="random weights"))
+    make_bundle(
+        BundleSpec(
+            str(root / "export"), str(root / "bundle"), name="tiny", data_source="random weights", **bundle_options
+        )
+    )
     return root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """:func:`make_tiny_bundle` in a fresh temporary folder named ``name``."""
+    return lambda name, **options: make_tiny_bundle(tmp_path_factory.mktemp(name), **options)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,30 +17,8 @@ from omsf2.serve.triton import TritonServeSpec, _with_libpython, make_infer_fn
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from omsf2 import create_model
-    from omsf2.config import PreprocessSpec
-    from omsf2.data.synthetic import STAGES
-    from omsf2.export.targets import ExportSpec, run_export
-    from omsf2.models.checkpoint import save_checkpoint
-    from omsf2.runtime.bundle import BundleSpec, make_bundle
-
-    torch.manual_seed(1)
-    model = create_model("omsf2_tiny", img_size=64, num_classes=len(STAGES)).eval()
-    root = tmp_path_factory.mktemp("infer")
-    ckpt = {
-        "model_config": model.cfg.to_dict(),
-        "classes": list(STAGES),
-        "task": "multiclass",
-        "preprocess": PreprocessSpec(size=(64, 64)).to_dict(),
-        "model": model.state_dict(),
-    }
-    save_checkpoint(root / "tiny.pt", ckpt)
-    run_export(ExportSpec(str(root / "tiny.pt"), str(root / "export")))
-    make_bundle(BundleSpec(str(root / "export"), str(root / "bundle"), name="tiny"))
-    return root / "bundle"
+def bundle(tiny_bundle: Callable[..., Path]) -> Path:
+    return tiny_bundle("infer", seed=1)
 
 
 def test_infer_fn_splits_batches_and_answers_each_request_as_the_predictor(bundle, tmp_path: Path) -> None:

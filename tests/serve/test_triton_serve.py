@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,31 +68,9 @@ def pytriton_bin() -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bundle(tiny_bundle: Callable[..., Path]) -> Path:
     """An ONNX bundle of an untrained omsf2_tiny at 64 px with the phantom classes."""
-    import torch
-
-    from omsf2 import create_model
-    from omsf2.config import PreprocessSpec
-    from omsf2.data.synthetic import STAGES
-    from omsf2.export.targets import ExportSpec, run_export
-    from omsf2.models.checkpoint import save_checkpoint
-    from omsf2.runtime.bundle import BundleSpec, make_bundle
-
-    torch.manual_seed(0)
-    model = create_model("omsf2_tiny", img_size=64, num_classes=len(STAGES)).eval()
-    root = tmp_path_factory.mktemp("serve")
-    ckpt = {
-        "model_config": model.cfg.to_dict(),
-        "classes": list(STAGES),
-        "task": "multiclass",
-        "preprocess": PreprocessSpec(size=(64, 64)).to_dict(),
-        "model": model.state_dict(),
-    }
-    save_checkpoint(root / "tiny.pt", ckpt)
-    run_export(ExportSpec(str(root / "tiny.pt"), str(root / "export")))
-    make_bundle(BundleSpec(str(root / "export"), str(root / "bundle"), name="tiny", max_batch=16))
-    return root / "bundle"
+    return tiny_bundle("serve", max_batch=16)
 
 
 @pytest.fixture(scope="module")
