@@ -5,6 +5,7 @@ Usage (from the repository root, with the package installed in .venv):
     .venv/bin/python bench/ablation.py                        # everything: hours on 2 cores
     .venv/bin/python bench/ablation.py --variants full,plain --datasets cxr-real --seeds 0
     .venv/bin/python bench/ablation.py --quick                 # smoke: 2 variants, 1 seed, 1 epoch, 64 px
+    .venv/bin/python bench/ablation.py --jobs 2 --threads 1    # two runs side by side (2 cores)
 
 Each run is one ``omsf2 train`` subprocess (what a user types) with explicit thread counts, in
 ``<runs>/<dataset>/<variant>/seed-<s>/`` (or ``.../cv/`` with ``--folds``). The script is
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +262,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--phantoms", type=int, default=600, help="train phantoms (val gets a quarter)")
     ap.add_argument("--batch-size", type=int, default=0, help="passed to omsf2 train (0 = its default)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per training run")
+    ap.add_argument("--jobs", type=int, default=1, help="training runs side by side")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "ablation", help="where the runs are kept")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where ablation-<machine>.* are written")
@@ -275,8 +278,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         a.seed_list = [0] if a.folds else [int(s) for s in a.seeds.split(",") if s.strip()]
     except ValueError:
         raise SystemExit(f"error: --seeds must be comma-separated integers, got {a.seeds!r}") from None
-    if a.folds == 1 or a.folds < 0 or a.epochs < 1 or a.threads < 1 or not a.seed_list:
-        raise SystemExit("error: need --folds 0 or >= 2, --epochs >= 1, --threads >= 1 and at least one seed")
+    if a.folds == 1 or a.folds < 0 or a.epochs < 1 or a.threads < 1 or a.jobs < 1 or not a.seed_list:
+        raise SystemExit(
+            "error: need --folds 0 or >= 2, --epochs >= 1, --threads >= 1, --jobs >= 1 and at least one seed"
+        )
     if "cxr-real" in a.dataset_list and not a.data.is_dir():
         raise SystemExit(f"error: cxr-real folder '{a.data}' does not exist; give it with --data")
     return a
@@ -299,6 +304,19 @@ def _claim_runs(a: argparse.Namespace) -> None:
     write_json(path, proto)
 
 
+def _execute(a: argparse.Namespace, dataset: str, variant: str, seed: int) -> tuple[str, list[dict[str, Any]] | None]:
+    """Train (or continue) one run; its shown command and its metrics when it finished."""
+    run = _run_dir(a, dataset, variant, seed)
+    cmd = _command(a, dataset, variant, seed, run)
+    shown = " ".join(shlex.quote(c if c != OMSF2 else "omsf2") for c in cmd)
+    code, wall, tail = _train(cmd, a.threads)
+    print(f"{shown}: exit {code}, {wall:.0f}s", flush=True)
+    done = _finished(run, a) if code == 0 else None
+    if done is None:
+        print(tail, file=sys.stderr)
+    return shown, done
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run (or continue) the ablation; returns the result JSON's path."""
     a = _parse(argv)
@@ -306,24 +324,29 @@ def main(argv: Sequence[str] | None = None) -> Path:
     slug, desc = machine()
     slug = f"quick-{slug}" if a.quick else slug
     records: dict[str, dict[str, list[dict[str, Any]]]] = {d: {v: [] for v in a.variant_list} for d in a.dataset_list}
-    failed = []
-    for seed in a.seed_list:  # seed-major: an interrupted ablation has every variant at the first seed
+    todo = []
+    # Seed-major: an interrupted ablation has every variant at the first seed.
+    for seed in a.seed_list:
         for dataset in a.dataset_list:
             for variant in a.variant_list:
-                run = _run_dir(a, dataset, variant, seed)
-                done = _finished(run, a)
+                done = _finished(_run_dir(a, dataset, variant, seed), a)
                 if done is None:
-                    cmd = _command(a, dataset, variant, seed, run)
-                    shown = " ".join(shlex.quote(c if c != OMSF2 else "omsf2") for c in cmd)
-                    code, wall, tail = _train(cmd, a.threads)
-                    print(f"{shown}: exit {code}, {wall:.0f}s", flush=True)
-                    done = _finished(run, a) if code == 0 else None
-                    if done is None:
-                        failed.append(shown)
-                        print(tail, file=sys.stderr)
-                        continue
-                records[dataset][variant].append(_run_record(done, a.folds))
-                out = _write(a, records, slug, desc)
+                    todo.append((dataset, variant, seed))
+                else:
+                    records[dataset][variant].append(_run_record(done, a.folds))
+    failed = []
+    # --jobs runs train side by side, each with --threads threads (on 2 cores: 2 jobs x 1 thread
+    # keep both cores busier than 1 job x 2 threads, whose data steps are single-threaded).
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        futures = {pool.submit(_execute, a, *task): task for task in todo}
+        for fut in as_completed(futures):
+            dataset, variant, _ = futures[fut]
+            shown, done = fut.result()
+            if done is None:
+                failed.append(shown)
+                continue
+            records[dataset][variant].append(_run_record(done, a.folds))
+            _write(a, records, slug, desc)
     out = _write(a, records, slug, desc)
     print(f"wrote {out} (.md, .png)")
     if failed:

@@ -3,6 +3,7 @@
 Usage (from the repository root, with the package installed in .venv):
 
     .venv/bin/python bench/int8_cxr.py [--data ../shared/data/cxr-real] [--ckpt runs/int8-cxr/train/best.pt]
+                                       [--work runs/int8-cxr]
 
 Steps, each an ``omsf2`` command as a user types it (recorded with its wall time):
 
@@ -116,6 +117,7 @@ def main() -> None:
     ap.add_argument("--ckpt", type=Path, help="a trained checkpoint (skips the training step)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--render", action="store_true", help="only rewrite the .md from the recorded .json")
+    ap.add_argument("--work", type=Path, default=WORK, help="folder of the steps' outputs (finished steps are kept)")
     args = ap.parse_args()
     if args.render:
         for path in RESULTS.glob("int8-cxr-*.json"):
@@ -125,14 +127,15 @@ def main() -> None:
     if not (data / "train").is_dir() or not (data / "val").is_dir():
         raise SystemExit(f"error: {data} has no train/ and val/ folders")
     steps: list[dict[str, Any]] = []
-    ckpt = args.ckpt.resolve() if args.ckpt else WORK / "train" / "best.pt"
+    work = args.work.resolve()
+    ckpt = args.ckpt.resolve() if args.ckpt else work / "train" / "best.pt"
     if not ckpt.is_file():
         if args.ckpt:
             raise SystemExit(f"error: checkpoint {ckpt} does not exist")
         _run([OMSF2, "train", "--data", str(data), "--model", "omsf2_tiny", "--img-size", "224",
-              "--epochs", str(args.epochs), "--out", str(WORK / "train")], steps)  # fmt: skip
+              "--epochs", str(args.epochs), "--out", str(work / "train")], steps)  # fmt: skip
     common = ["--int8", "--calib-data", str(data / "train"), "--eval-data", str(data / "val")]
-    default, full = WORK / "export", WORK / "export-full"
+    default, full = work / "export", work / "export-full"
     if not (default / "report.json").is_file():
         # Exit 1 is a failed gate: recorded, not hidden.
         _run([OMSF2, "export", str(ckpt), "--out", str(default), *common], steps, ok_codes=(0, 1))
@@ -141,8 +144,8 @@ def main() -> None:
               "--max-drop", "100", "--min-agreement", "0"], steps)  # fmt: skip
     report = json.loads((default / "report.json").read_text())
     full_report = json.loads((full / "report.json").read_text())
-    bench_default = _bench(default, data, WORK / "bench-export", steps)
-    bench_full = _bench(full, data, WORK / "bench-export-full", steps)
+    bench_default = _bench(default, data, work / "bench-export", steps)
+    bench_full = _bench(full, data, work / "bench-export-full", steps)
     metrics = ckpt.parent / "metrics.json"
     train = json.loads(metrics.read_text()) if metrics.is_file() else {}
     slug, desc = machine()

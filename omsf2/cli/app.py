@@ -38,6 +38,8 @@ from omsf2.config import (
     Split,
     UncertainPolicy,
 )
+from omsf2.export.calibration import DEFAULT_CALIB_COUNT
+from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
 from omsf2.export.quantize import CalibMethod, Quantizer
 from omsf2.export.targets import EngineVia, ExportFormat
 
@@ -164,7 +166,9 @@ def train(
         bool | None,
         typer.Option("--ema/--no-ema", help="Validate and save a moving average of the weights (default: on)."),
     ] = None,
-    ema_decay: Annotated[float | None, typer.Option(help="Decay of that average after its warm-up.")] = None,
+    ema_decay: Annotated[
+        float | None, typer.Option(help="Decay of that average after its warm-up (default: tied to the run's length).")
+    ] = None,
     select_fraction: Annotated[
         float | None,
         typer.Option(help="Share of train patients held out to choose best.pt on (0 = choose on val)."),
@@ -463,14 +467,18 @@ def export(
     fp16: Annotated[bool, typer.Option("--fp16", help="Build an FP16 TensorRT engine.")] = False,
     calib_data: Annotated[Path | None, typer.Option(help="Calibration images: DIR/<class>/* or DIR/*.")] = None,
     calib_method: Annotated[CalibMethod, typer.Option(help="Activation-range method.")] = CalibMethod.PERCENTILE,
-    calib_count: Annotated[int, typer.Option(help="Calibration images, stratified by class (>= 64).")] = 512,
+    calib_count: Annotated[
+        int, typer.Option(help="Calibration images, stratified by class (>= 64).")
+    ] = DEFAULT_CALIB_COUNT,
     eval_data: Annotated[
         Path | None, typer.Option(help="Labelled DIR/<class>/* for parity and the INT8 accuracy gate.")
     ] = None,
     max_drop: Annotated[
         float, typer.Option(help="Accuracy points (>= 0) an INT8 flavour may lose vs FP32 ONNX.")
-    ] = 1.0,
-    min_agreement: Annotated[float, typer.Option(help="Least top-1 agreement of an INT8 flavour with FP32.")] = 0.98,
+    ] = DEFAULT_MAX_DROP,
+    min_agreement: Annotated[
+        float, typer.Option(help="Least top-1 agreement of an INT8 flavour with FP32.")
+    ] = DEFAULT_MIN_AGREEMENT,
     mixed_precision: Annotated[
         bool,
         typer.Option(

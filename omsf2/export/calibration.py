@@ -234,8 +234,13 @@ def _mse_threshold(hist: np.ndarray, edges: np.ndarray, levels: int = 127) -> fl
     return best_t
 
 
-def calibrate_ranges(model_path: str, images: np.ndarray, method: CalibMethod, work: str) -> Any:
-    """Run onnxruntime's calibrator once; returns its ``TensorsData`` (MSE computed here from histograms)."""
+def calibrate_ranges(
+    model_path: str, images: np.ndarray, method: CalibMethod, work: str, percentile: float = PERCENTILE
+) -> Any:
+    """Run onnxruntime's calibrator once; returns its ``TensorsData`` (MSE computed here from histograms).
+
+    ``percentile`` is the share of |x| (in %) the ``percentile`` method keeps inside the range.
+    """
     from onnxruntime.quantization.calibrate import (
         CalibrationMethod,
         TensorData,
@@ -251,7 +256,7 @@ def calibrate_ranges(model_path: str, images: np.ndarray, method: CalibMethod, w
     }[method]
     # Signed histograms: a post-ReLU tensor keeps its [0, T] range for the uint8 flavour; the
     # S8S8 flavour symmetrises it to [-T, T] in the quantizer anyway.
-    extra: dict[str, Any] = {"percentile": PERCENTILE, "symmetric": False} if method is CalibMethod.PERCENTILE else {}
+    extra: dict[str, Any] = {"percentile": percentile, "symmetric": False} if method is CalibMethod.PERCENTILE else {}
     if method is CalibMethod.MSE:
         extra = {"symmetric": True, "num_bins": MSE_BINS}
     calibrator = create_calibrator(

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from omsf2.config import parse_enum
-from omsf2.export.calibration import CalibMethod, ImageSet
+from omsf2.export.calibration import PERCENTILE, CalibMethod, ImageSet
 from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, EvalMode, GateSpec
 from omsf2.export.qdq_placement import MODELOPT_OP_TYPES, Placement
 
@@ -123,6 +123,7 @@ class QuantizeSpec:
         min_agreement: least top-1 agreement with FP32 on ``evaluation``.
         mixed_precision: on a failed gate, keep the most sensitive groups in float until it passes.
         sensitivity: rank every node group (written to the report) even when the gate passes.
+        percentile: for ``method`` percentile, the share of |x| (in %) kept inside each range.
     """
 
     onnx_path: str
@@ -137,9 +138,12 @@ class QuantizeSpec:
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     mixed_precision: bool = True
     sensitivity: bool = False
+    percentile: float = PERCENTILE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", parse_enum(CalibMethod, self.method, "calibration method"))
+        if not 90.0 <= self.percentile <= 100.0:
+            raise ValueError(f"calibration percentile must lie in [90, 100], got {self.percentile}")
         object.__setattr__(self, "quantizer", parse_enum(Quantizer, self.quantizer, "quantizer"))
         GateSpec(self.max_drop, self.min_agreement)  # validates both
         unknown = [f for f in self.flavours if f not in FLAVOURS]
@@ -451,7 +455,7 @@ def _calibrate(spec: QuantizeSpec, runnable_path: str, work: str) -> tuple[str, 
 
     cache = os.path.join(work, "calibration.json")
     with _quiet_ort():
-        ranges = calibrate_ranges(runnable_path, spec.calib.images, spec.method, work)
+        ranges = calibrate_ranges(runnable_path, spec.calib.images, spec.method, work, spec.percentile)
     save_tensors_data(ranges, cache)
     return cache, ranges.calibration_method, ranges
 
@@ -462,6 +466,7 @@ def _entry(spec: QuantizeSpec, fl: Flavour, fp32: dict[str, Any], rec: dict[str,
         "description": fl.description,
         "quantizer": spec.quantizer.value,
         "method": spec.method.value,
+        **({"percentile": spec.percentile} if spec.method is CalibMethod.PERCENTILE else {}),
         "weight_bits": 7 if fl.reduce_range else 8,
         "calib_count": len(spec.calib),
         "eval_count": len(spec.evaluation),

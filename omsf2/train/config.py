@@ -58,7 +58,8 @@ class TrainConfig:
         sync_bn: BatchNorm statistics over the global batch when training with several processes.
         ema: validate and save an exponential moving average of the weights (see
             :mod:`omsf2.train.ema`); the one place its default lives.
-        ema_decay: the average's decay after its warm-up, in (0, 1).
+        ema_decay: the average's decay after its warm-up, in (0, 1); None ties it to the
+            schedule's length (:func:`omsf2.train.ema.schedule_decay`).
         select_fraction: share of the train patients held out (patient-disjoint, stratified) to
             choose ``best.pt`` on, so that val stays an unbiased estimate; 0 = choose on val.
         folds: patient-level cross-validation folds this run belongs to (0 = none); see
@@ -102,7 +103,7 @@ class TrainConfig:
     channels_last: bool = True
     sync_bn: bool = False
     ema: bool = True
-    ema_decay: float = 0.999
+    ema_decay: float | None = None
     select_fraction: float = 0.0
     folds: int = 0
     fold: int = 0
@@ -145,7 +146,11 @@ class TrainConfig:
             (self.workers >= 0, "workers", f"workers must be >= 0, got {self.workers}"),
             (self.cache_gb >= 0, "cache_gb", f"cache budget must be >= 0, got {self.cache_gb}"),
             (self.ckpt_every >= 0, "ckpt_every", f"checkpoint interval must be >= 0, got {self.ckpt_every}"),
-            (0 < self.ema_decay < 1, "ema_decay", f"EMA decay must lie in (0, 1), got {self.ema_decay}"),
+            (
+                self.ema_decay is None or 0 < self.ema_decay < 1,
+                "ema_decay",
+                f"EMA decay must lie in (0, 1), got {self.ema_decay}",
+            ),
             (
                 0 <= self.select_fraction <= 0.5,
                 "select_fraction",

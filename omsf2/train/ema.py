@@ -1,10 +1,18 @@
-"""Exponential moving average of a model's weights, with the warm-up of TensorFlow/timm.
+"""Exponential moving average of a model's weights, with a warm-up and a span tied to the schedule.
 
 After every optimizer step ``ema = d_t * ema + (1 - d_t) * w`` with
-``d_t = min(decay, (1 + t) / (10 + t))``, ``t`` the number of updates before this one. The
-warm-up lets the average follow the fast early changes (``d_0 = 0.1``) and reach ``decay`` after
-about ``10 / (1 - decay)`` steps, so short runs are not validated on weights still close to the
-random initialisation.
+``d_t = min(decay, 1 - (1 + t) ** -0.75)``, ``t`` the number of updates before this one: the
+power warm-up of @crowsonkb's notes, used by timm's ``ModelEmaV3`` and diffusers' ``EMAModel``
+(power 3/4 is their choice for runs far shorter than a million steps). The average of step ``t``
+spans about ``1 / (1 - d_t) = (1 + t) ** 0.75`` recent steps, so it follows the fast early
+changes and widens as training settles.
+
+``decay`` defaults to a value tied to the schedule's length (:func:`schedule_decay`): the average
+spans at most :data:`SPAN` of all steps. A fixed decay such as 0.999 spans 1000 steps, more than
+a whole short run; on a 540-step run the old ``(1 + t) / (10 + t)`` warm-up never reached it and
+the average spanned only ~1.3 epochs mid-schedule, while on a 225-step demo a wide average lags
+the still-improving weights. Checkpoints saved with that older warm-up keep it when resumed
+(:meth:`ModelEma.load`), so resumes stay exact.
 
 What is averaged: every floating-point entry of the state dict, parameters *and* BatchNorm
 running statistics (as timm's ``ModelEmaV3`` does by default); integer buffers
@@ -29,12 +37,22 @@ from typing import Any
 import torch
 from torch import nn
 
-DEFAULT_DECAY = 0.999
+SPAN = 0.1  # the average spans at most this share of the run's optimizer steps
+POWER = 0.75  # warm-up power: the span after t updates is (1 + t) ** POWER steps
+LEGACY = "ratio"  # the warm-up (1 + t) / (10 + t) of checkpoints saved before the power warm-up
+WARMUPS = ("power", LEGACY)
 
 
-def ema_decay_at(decay: float, step: int) -> float:
-    """Decay of update number ``step`` (0-based): ``min(decay, (1 + step) / (10 + step))``."""
-    return min(decay, (1.0 + step) / (10.0 + step))
+def schedule_decay(total_steps: int) -> float:
+    """The decay whose average spans :data:`SPAN` of ``total_steps`` (at least 2 steps)."""
+    return 1.0 - 1.0 / max(2.0, SPAN * total_steps)
+
+
+def ema_decay_at(decay: float, step: int, warmup: str = "power") -> float:
+    """Decay of update number ``step`` (0-based), warmed up and capped by ``decay``."""
+    if warmup == LEGACY:
+        return min(decay, (1.0 + step) / (10.0 + step))
+    return min(decay, 1.0 - (1.0 + step) ** -POWER)
 
 
 class ModelEma:
@@ -42,13 +60,16 @@ class ModelEma:
 
     Args:
         model: the model being trained (already on its device and memory format).
-        decay: the decay reached after the warm-up, in (0, 1).
+        decay: the decay reached after the warm-up, in (0, 1) (see :func:`schedule_decay`).
+        warmup: ``"power"``, or ``"ratio"`` for the warm-up of older checkpoints.
     """
 
-    def __init__(self, model: nn.Module, decay: float = DEFAULT_DECAY) -> None:
+    def __init__(self, model: nn.Module, decay: float, warmup: str = "power") -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
-        self.decay = decay
+        if warmup not in WARMUPS:
+            raise ValueError(f"EMA warm-up must be one of {WARMUPS}, got {warmup!r}")
+        self.decay, self.warmup = decay, warmup
         self.updates = 0
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
@@ -57,7 +78,7 @@ class ModelEma:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Fold ``model``'s current weights and buffers into the average (after an optimizer step)."""
-        d = ema_decay_at(self.decay, self.updates)
+        d = ema_decay_at(self.decay, self.updates, self.warmup)
         ema_state = self.module.state_dict()
         for name, v in model.state_dict().items():
             e = ema_state[name]
@@ -69,7 +90,7 @@ class ModelEma:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps besides the averaged weights (which go in as the model's)."""
-        return {"decay": self.decay, "updates": self.updates}
+        return {"decay": self.decay, "updates": self.updates, "warmup": self.warmup}
 
     def load(self, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         """Restore the average from a checkpoint's weights and :meth:`state`."""
@@ -78,3 +99,4 @@ class ModelEma:
         name = getattr(getattr(self.module, "cfg", None), "name", type(self.module).__name__)
         load_strict(self.module, weights, f"model {name!r}")
         self.updates = int(state["updates"])
+        self.warmup = str(state.get("warmup", LEGACY))  # saved before the power warm-up: keep its own

@@ -45,7 +45,7 @@ from omsf2.models.checkpoint import (
 from omsf2.train import distributed as ddp
 from omsf2.train.augment import apply_attention_aug, frozen_bn_stats, geometric, intensity
 from omsf2.train.config import TrainConfig
-from omsf2.train.ema import ModelEma
+from omsf2.train.ema import ModelEma, schedule_decay
 from omsf2.train.losses import CenterLoss, soft_distance, task_loss
 from omsf2.train.parts import RunParts as _Parts
 from omsf2.train.reporter import LogReporter, Reporter
@@ -257,12 +257,14 @@ class Trainer:
             weights = 1.0 / counts[train_src.y.numpy()]
         reps = pre.channels // len(pre.mean), pre.channels // len(pre.std)
         # The average starts as a copy of the model as it will train (device, format, BatchNorm kind).
-        ema = ModelEma(model, cfg.ema_decay) if cfg.ema else None
+        steps = len(train_src) // cfg.batch_size
+        decay = cfg.ema_decay if cfg.ema_decay is not None else schedule_decay(cfg.epochs * steps)
+        ema = ModelEma(model, decay) if cfg.ema else None
         sel = splits.select
         return _Parts(
             splits, model, pre, task, center, self._optimizer(params), scaler,
             amp_dtype if use_amp else None, train_src, self._source(splits.val, pre, "val"),
-            len(train_src) // cfg.batch_size, weights,
+            steps, weights,
             torch.tensor(pre.mean * reps[0]), torch.tensor(pre.std * reps[1]), torch.Generator(),
             ddp.wrap(ddp.TrainForward(model, center), self.world, dev),
             None if sel is None else self._source(sel, pre, splits.selected_on), ema,
@@ -426,7 +428,7 @@ class Trainer:
         return {
             "selected_on": p.splits.selected_on,
             "select_size": len(p.val_ds) if sel is None else len(sel),
-            "ema": {"enabled": self.cfg.ema, "decay": self.cfg.ema_decay},
+            "ema": {"enabled": self.cfg.ema, "decay": None if p.ema is None else p.ema.decay},
         }
 
     def _end_epoch(self, p: _Parts, st: RunState, v: _Validation, t0: float) -> None:

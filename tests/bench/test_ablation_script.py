@@ -20,7 +20,7 @@ def _run(*args: object) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_quick_ablation_records_cells_and_resumes(tmp_path: Path) -> None:
     runs, results = tmp_path / "runs", tmp_path / "results"
-    res = _run("--quick", "--threads", "1", "--runs", runs, "--results", results)
+    res = _run("--quick", "--threads", "1", "--jobs", "2", "--runs", runs, "--results", results)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count(": exit 0") == 2  # two variants, one seed each
     (out,) = results.glob("ablation-quick-*.json")

@@ -14,14 +14,24 @@ from torch import nn
 from omsf2.evaluate import EvalSpec, evaluate_checkpoint
 from omsf2.models.checkpoint import load_checkpoint
 from omsf2.train import TrainConfig, resume, train
-from omsf2.train.ema import ModelEma, ema_decay_at
+from omsf2.train.ema import SPAN, ModelEma, ema_decay_at, schedule_decay
 from omsf2.train.loop import LogReporter
 
 
 def test_decay_warm_up() -> None:
-    assert ema_decay_at(0.999, 0) == pytest.approx(0.1)
-    assert ema_decay_at(0.999, 2) == pytest.approx(3 / 12)
+    assert ema_decay_at(0.999, 0) == pytest.approx(0.0)  # the first update copies the weights
+    assert ema_decay_at(0.999, 15) == pytest.approx(1 - 16**-0.75)  # spans 16 ** 0.75 = 8 steps
+    assert 1 / (1 - ema_decay_at(0.999, 215)) == pytest.approx(216**0.75)
     assert ema_decay_at(0.5, 100) == 0.5  # capped by the decay once warmed up
+    # checkpoints saved before the power warm-up resume with their own
+    assert ema_decay_at(0.999, 0, "ratio") == pytest.approx(0.1)
+    assert ema_decay_at(0.999, 2, "ratio") == pytest.approx(3 / 12)
+
+
+def test_schedule_decay_spans_a_share_of_the_run() -> None:
+    assert 1 / (1 - schedule_decay(540)) == pytest.approx(SPAN * 540)  # 30 epochs of 18 steps: 54
+    assert schedule_decay(5) == 0.5  # never below a 2-step span
+    assert schedule_decay(100) < schedule_decay(1000) < 1
 
 
 def test_average_equals_hand_computation_over_params_and_buffers() -> None:
@@ -39,11 +49,11 @@ def test_average_equals_hand_computation_over_params_and_buffers() -> None:
         model(x).pow(2).sum().backward()
         opt.step()
         ema.update(model)
-        d = min(0.6, (1 + step) / (10 + step))  # 0.1, 0.1818, 0.25, 0.3077: warm-up below the decay
+        d = min(0.6, 1 - (1 + step) ** -0.75)  # 0, 0.405, 0.561, then capped at 0.6
         decays.append(d)
         expect_w = d * expect_w + (1 - d) * model[0].weight.detach()
         expect_rm = d * expect_rm + (1 - d) * model[1].running_mean.detach()
-    assert decays[0] == pytest.approx(0.1) and all(d < 0.6 for d in decays)
+    assert decays[0] == 0.0 and decays[1] < decays[2] < 0.6 and decays[3] == 0.6
     torch.testing.assert_close(ema.module[0].weight, expect_w, rtol=0, atol=1e-6)
     torch.testing.assert_close(ema.module[1].running_mean, expect_rm, rtol=0, atol=1e-6)
     assert not torch.equal(ema.module[0].weight, model[0].weight)  # really an average, not a copy
@@ -108,3 +118,22 @@ def test_run_saved_before_ema_existed_resumes_without_it(small_cfg: TrainConfig)
     d = dataclasses.replace(small_cfg).to_dict()
     del d["ema"]
     assert TrainConfig.from_dict(d).ema is False
+
+
+def test_default_decay_is_tied_to_the_schedule(small_cfg: TrainConfig, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(small_cfg, epochs=2, ema_decay=None)
+    train(cfg, tmp_path / "run")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    steps = last["ema"]["updates"]  # 2 epochs of 4 steps
+    assert steps == 8 and last["ema"]["decay"] == schedule_decay(steps) and last["ema"]["warmup"] == "power"
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["ema"] == {"enabled": True, "decay": schedule_decay(steps)} and m["config"]["ema_decay"] is None
+
+
+def test_state_saved_before_the_power_warm_up_keeps_its_own() -> None:
+    model = nn.Linear(2, 1)
+    ema = ModelEma(model, decay=0.999)
+    ema.load(ModelEma(model, decay=0.999).module.state_dict(), {"decay": 0.999, "updates": 3})
+    assert ema.warmup == "ratio" and ema.state() == {"decay": 0.999, "updates": 3, "warmup": "ratio"}
+    with pytest.raises(ValueError, match="warm-up"):
+        ModelEma(model, decay=0.9, warmup="linear")
