@@ -103,7 +103,7 @@ def _aggregate(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any
             agree = [100 * p[flavour]["top1_agreement"] for p in parts]
             d = _summary(drops)
             out.setdefault(method, {})[flavour] = {
-                "drop": {"mean": -d["mean"], "std": d["std"], "worst": -d["worst"], "best": -d["best"]},
+                "drop": {k: 0.0 - d[k] if k != "std" else d[k] for k in d},  # 0.0 - x: no "-0.00"
                 "agreement": _summary(agree),
             }
     return out
