@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from omsf2.export.calibration import ImageSet
 from omsf2.export.gate import EvalMode, GateSpec, judge, kernel_path
 from omsf2.export.qdq_rules import INT16_MAX, saturation_problems, weight_pair_peak
-from omsf2.export.quantize import FLAVOURS, GateError, QuantizeSpec, quantize_int8
+from omsf2.export.quantize import FLAVOURS, GateError, QuantizeSpec, gate_message, quantize_int8
 
 CLASSES = ("a", "b", "c", "d")
 
@@ -219,3 +219,21 @@ def test_kernel_path_names_the_isa_and_whether_u8s8_saturates() -> None:
     assert p["isa"] == "avx2" and p["u8s8_int16_saturation"] is True
     assert kernel_path(frozenset({"avx2", "avx_vnni"}))["isa"] == "avx-vnni"
     assert EvalMode("qdq-float") is EvalMode.QDQ_FLOAT
+
+
+def test_failed_gate_message_names_the_closest_trial_and_the_size_of_one_image() -> None:
+    tried = [
+        {"float_groups": 1, "passed": False, "top1_agreement": 0.98, "accuracy_drop": 2.0},
+        {"float_groups": 4, "passed": False, "top1_agreement": 0.9933, "accuracy_drop": 0.6667},
+        {"float_groups": 2, "passed": False, "top1_agreement": 0.9867, "accuracy_drop": 0.6667},
+    ]
+    rec = {
+        "file": "model.int8.onnx", "method": "percentile", "calib_count": 512, "eval_mode": "qdq-float",
+        "failed_because": ["accuracy drop 1.33 points > --max-drop 0.5"], "int8_accuracy": 0.7333,
+        "fp32_accuracy": 0.7467, "eval_count": 150, "accuracy_drop_ci95": [0.0, 3.33], "top1_agreement": 0.9867,
+        "mixed_precision": {"tried": tried, "max_float_groups": 14},
+    }  # fmt: skip
+    msg = gate_message(rec, mixed_precision=True)
+    assert "up to 14 of the most sensitive node groups" in msg
+    assert "closest: 4 group(s), drop 0.67 points, agreement 99.3%" in msg  # ties go to the higher agreement
+    assert "one eval image is 0.67 points" in msg and "\n" not in msg
