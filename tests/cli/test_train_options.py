@@ -33,14 +33,15 @@ def test_select_fraction_and_no_ema_from_the_command_line(synth_root: Path, tmp_
     assert "raw_model" not in load_checkpoint(out / "last.pt")
 
 
-def test_ema_is_on_by_default_with_the_config_default_decay(synth_root: Path, tmp_path: Path) -> None:
-    from omsf2.train import TrainConfig
+def test_ema_is_on_by_default_with_the_decay_tied_to_the_schedule(synth_root: Path, tmp_path: Path) -> None:
+    from omsf2.train.ema import schedule_decay
 
     out = tmp_path / "run"
     assert run("train", "--data", synth_root, "--out", out, *SMALL).exit_code == 0
-    ck = load_checkpoint(out / "best.pt")
-    default = TrainConfig.__dataclass_fields__["ema_decay"].default
-    assert ck["selection"]["ema"] == {"enabled": True, "decay": default}
+    ck, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")
+    assert ck["train_config"]["ema_decay"] is None  # the CLI leaves the config's default: tied to the run
+    steps = last["ema"]["updates"]  # every step of the finished run
+    assert ck["selection"]["ema"] == {"enabled": True, "decay": schedule_decay(steps)}
 
 
 def test_bad_selection_and_decay_are_one_line_errors(synth_root: Path, tmp_path: Path) -> None:
