@@ -10,7 +10,7 @@ changes and widens as training settles.
 ``decay`` defaults to a value tied to the schedule's length (:func:`schedule_decay`): the average
 spans at most :data:`SPAN` of all steps. A fixed decay such as 0.999 spans 1000 steps, more than
 a whole short run; on a 540-step run the old ``(1 + t) / (10 + t)`` warm-up never reached it and
-the average spanned only ~1.3 epochs mid-schedule, while on a 225-step demo a wide average lags
+the average spanned only ~1.3 epochs mid-schedule, while on the 300-step demo a wide average lags
 the still-improving weights. Checkpoints saved with that older warm-up keep it when resumed
 (:meth:`ModelEma.load`), so resumes stay exact.
 
@@ -39,8 +39,9 @@ from torch import nn
 
 SPAN = 0.1  # the average spans at most this share of the run's optimizer steps
 POWER = 0.75  # warm-up power: the span after t updates is (1 + t) ** POWER steps
+WARMUP = "power"  # the warm-up of new runs
 LEGACY = "ratio"  # the warm-up (1 + t) / (10 + t) of checkpoints saved before the power warm-up
-WARMUPS = ("power", LEGACY)
+WARMUPS = (WARMUP, LEGACY)
 
 
 def schedule_decay(total_steps: int) -> float:
@@ -48,7 +49,7 @@ def schedule_decay(total_steps: int) -> float:
     return 1.0 - 1.0 / max(2.0, SPAN * total_steps)
 
 
-def ema_decay_at(decay: float, step: int, warmup: str = "power") -> float:
+def ema_decay_at(decay: float, step: int, warmup: str = WARMUP) -> float:
     """Decay of update number ``step`` (0-based), warmed up and capped by ``decay``."""
     if warmup == LEGACY:
         return min(decay, (1.0 + step) / (10.0 + step))
@@ -64,7 +65,7 @@ class ModelEma:
         warmup: ``"power"``, or ``"ratio"`` for the warm-up of older checkpoints.
     """
 
-    def __init__(self, model: nn.Module, decay: float, warmup: str = "power") -> None:
+    def __init__(self, model: nn.Module, decay: float, warmup: str = WARMUP) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
         if warmup not in WARMUPS:
