@@ -5,7 +5,7 @@ The recipe is ``omsf2 train``'s default apart from ``--epochs`` (15 here, see :d
 
 Usage (from the repository root, with the package installed in .venv):
 
-    .venv/bin/python bench/ablation.py --jobs 2 --threads 1   # everything: 4-5 hours on 2 cores
+    .venv/bin/python bench/ablation.py --jobs 2 --threads 1   # everything: about 3.5 hours on 2 cores
     .venv/bin/python bench/ablation.py --variants full,plain --datasets cxr-real --seeds 0
     .venv/bin/python bench/ablation.py --quick                 # smoke: 2 variants, 1 seed, 1 epoch, 64 px
 
@@ -66,8 +66,8 @@ QUICK = {"variants": "plain,full", "datasets": "phantoms", "seeds": "0", "epochs
 QUICK_PHANTOMS, QUICK_BATCH = 32, 8
 REPORTED = ("accuracy", "macro_f1")
 # 15 epochs, not the 30 of `omsf2 train`'s default: 42 runs (7 variants x 3 seeds x 2 datasets) must
-# fit in a few hours on 2 cores (7 min for `plain`, about 14 for an OMSF2 variant, at 1 thread with 2
-# jobs side by side: 4-5 hours in all).
+# fit in a few hours on 2 cores (4-7 min for `plain`, 10-11 for an OMSF2 variant, at 1 thread with 2
+# jobs side by side and nothing else running: about 3.5 hours in all).
 EPOCHS = 15
 
 
