@@ -269,6 +269,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=0, help="passed to omsf2 train (0 = its default)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per training run")
     ap.add_argument("--jobs", type=int, default=1, help="training runs side by side")
+    ap.add_argument("--record-only", action="store_true", help="write the record from finished runs; train nothing")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "ablation", help="where the runs are kept")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where ablation-<machine>.* are written")
@@ -336,10 +337,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
         for dataset in a.dataset_list:
             for variant in a.variant_list:
                 done = _finished(_run_dir(a, dataset, variant, seed), a)
-                if done is None:
-                    todo.append((dataset, variant, seed))
-                else:
+                if done is not None:
                     records[dataset][variant].append(_run_record(done, a.folds))
+                elif not a.record_only:
+                    todo.append((dataset, variant, seed))
     failed = []
     # --jobs runs train side by side, each with --threads threads (on 2 cores: 2 jobs x 1 thread
     # keep both cores busier than 1 job x 2 threads, whose data steps are single-threaded).

@@ -61,3 +61,13 @@ def test_a_runs_folder_keeps_its_protocol(tmp_path: Path) -> None:
     (runs / "protocol.json").write_text(json.dumps({"epochs": 30}))
     res = _run("--datasets", "phantoms", "--epochs", "5", "--runs", runs, "--results", tmp_path / "o")
     assert res.returncode != 0 and "holds runs made with other settings" in res.stderr and "epochs" in res.stderr
+
+
+def test_record_only_trains_nothing(tmp_path: Path) -> None:
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    res = _run("--quick", "--record-only", "--runs", runs, "--results", results)
+    assert res.returncode == 0 and ": exit" not in res.stdout, res.stdout + res.stderr
+    (out,) = results.glob("ablation-quick-*.json")
+    cells = json.loads(out.read_text())["cells"]["phantoms"]
+    assert all(c["runs_done"] == 0 and not c["complete"] for c in cells.values())
+    assert not (runs / "phantoms").exists()
