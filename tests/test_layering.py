@@ -38,7 +38,7 @@ FORBIDDEN = {
 }
 # numpy-only modules the torch-free runtime reuses
 NO_TORCH = ("omsf2.data.io", "omsf2.data.preprocess", "omsf2.data.synthetic", "omsf2.data.datasets")
-OPTIONAL = ("triton", "tensorrt", "onnx", "onnxruntime", "openvino", "modelopt", "cuda", "pycuda")
+OPTIONAL = ("triton", "tensorrt", "onnx", "onnxruntime", "openvino", "modelopt", "nncf", "cuda", "pycuda")
 # ``@triton.jit`` needs triton when the module body runs, so these private kernel modules import it
 # at the top; in exchange nothing may import them at the top (only launchers, inside functions).
 JIT_MODULES = ("omsf2.kernels.triton._pool", "omsf2.kernels.triton._fuse")

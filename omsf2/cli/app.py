@@ -498,9 +498,12 @@ def export(
     plugins: Annotated[
         bool, typer.Option("--plugins/--no-plugins", help="Fused neck ops as omsf2 custom ops (TensorRT plugins).")
     ] = False,
-    quantizer: Annotated[Quantizer, typer.Option(help="ort (onnxruntime) or modelopt (own environment).")] = (
-        Quantizer.ORT
-    ),
+    quantizer: Annotated[
+        Quantizer,
+        typer.Option(
+            help="ort (onnxruntime), modelopt (own environment), or nncf (CPU flavour only, NNCF's accuracy control)."
+        ),
+    ] = Quantizer.ORT,
     via: Annotated[
         EngineVia, typer.Option(help="Engines from the ONNX (TensorRT's parser) or torch-tensorrt (fp32/fp16).")
     ] = EngineVia.ONNX,

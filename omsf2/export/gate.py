@@ -157,3 +157,28 @@ def judge(labels: np.ndarray, fp32_logits: np.ndarray, logits: np.ndarray, spec:
         "passed": not reasons,
         "failed_because": reasons,
     }
+
+
+def gate_message(r: dict[str, Any], mixed_precision: bool) -> str:
+    """One line saying why a flavour failed its gate, with the numbers, what was tried and what to do."""
+    lo, hi = r["accuracy_drop_ci95"]
+    mixed = r.get("mixed_precision")
+    if mixed:
+        best = min(mixed["tried"], key=lambda t: (t["accuracy_drop"], -t["top1_agreement"]))
+        tried = (
+            f"; keeping up to {mixed['max_float_groups']} of the most sensitive node groups in float did not help "
+            f"(closest: {best['float_groups']} group(s), drop {best['accuracy_drop']:.2f} points, agreement "
+            f"{100 * best['top1_agreement']:.1f}%)"
+        )
+    elif not mixed_precision:
+        tried = "; --mixed-precision (the default) would keep the most sensitive layers in float"
+    else:
+        tried = ""
+    one = 100 / max(1, r["eval_count"])
+    return (
+        f"INT8 accuracy gate failed for {r['file']} (calibration method {r['method']!r}, {r['calib_count']} "
+        f"images, {r['eval_mode']}): {'; '.join(r['failed_because'])} — accuracy {100 * r['int8_accuracy']:.2f}% vs "
+        f"FP32 {100 * r['fp32_accuracy']:.2f}% on {r['eval_count']} eval images (drop 95% CI [{lo:.2f}, {hi:.2f}]), "
+        f"top-1 agreement {100 * r['top1_agreement']:.1f}%{tried}; one eval image is {one:.2f} points: more "
+        "--eval-data images measure the drop better, --max-drop sets what is accepted, --sensitivity shows the ranking"
+    )

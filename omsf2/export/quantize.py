@@ -33,6 +33,10 @@ is quantized) and the fewest, most sensitive groups are kept in float (onnxrunti
 ``entropy``). ModelOpt replaces onnxruntime with onnxruntime-gpu and pins onnx, so it is used only
 where it is importable, in its own environment; the gate and lint are the same, the
 mixed-precision search is onnxruntime's only.
+
+``quantizer="nncf"`` writes the CPU flavour only, with NNCF's own calibration and accuracy control
+(:mod:`omsf2.export.nncf_quant`; NNCF cannot write signed activations, the TensorRT contract); the
+same lint and gate judge it, and the report names the layers NNCF reverted to float.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import numpy as np
 
 from omsf2.config import parse_enum
 from omsf2.export.calibration import PERCENTILE, CalibMethod, ImageSet
-from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, EvalMode, GateSpec
+from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, EvalMode, GateSpec, gate_message
 from omsf2.export.qdq_placement import MODELOPT_OP_TYPES, Placement
 
 __all__ = ["FLAVOURS", "CalibMethod", "Flavour", "GateError", "QuantizeResult", "QuantizeSpec", "Quantizer"]
@@ -64,11 +68,20 @@ log = logging.getLogger(__name__)
 MAX_FLOAT_FRACTION = 0.25
 
 
+def max_float_layers(model: Any, exclude: Sequence[str]) -> int:
+    """How many Conv/Gemm layers an accuracy search may keep in float: :data:`MAX_FLOAT_FRACTION` of them."""
+    import math
+
+    layers = sum(n.op_type in ("Conv", "Gemm") and n.name not in exclude for n in model.graph.node)
+    return max(1, math.ceil(MAX_FLOAT_FRACTION * layers))
+
+
 class Quantizer(str, enum.Enum):
     """Which tool inserts the Q/DQ nodes."""
 
     ORT = "ort"
     MODELOPT = "modelopt"
+    NNCF = "nncf"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +164,8 @@ class QuantizeSpec:
             raise ValueError(f"invalid INT8 flavour(s) {unknown}; choose from {', '.join(FLAVOURS)}")
         if self.quantizer is Quantizer.MODELOPT and self.method not in (CalibMethod.MAX, CalibMethod.ENTROPY):
             raise ValueError(f"--quantizer modelopt calibrates with max or entropy, not {self.method.value!r}")
+        if self.quantizer is Quantizer.NNCF and "int8_cpu" not in self.flavours:
+            raise ValueError("--quantizer nncf writes the CPU flavour (model.int8-cpu.onnx) only; use --quantizer ort")
 
     @property
     def gate(self) -> GateSpec:
@@ -197,6 +212,17 @@ def modelopt_unavailable_reason() -> str | None:
             "(pip install 'nvidia-modelopt[onnx]' after torch; it replaces onnxruntime with onnxruntime-gpu and pins "
             "onnx) and run omsf2 export there, or use --quantizer ort"
         )
+    return None
+
+
+def quantizer_unavailable_reason(quantizer: Quantizer) -> str | None:
+    """None when ``quantizer`` can run here, else why not (one line)."""
+    if quantizer is Quantizer.MODELOPT:
+        return modelopt_unavailable_reason()
+    if quantizer is Quantizer.NNCF:
+        from omsf2.export.nncf_quant import nncf_unavailable_reason
+
+        return nncf_unavailable_reason()
     return None
 
 
@@ -332,6 +358,13 @@ class _Work:
         self.trials += 1
         if self.spec.quantizer is Quantizer.MODELOPT:
             _quantize_modelopt(self.fp32_path, self.spec.calib.images, self.spec.method, self.exclude, out)
+        elif self.spec.quantizer is Quantizer.NNCF:
+            from omsf2.export.nncf_quant import quantize_nncf
+
+            s, fp32 = self.spec, onnx.load(self.fp32_path)
+            q = quantize_nncf(fp32, s.calib.images, s.evaluation, self.fp32_logits, s.gate, self.exclude,
+                              fl.gate_mode, max_float_layers(fp32, self.exclude))  # fmt: skip
+            onnx.save_model(q, out)
         else:
             with _quiet_ort():
                 exclude = [*self.exclude, *extra_exclude]
@@ -385,6 +418,11 @@ def _flavour(w: _Work, fl: Flavour, rank: Any) -> tuple[dict[str, Any], Path]:
     t = time.perf_counter()
     q = w.write(fl, out)
     float_nodes: list[str] = []
+    if w.spec.quantizer is Quantizer.NNCF:
+        from omsf2.export.nncf_quant import float_weight_nodes
+
+        # Left float: NNCF's placement skips some (the SE block's), its accuracy control reverts others.
+        float_nodes = [n for n in float_weight_nodes(q) if n not in w.exclude]
     rec = w.gate(fl, q)
     rec["quantize_s"] = time.perf_counter() - t
     if not rec["passed"] and w.spec.mixed_precision and w.spec.quantizer is Quantizer.ORT:
@@ -410,6 +448,8 @@ def _flavour(w: _Work, fl: Flavour, rank: Any) -> tuple[dict[str, Any], Path]:
     if problems:
         raise ValueError(f"{fl.filename} fails the Q/DQ lint: {problems[0]} ({len(problems)} problem(s))")
     rec["float_groups"] = rec.get("mixed_precision", {}).get("float_groups", [])
+    if w.spec.quantizer is Quantizer.NNCF:
+        rec["float_groups"] = float_nodes  # NNCF works on single operations, not omsf2's groups
     rec["float_nodes"] = float_nodes
     rec["qdq_nodes"] = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in q.graph.node)
     if fl.gate_mode is EvalMode.ORT_INTEGER:
@@ -460,13 +500,21 @@ def _calibrate(spec: QuantizeSpec, runnable_path: str, work: str) -> tuple[str, 
     return cache, ranges.calibration_method, ranges
 
 
+def _method(spec: QuantizeSpec) -> dict[str, Any]:
+    if spec.quantizer is Quantizer.NNCF:
+        return {"method": "nncf (its own ranges, fast bias correction, accuracy control)"}
+    return {
+        "method": spec.method.value,
+        **({"percentile": spec.percentile} if spec.method is CalibMethod.PERCENTILE else {}),
+    }
+
+
 def _entry(spec: QuantizeSpec, fl: Flavour, fp32: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
     return {
         "file": fl.filename,
         "description": fl.description,
         "quantizer": spec.quantizer.value,
-        "method": spec.method.value,
-        **({"percentile": spec.percentile} if spec.method is CalibMethod.PERCENTILE else {}),
+        **_method(spec),
         "weight_bits": 7 if fl.reduce_range else 8,
         "calib_count": len(spec.calib),
         "eval_count": len(spec.evaluation),
@@ -489,7 +537,7 @@ def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
 
     from omsf2.export.qdq_placement import plan
 
-    if spec.quantizer is Quantizer.MODELOPT and (reason := modelopt_unavailable_reason()):
+    if reason := quantizer_unavailable_reason(spec.quantizer):
         raise ValueError(reason)
     t0 = time.perf_counter()
     model, runnable, exclude, fp32_logits = _prepare(spec)
@@ -522,8 +570,10 @@ def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
             rank()
         for name in spec.flavours:
             fl = FLAVOURS[name]
-            if not ort and not fl.symmetric:
+            if spec.quantizer is Quantizer.MODELOPT and not fl.symmetric:
                 continue  # ModelOpt writes the TensorRT (S8S8) flavour only
+            if spec.quantizer is Quantizer.NNCF and fl.symmetric:
+                continue  # NNCF writes the CPU (U8S8) flavour only
             rec, paths[name] = _flavour(w, fl, rank)
             report[name] = _entry(spec, fl, fp32, rec)
     timings["total_s"] = time.perf_counter() - t0
@@ -534,28 +584,3 @@ def quantize_int8(spec: QuantizeSpec) -> QuantizeResult:
     if failed:
         raise GateError(gate_message(report[failed[0]], spec.mixed_precision), result)
     return result
-
-
-def gate_message(r: dict[str, Any], mixed_precision: bool) -> str:
-    """One line saying why a flavour failed its gate, with the numbers, what was tried and what to do."""
-    lo, hi = r["accuracy_drop_ci95"]
-    mixed = r.get("mixed_precision")
-    if mixed:
-        best = min(mixed["tried"], key=lambda t: (t["accuracy_drop"], -t["top1_agreement"]))
-        tried = (
-            f"; keeping up to {mixed['max_float_groups']} of the most sensitive node groups in float did not help "
-            f"(closest: {best['float_groups']} group(s), drop {best['accuracy_drop']:.2f} points, agreement "
-            f"{100 * best['top1_agreement']:.1f}%)"
-        )
-    elif not mixed_precision:
-        tried = "; --mixed-precision (the default) would keep the most sensitive layers in float"
-    else:
-        tried = ""
-    one = 100 / max(1, r["eval_count"])
-    return (
-        f"INT8 accuracy gate failed for {r['file']} (calibration method {r['method']!r}, {r['calib_count']} "
-        f"images, {r['eval_mode']}): {'; '.join(r['failed_because'])} — accuracy {100 * r['int8_accuracy']:.2f}% vs "
-        f"FP32 {100 * r['fp32_accuracy']:.2f}% on {r['eval_count']} eval images (drop 95% CI [{lo:.2f}, {hi:.2f}]), "
-        f"top-1 agreement {100 * r['top1_agreement']:.1f}%{tried}; one eval image is {one:.2f} points: more "
-        "--eval-data images measure the drop better, --max-drop sets what is accepted, --sensitivity shows the ranking"
-    )

@@ -191,6 +191,11 @@ class ExportSpec:
             raise ValueError(
                 "--sensitivity (like the mixed-precision search) needs onnxruntime's quantizer: --quantizer ort"
             )
+        if self.quantizer is Quantizer.NNCF and engines and self.int8:
+            raise ValueError(
+                "--quantizer nncf writes the CPU flavour only (NNCF cannot write signed int8 activations); the INT8 "
+                "engine is built from the TensorRT contract of --quantizer ort or modelopt"
+            )
         if self.via is EngineVia.TORCH_TENSORRT and engines and self.int8:
             raise ValueError(
                 "--via torch-tensorrt builds fp32 / fp16 engines; INT8 engines come from the Q/DQ ONNX (--via onnx)"
@@ -309,16 +314,17 @@ def _stage_int8(run: _Run) -> None:
     if calib is None or evaluation is None:
         raise ValueError("--int8 needs calibration and evaluation images")
     calib_sha = images_hash(calib.paths)
+    method = "nncf (its own ranges)" if spec.quantizer is Quantizer.NNCF else spec.calib_method.value
     run.report["calibration"] = {
         "data_dir": spec.calib_data,
         "count": len(calib),
         "per_class": calib.per_class(),
-        "method": spec.calib_method.value,
+        "method": method,
         "sha256": calib_sha,
     }
     run.report["calibration_sha256"] = calib_sha  # engine manifests read it from here
     flavours = tuple(t.flavour for t in run.targets if t.flavour)
-    run.say(f"INT8: calibrating on {len(calib)} images ({spec.calib_method.value}), gating on {len(evaluation)}")
+    run.say(f"INT8: calibrating on {len(calib)} images ({method}), gating on {len(evaluation)}")
     qspec = QuantizeSpec(
         str(run.produced["onnx"]),
         str(run.stage_dir),
@@ -421,10 +427,10 @@ def _load_images(spec: ExportSpec, pre: Any, classes: list[str]) -> tuple[ImageS
 def _preflight(spec: ExportSpec, targets: list[Target]) -> None:
     if any(t.needs_gpu for t in targets) and (reason := _engine_unavailable()):
         raise ValueError(_engine_hint(spec, targets, reason))
-    if spec.quantizer is Quantizer.MODELOPT:
-        from omsf2.export.quantize import modelopt_unavailable_reason
+    if spec.int8:
+        from omsf2.export.quantize import quantizer_unavailable_reason
 
-        if reason := modelopt_unavailable_reason():
+        if reason := quantizer_unavailable_reason(spec.quantizer):
             raise ValueError(reason)
 
 

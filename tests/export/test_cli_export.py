@@ -118,6 +118,10 @@ def test_gate_failure_leaves_nothing(tiny_ckpt, phantoms64, tmp_path, monkeypatc
             ],
             "--sensitivity (like the mixed-precision search) needs onnxruntime's quantizer",
         ),
+        (
+            ["--int8", "--calib-data", ".", "--eval-data", ".", "--quantizer", "nncf", "--format", "all"],
+            "--quantizer nncf writes the CPU flavour only",
+        ),
     ],
 )
 def test_options_refused_before_any_work(tiny_ckpt, tmp_path, args, needle) -> None:

@@ -1,4 +1,4 @@
-"""INT8 gate semantics, sensitivity ranking, mixed-precision fallback and the u8s8 saturation fix, on toy graphs.
+"""INT8 gate semantics, sensitivity ranking, mixed-precision fallback (ours and NNCF's) and the u8s8 saturation fix.
 
 The toy network is written with onnx.helper so that each property is built in, not hoped for:
 one Conv (``fragile``) has a single huge weight per output channel on an input channel that is
@@ -8,15 +8,24 @@ layers are benign.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from omsf2.export.calibration import ImageSet
-from omsf2.export.gate import EvalMode, GateSpec, judge, kernel_path
+from omsf2.export.gate import EvalMode, GateSpec, gate_message, judge, kernel_path
+from omsf2.export.nncf_quant import float_weight_nodes, gate_score, nncf_unavailable_reason
 from omsf2.export.qdq_rules import INT16_MAX, saturation_problems, weight_pair_peak
-from omsf2.export.quantize import FLAVOURS, GateError, QuantizeSpec, gate_message, quantize_int8
+from omsf2.export.quantize import (
+    FLAVOURS,
+    GateError,
+    QuantizeSpec,
+    quantize_int8,
+    quantizer_unavailable_reason,
+)
 
 CLASSES = ("a", "b", "c", "d")
 
@@ -237,3 +246,48 @@ def test_failed_gate_message_names_the_closest_trial_and_the_size_of_one_image()
     assert "up to 14 of the most sensitive node groups" in msg
     assert "closest: 4 group(s), drop 0.67 points, agreement 99.3%" in msg  # ties go to the higher agreement
     assert "one eval image is 0.67 points" in msg and "\n" not in msg
+
+
+def test_gate_score_is_accuracy_while_agreement_holds_and_fails_any_drop_when_not() -> None:
+    labels = np.array([0, 1, 1, 0] * 25)
+    ref = labels.copy()
+    ref[:10] = 1 - ref[:10]  # FP32 is wrong on 10 images: accuracy 0.9
+    assert gate_score(labels, ref, ref, 0.98) == pytest.approx(0.9)
+    pred = ref.copy()
+    pred[:2] = labels[:2]  # two flips, both to the right answer: better accuracy, agreement 0.98
+    assert gate_score(labels, ref, pred, 0.98) == pytest.approx(0.92)
+    pred[:3] = labels[:3]  # a third flip: agreement 0.97 < 0.98; NNCF's drop now exceeds the whole scale
+    assert gate_score(labels, ref, pred, 0.98) == pytest.approx(0.93 - 2.01)
+    assert 0.9 - gate_score(labels, ref, pred, 0.98) > 1.0
+
+
+@pytest.mark.slow
+def test_nncf_reverts_the_fragile_layer_and_passes_the_gate(tmp_path) -> None:
+    pytest.importorskip("nncf")
+    model = _toy(fragile=True)
+    calib, ev = _sets(model)
+    path = tmp_path / "toy.onnx"
+    onnx.save_model(model, str(path))
+    spec = QuantizeSpec(str(path), str(tmp_path), calib, ev, max_drop=1.0, quantizer="nncf", flavours=("int8_cpu",))
+    res = quantize_int8(spec)
+    r = res.report["int8_cpu"]
+    assert list(res.paths) == ["int8_cpu"] and r["passed"] and r["top1_agreement"] >= 0.98
+    assert r["method"].startswith("nncf") and r["eval_mode"] == "ort-integer"
+    assert r["float_nodes"] == ["fragile_conv"] and r["float_groups"] == r["float_nodes"]  # at most 1 of 3 float
+    q = onnx.load(str(res.paths["int8_cpu"]))
+    assert float_weight_nodes(q) == r["float_nodes"]
+    assert saturation_problems(q) == []  # OverflowFix.ENABLE: 7-bit weights, like reduce_range
+
+
+def test_nncf_needs_the_cpu_flavour(tmp_path) -> None:
+    model = _toy(fragile=False)
+    calib, ev = _sets(model, n_eval=20)
+    with pytest.raises(ValueError, match="CPU flavour"):
+        QuantizeSpec("m.onnx", str(tmp_path), calib, ev, quantizer="nncf", flavours=("int8",))
+
+
+def test_missing_nncf_is_one_line(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf now raises ImportError
+    reason = nncf_unavailable_reason()
+    assert reason is not None and "pip install 'omsf2[nncf]'" in reason and "\n" not in reason
+    assert quantizer_unavailable_reason(QuantizeSpec.__dataclass_fields__["quantizer"].default) is None
