@@ -9,20 +9,22 @@ and symmetric int8 per-tensor activations (zero point 0) at every Conv/Gemm inpu
   at each forward, as a per-channel min/max observer does), applied with
   ``torch.nn.utils.parametrize``; torch's op is a straight-through estimator, so the latent float
   weights keep training;
-- **input activations** of those modules go through ``torch.fake_quantize_per_tensor_affine``
-  in a forward pre-hook, with the scale of a ``MovingAverageMinMaxObserver`` (symmetric,
-  [-127, 127]). A moving-average abs-max rather than a percentile: the export calibrates with the
-  99.999th percentile of |x|, which on a few hundred images sits within a hair of the maximum, and a
-  moving average of per-batch maxima is the cheap, stable estimate of that same tail (an exact
-  percentile would need a histogram over the whole run). The observers update only in training
-  mode, and freeze after ``QatConfig.observe_fraction`` of the run's steps (common practice: the
-  last steps then fine-tune against fixed ranges, as the export will use).
+- **input activations** of those modules, and **both inputs of every residual Add** (ResNet
+  blocks, the neck's DPPM: the Adds the export quantizes), go through
+  ``torch.fake_quantize_per_tensor_affine`` in forward (pre-)hooks, with the scale of a
+  ``MovingAverageMinMaxObserver`` (symmetric, [-127, 127]). A moving-average abs-max rather than a
+  percentile: the export calibrates with the 99.999th percentile of |x| (it drops only the top
+  0.001 % of values, so it sits close to the maximum), and a moving average of per-batch maxima
+  is the cheap, stable estimate of that same tail, less spiky than the running maximum (an exact
+  percentile would need a histogram over the whole run). The observers update only in training mode, and freeze after
+  ``QatConfig.observe_fraction`` of the run's steps (common practice: the last steps then
+  fine-tune against fixed ranges, as the export will use).
 
 BatchNorm is left as it is: the export folds it into the convolution, multiplying each output
 channel's weights by one factor; symmetric per-output-channel quantization commutes with that
 (the channel's abs-max scales by the same factor), so quantizing the unfolded weight here rounds
-exactly as the folded one will. Not modelled: the Q/DQ the export also puts on residual Adds and
-the neck's fusion inputs (they are the outputs of modules quantized at the next input anyway).
+exactly as the folded one will. Not modelled: the neck's int8 MaxPool/Resize/Concat (they move
+int8 values with their input's scale, which the next Conv's input quantization already rounds to).
 
 The modules and their names are unchanged; while prepared, a weight's state-dict key reads
 ``<module>.parametrizations.weight.original``, and :func:`float_state_dict` maps it back, so
@@ -91,7 +93,7 @@ class WeightFakeQuant(nn.Module):
 
 
 class ActFakeQuant:
-    """Forward pre-hook: per-tensor symmetric int8 fake quantization of a module's input.
+    """Per-tensor symmetric int8 fake quantization of a module's input (pre-hook) or output (hook).
 
     One instance may hook the same module in several copies of a model (the trained model and its
     weight average): only a module in training mode updates the observer; all use its scale.
@@ -120,15 +122,21 @@ class ActFakeQuant:
         """The current step size (range abs-max / 127)."""
         return float(self.observer.calculate_qparams()[0])
 
-    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """Observe (in training, until frozen) and fake-quantize ``args[0]``, any shape, float."""
-        x = args[0]
-        if module.training and not self.frozen:
+    def quantize(self, x: torch.Tensor, observe: bool) -> torch.Tensor:
+        """Observe ``x`` (when asked and not frozen) and fake-quantize it; any shape, float."""
+        if observe and not self.frozen:
             self.observer(x.detach().float())
         if not self.ready:  # an evaluation before any training step: nothing to round to yet
-            return None
-        q = torch.fake_quantize_per_tensor_affine(x.float(), self.scale(), 0, -QMAX, QMAX).to(x.dtype)
-        return (q, *args[1:])
+            return x
+        return torch.fake_quantize_per_tensor_affine(x.float(), self.scale(), 0, -QMAX, QMAX).to(x.dtype)
+
+    def pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Forward pre-hook: the module's first input, observed only while the module trains."""
+        return (self.quantize(args[0], module.training), *args[1:])
+
+    def hook(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+        """Forward hook: the module's output, observed only while the module trains."""
+        return self.quantize(output, module.training)
 
 
 @dataclasses.dataclass
@@ -137,7 +145,9 @@ class QatHandle:
 
     Attributes:
         cfg: the settings.
-        acts: input fake-quantizer per module name (shared by the model and its shadows).
+        acts: fake-quantizer per quantized tensor (``<module>`` for a Conv2d/Linear input,
+            ``<block>:add.branch`` / ``<block>:add.shortcut`` for a residual Add's inputs), shared
+            by the model and its shadows.
         models: the prepared models (the trained one first).
         hooks: the registered pre-hooks.
     """
@@ -151,6 +161,35 @@ class QatHandle:
 def quantized_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The ``(name, module)`` pairs that get fake quantization: every Conv2d and Linear."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, _QUANTIZED)]
+
+
+def residual_adds(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module, nn.Module | None]]:
+    """Each residual Add as ``(block name, block, branch-output module, shortcut module or None)``.
+
+    The Add sums the branch module's output and the shortcut module's output (the projection), or
+    the block's own input when the shortcut is None (identity).
+    """
+    from omsf2.models.backbone import BasicBlock, Bottleneck
+    from omsf2.models.neck import DPPM
+
+    out: list[tuple[str, nn.Module, nn.Module, nn.Module | None]] = []
+    for name, m in model.named_modules():
+        if isinstance(m, BasicBlock):
+            out.append((name, m, m.bn2, m.downsample))
+        elif isinstance(m, Bottleneck):
+            out.append((name, m, m.bn3, m.downsample))
+        elif isinstance(m, DPPM):
+            out.append((name, m, m.proj, None))
+    return out
+
+
+def _hook_adds(m: nn.Module, acts: dict[str, ActFakeQuant], hooks: list[RemovableHandle]) -> None:
+    for name, block, branch, shortcut in residual_adds(m):
+        hooks.append(branch.register_forward_hook(acts[f"{name}:add.branch"].hook))
+        if shortcut is not None:
+            hooks.append(shortcut.register_forward_hook(acts[f"{name}:add.shortcut"].hook))
+        else:  # the block's input: it also feeds the block's first convolution(s)
+            hooks.append(block.register_forward_pre_hook(acts[f"{name}:add.shortcut"].pre_hook))
 
 
 def prepare(model: nn.Module, cfg: QatConfig | None = None, shadows: Iterable[nn.Module] = ()) -> QatHandle:
@@ -173,15 +212,17 @@ def prepare(model: nn.Module, cfg: QatConfig | None = None, shadows: Iterable[nn
     if not mods:
         raise ValueError("quantization-aware training needs a model with Conv2d or Linear layers")
     dev = next(model.parameters()).device
-    acts = {name: ActFakeQuant(cfg.averaging, dev) for name, _ in mods}
+    names = [n for n, _ in mods] + [f"{b}:add.{k}" for b, *_ in residual_adds(model) for k in ("branch", "shortcut")]
+    acts = {name: ActFakeQuant(cfg.averaging, dev) for name in names}
     handle = QatHandle(cfg, acts, [], [])
     for m in (model, *shadows):
         these = dict(quantized_modules(m))
-        if these.keys() != acts.keys():
-            raise ValueError("a shadow model's Conv2d/Linear layers differ from the model's")
+        if [n for n, _ in mods] != list(these) or len(residual_adds(m)) != len(residual_adds(model)):
+            raise ValueError("a shadow model's layers differ from the model's")
         for name, mod in these.items():
             parametrize.register_parametrization(mod, "weight", WeightFakeQuant())
-            handle.hooks.append(mod.register_forward_pre_hook(acts[name]))
+            handle.hooks.append(mod.register_forward_pre_hook(acts[name].pre_hook))
+        _hook_adds(m, acts, handle.hooks)
         handle.models.append(m)
     return handle
 

@@ -159,3 +159,18 @@ def test_qat_resume_is_exact(small_cfg: TrainConfig, trained_ckpt: Path, tmp_pat
     assert full.best_epoch >= 1
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+
+
+def test_residual_add_inputs_of_omsf2_are_quantized() -> None:
+    from omsf2 import create_model
+
+    torch.manual_seed(0)
+    model = create_model("omsf2_tiny", img_size=64, num_classes=3)
+    blocks = qat.residual_adds(model)
+    assert any(".layer1.0" in b for b, *_ in blocks) and any("dppm" in b.lower() for b, *_ in blocks)
+    h = qat.prepare(model)
+    model.train()
+    model(torch.randn(2, 1, 64, 64))
+    adds = [k for k in h.acts if ":add." in k]
+    assert len(adds) == 2 * len(blocks) and all(h.acts[k].ready for k in adds)
+    assert all(a.ready for a in h.acts.values())  # every quantized tensor was seen
