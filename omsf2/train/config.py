@@ -66,8 +66,9 @@ class TrainConfig:
             :mod:`omsf2.train.cv`.
         fold: which fold (0-based) is held out to choose ``best.pt`` on when ``folds`` >= 2.
         qat: quantization-aware fine-tuning of the ``init`` weights: fake int8 quantization of every
-            Conv2d/Linear weight and input, as ``omsf2 export --int8`` will quantize them (see
-            :mod:`omsf2.train.qat`); validation then measures the fake-quantized model.
+            Conv2d/Linear weight and input and of the residual Adds' inputs, as ``omsf2 export --int8``
+            quantizes them (see :mod:`omsf2.train.qat`); validation then measures the fake-quantized
+            model, and the checkpoints hold the plain float weights.
     """
 
     data: DataSpec
