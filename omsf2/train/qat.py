@@ -149,7 +149,7 @@ class QatHandle:
             ``<block>:add.branch`` / ``<block>:add.shortcut`` for a residual Add's inputs), shared
             by the model and its shadows.
         models: the prepared models (the trained one first).
-        hooks: the registered pre-hooks.
+        hooks: the registered forward hooks and pre-hooks.
     """
 
     cfg: QatConfig
@@ -249,17 +249,12 @@ def load_state(handle: QatHandle, saved: dict[str, Any]) -> None:
         ValueError: the saved observers are for other modules.
     """
     if saved.keys() != handle.acts.keys():
-        raise ValueError("the checkpoint's QAT observers do not match this model's Conv2d/Linear layers")
+        raise ValueError("the checkpoint's QAT observers do not match this model's quantized layers and Adds")
     for name, a in handle.acts.items():
         dev = a.observer.min_val.device
         a.observer.min_val.copy_(saved[name]["min"].to(dev))
         a.observer.max_val.copy_(saved[name]["max"].to(dev))
         a.frozen = bool(saved[name]["frozen"])
-
-
-def ranges(handle: QatHandle) -> dict[str, float]:
-    """Each quantized input's observed abs-max range (0 when none observed yet), by module name."""
-    return {n: (a.scale() * QMAX if a.ready else 0.0) for n, a in handle.acts.items()}
 
 
 def strip(handle: QatHandle) -> None:
@@ -285,17 +280,22 @@ def float_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             the module's other entries (its bias), where a plain module lists it.
     """
     sd = model.state_dict()
-    pending: dict[str, list[str]] = {}  # module prefix -> its parametrized keys
+    pending: dict[str, list[str]] = {}  # module prefix -> its parametrized keys, not yet placed
     for k in sd:
         if _PARAM_KEY.search(k):
             pending.setdefault(_PARAM_KEY.sub("", k), []).append(k)
     out: dict[str, torch.Tensor] = {}
-    for k, v in sd.items():
-        for src in pending.pop(k.rsplit(".", 1)[0] if "." in k else "", []) if not _PARAM_KEY.search(k) else []:
-            out[_PARAM_KEY.sub(r"\1\2", src)] = sd[src].detach().clone().contiguous()
-        plain = _PARAM_KEY.sub(r"\1\2", k)
-        if plain not in out:
-            out[plain] = v.detach().clone().contiguous()
+
+    def put(key: str) -> None:
+        out[_PARAM_KEY.sub(r"\1\2", key)] = sd[key].detach().clone().contiguous()
+
+    for k in sd:
+        if not _PARAM_KEY.search(k):
+            for src in pending.pop(k.rsplit(".", 1)[0] if "." in k else "", []):
+                put(src)  # before the module's own first entry
+            put(k)
+        elif _PARAM_KEY.sub(r"\1\2", k) not in out:  # a module with no other entry
+            put(k)
     return out
 
 
