@@ -178,6 +178,14 @@ def train(
         int | None,
         typer.Option(help="Patient-level k-fold cross-validation: K runs in OUT/fold-<i>, summary in OUT/cv.json."),
     ] = None,
+    qat: Annotated[
+        bool,
+        typer.Option(
+            "--qat",
+            help="Quantization-aware fine-tuning of the --init weights for export --int8 "
+            "(recipe: --lr 1e-4 --epochs 5 --warmup-epochs 0).",
+        ),
+    ] = False,
 ) -> None:
     """Train an OMSF2 model; writes OUT/best.pt, OUT/last.pt and OUT/metrics.json."""
     from omsf2.cli.progress import RichReporter

@@ -65,6 +65,10 @@ class TrainConfig:
         folds: patient-level cross-validation folds this run belongs to (0 = none); see
             :mod:`omsf2.train.cv`.
         fold: which fold (0-based) is held out to choose ``best.pt`` on when ``folds`` >= 2.
+        qat: quantization-aware fine-tuning of the ``init`` weights: fake int8 quantization of every
+            Conv2d/Linear weight and input and of the residual Adds' inputs, as ``omsf2 export --int8``
+            quantizes them (see :mod:`omsf2.train.qat`); validation then measures the fake-quantized
+            model, and the checkpoints hold the plain float weights.
     """
 
     data: DataSpec
@@ -107,6 +111,7 @@ class TrainConfig:
     select_fraction: float = 0.0
     folds: int = 0
     fold: int = 0
+    qat: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resize", parse_enum(ResizeMode, self.resize, "resize mode"))
@@ -166,6 +171,11 @@ class TrainConfig:
                 not (self.folds and self.select_fraction),
                 "select_fraction",
                 "cross-validation chooses each fold's best.pt on its held-out fold; drop the selection fraction",
+            ),
+            (
+                not self.qat or self.init is not None,
+                "qat",
+                "quantization-aware training fine-tunes trained weights: give them with --init CKPT",
             ),
         ]
         for ok, setting, msg in checks:

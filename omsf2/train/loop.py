@@ -43,6 +43,7 @@ from omsf2.models.checkpoint import (
     save_checkpoint,
 )
 from omsf2.train import distributed as ddp
+from omsf2.train import qat
 from omsf2.train.augment import apply_attention_aug, frozen_bn_stats, geometric, intensity
 from omsf2.train.config import TrainConfig
 from omsf2.train.ema import ModelEma, schedule_decay
@@ -127,6 +128,7 @@ class Trainer:
         self._overwrite = overwrite
         self._any_world = resume_any_world
         self._timeout = dist_timeout_s
+        self._qat: qat.QatHandle | None = None  # fake quantization, with --qat
 
     def request_stop(self) -> None:
         """Stop after the current step and save a resumable ``last.pt`` (what Ctrl-C does)."""
@@ -148,6 +150,9 @@ class Trainer:
             stack.enter_context(ddp.claimed_on_main(self.world, self.device, self.out, st.run_id, self._overwrite))
             p = self._setup()
             self._restore(p)
+            if self.cfg.qat:  # on the model and its average; checkpoints keep plain float weights
+                self._qat = qat.prepare_run(p.model, p.eval_model if p.ema else None, (self._resume or {}).get("qat"))
+                stack.callback(qat.strip, self._qat)
             self.rep.on_start(self._info(p, st))
             rng = self._rank_rng() if (self._resume and st.step) else None
             with self.stop.installed():
@@ -334,6 +339,8 @@ class Trainer:
             st.loss_sum += loss
             st.loss_n += 1
             st.step += 1
+            if self._qat is not None:  # the activation ranges freeze after their observed share
+                qat.observe_until(self._qat, st.epoch * p.steps + st.step, cfg.epochs * p.steps)
             self.rep.on_step(st.epoch + 1, st.step, loss, lr)
             if cfg.ckpt_every and st.step % cfg.ckpt_every == 0 and st.step < p.steps:
                 self._save_last(p, st)
@@ -451,7 +458,7 @@ class Trainer:
 
     def _payload(self, p: _Parts, st: RunState, full: bool) -> dict[str, Any]:
         def weights(m: torch.nn.Module) -> dict[str, torch.Tensor]:
-            return {k: v.detach().clone().contiguous() for k, v in m.state_dict().items()}
+            return qat.float_state_dict(m)  # plain keys and latent weights under --qat
 
         out: dict[str, Any] = {
             "model_config": p.model.cfg.to_dict(),
@@ -480,6 +487,8 @@ class Trainer:
             if self.world.distributed:
                 out["rng_ranks"] = ranks
             out["train_state"] = st.to_dict()
+            if self._qat is not None:
+                out["qat"] = qat.state(self._qat)
         return out
 
     def _save_last(self, p: _Parts, st: RunState) -> None:
