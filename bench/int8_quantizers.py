@@ -13,7 +13,8 @@ For each checkpoint, on the same images (calibration: the data's train split; ga
 
 The exports are the library call the demo makes (``run_export`` with ``fail_on_gate`` off), so a
 failed gate is recorded with its numbers instead of ending the run (and its flavour, which the
-export does not write, has no latency row); what each gate decided is in the record. Writes ``bench/results/int8-quantizers-<machine>.json|md``.
+export does not write, has no latency row); what each gate decided is in the record.
+Writes ``bench/results/int8-quantizers-<machine>.json|md``.
 """
 
 from __future__ import annotations
