@@ -10,10 +10,8 @@ libraries' own log output (pydicom, torch, ...) reaches the terminal only with `
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,17 +25,14 @@ from omsf2.cli.bench import bench_cmd
 from omsf2.cli.bundle import bundle_cmd
 from omsf2.cli.errors import VERBOSE, OwnRecordsOnly, cli_errors, console, err, fail
 from omsf2.cli.export_report import print_export
+from omsf2.cli.metrics_view import print_metrics
 from omsf2.cli.predict import predict_cmd
 from omsf2.cli.serve import make_serve_app
+from omsf2.cli.train import train_cmd
 from omsf2.config import (
-    AugName,
     KernelBackend,
     KernelDType,
-    OptimizerName,
-    ResizeMode,
-    ScheduleName,
     Split,
-    UncertainPolicy,
 )
 from omsf2.export.calibration import DEFAULT_CALIB_COUNT
 from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
@@ -59,11 +54,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets: write the synthetic phantom dataset.", no_args_is_help=True)
 kernels_app = typer.Typer(help="Fused kernels: check each backend against the reference.", no_args_is_help=True)
-
-# Options that may differ when resuming: they do not change what the run computes (device aside,
-# whose exactness the resume docs qualify) or only extend it.
-RESUME_MAY_CHANGE = {"resume", "epochs", "workers", "out", "device", "overwrite"}
-RESUME_MAY_CHANGE |= {"nproc", "resume_any_world", "dist_timeout"}  # how many processes, not what they compute
 
 
 def _version(value: bool) -> None:
@@ -95,182 +85,7 @@ def main_callback(
     logging.captureWarnings(not verbose)  # library warnings become (filtered) log records
 
 
-@app.command()
-@cli_errors
-def train(
-    ctx: typer.Context,
-    data: Annotated[
-        str | None,
-        typer.Option(help="Image folder root/<split>/<class>/*, CheXpert folder or CSV, or 'synthetic'."),
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder for best.pt, last.pt and metrics.json.")] = Path(
-        "runs/train"
-    ),
-    model: Annotated[str, typer.Option(help="Model variant (see 'omsf2 models').")] = "omsf2_tiny",
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the library's).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
-    img_size: Annotated[
-        int | None, typer.Option(help="Square input size, a multiple of 32 (default: the variant's).")
-    ] = None,
-    resize: Annotated[
-        ResizeMode, typer.Option(help="Fit images by letterbox (keep aspect) or stretch.")
-    ] = ResizeMode.LETTERBOX,
-    in_chans: Annotated[int, typer.Option(help="Input channels, 1 or 3.")] = 1,
-    optimizer: Annotated[OptimizerName, typer.Option(help="Optimizer.")] = OptimizerName.ADAMW,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.05,
-    schedule: Annotated[ScheduleName, typer.Option(help="LR schedule after warm-up.")] = ScheduleName.COSINE,
-    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up length in epochs.")] = 1.0,
-    label_smoothing: Annotated[float, typer.Option(help="Cross-entropy label smoothing.")] = 0.05,
-    balanced: Annotated[bool, typer.Option("--balanced/--no-balanced", help="Class-balanced sampling.")] = False,
-    attention_aug: Annotated[
-        list[AugName] | None,
-        typer.Option("--attention-aug", help="Attention-guided views (repeat; default all)."),
-    ] = None,
-    no_attention_aug: Annotated[
-        bool, typer.Option("--no-attention-aug", help="Disable attention-guided views.")
-    ] = False,
-    attention_prob: Annotated[float, typer.Option(help="Probability per step of one attention-guided view.")] = 0.5,
-    soft_distance: Annotated[float, typer.Option(help="Weight of the MAG-SD soft distance.")] = 1.0,
-    center_loss: Annotated[float, typer.Option(help="Weight of the centre loss (0 = off).")] = 0.0,
-    no_bap: Annotated[bool, typer.Option("--no-bap", help="Build the model without the BAP branch.")] = False,
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
-    clip_grad: Annotated[float, typer.Option(help="Max gradient norm (0 = off).")] = 5.0,
-    patience: Annotated[int, typer.Option(help="Early stopping patience in epochs (0 = off).")] = 0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda or cuda:N (default: CUDA when present, else CPU).")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Data-loading processes (default: the library's).")] = None,
-    synthetic_n: Annotated[int, typer.Option(help="Train phantoms with --data synthetic.")] = 1600,
-    uncertain: Annotated[UncertainPolicy, typer.Option(help="CheXpert uncertain-label policy.")] = UncertainPolicy.ONES,
-    val_fraction: Annotated[
-        float, typer.Option(help="Share of patients for val when the data has no val split.")
-    ] = 0.2,
-    ckpt_every: Annotated[int, typer.Option(help="Also save last.pt every N steps (0 = epoch ends).")] = 0,
-    init: Annotated[
-        Path | None, typer.Option(help="Local weights to start from (omsf2 checkpoint or ResNet state dict).")
-    ] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="Continue a run exactly from its last.pt (its saved settings apply).")
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace another run's best.pt, last.pt and metrics.json in OUT.")
-    ] = False,
-    nproc: Annotated[int | None, typer.Option(help="Processes on this node, through torchrun (DDP).")] = None,
-    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="BatchNorm over the global batch (DDP).")] = False,
-    resume_any_world: Annotated[
-        bool, typer.Option("--resume-any-world", help="Resume with another number of processes (not exact).")
-    ] = False,
-    dist_timeout: Annotated[float, typer.Option(help="Seconds a process waits for the others before failing.")] = 300.0,
-    ema: Annotated[
-        bool | None,
-        typer.Option("--ema/--no-ema", help="Validate and save a moving average of the weights (default: on)."),
-    ] = None,
-    ema_decay: Annotated[
-        float | None, typer.Option(help="Decay of that average after its warm-up (default: tied to the run's length).")
-    ] = None,
-    select_fraction: Annotated[
-        float | None,
-        typer.Option(help="Share of train patients held out to choose best.pt on (0 = choose on val)."),
-    ] = None,
-    folds: Annotated[
-        int | None,
-        typer.Option(help="Patient-level k-fold cross-validation: K runs in OUT/fold-<i>, summary in OUT/cv.json."),
-    ] = None,
-    qat: Annotated[
-        bool,
-        typer.Option(
-            "--qat",
-            help="Quantization-aware fine-tuning of the --init weights for export --int8 "
-            "(recipe: --lr 1e-4 --epochs 5 --warmup-epochs 0).",
-        ),
-    ] = False,
-) -> None:
-    """Train an OMSF2 model; writes OUT/best.pt, OUT/last.pt and OUT/metrics.json."""
-    from omsf2.cli.progress import RichReporter
-    from omsf2.train import distributed as ddp
-    from omsf2.train.reporter import LogReporter
-
-    if folds is not None and nproc is not None:
-        raise ValueError("--folds runs its folds one after the other in one process; drop --nproc")
-    if nproc is not None:  # re-run this command line in N processes under torch.distributed.run
-        raise typer.Exit(ddp.launch_cli(nproc, sys.argv[1:]))
-    world = ddp.world_from_env()  # under torchrun only rank 0 reports
-    # Options typed on the command line (typer vendors click: compare the source by name).
-    given = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"}
-    if resume is not None:
-        fixed = sorted(given - RESUME_MAY_CHANGE)
-        if fixed:
-            opts = ", ".join("--" + n.replace("_", "-") for n in fixed)
-            raise ValueError(f"--resume continues the saved run with its own settings; drop {opts}")
-    else:
-        from omsf2.train.options import config_from_options
-
-        cfg = config_from_options(ctx.params)  # checked before anything starts
-    with RichReporter(console) if world.is_main else contextlib.nullcontext(LogReporter()) as rep:
-        if resume is not None:
-            from omsf2.train import resume as resume_run
-
-            out_dir = out if "out" in given else None
-            result = resume_run(
-                resume, out_dir, rep, epochs, device, workers, overwrite, resume_any_world, dist_timeout
-            )
-        else:
-            from omsf2.train import train as train_run
-
-            if folds is not None:
-                from omsf2.train.cv import cross_validate
-
-                cv = cross_validate(cfg, out, folds, rep, overwrite)
-                return _report_cv(cv)
-            dist = {"dist_timeout_s": dist_timeout} if world.distributed else {}  # only matters with several
-            result = train_run(cfg, out, rep, overwrite, **dist)
-    if result.interrupted:
-        hint = shlex.quote(str(result.out_dir / "last.pt"))
-        msg = f"interrupted; state saved: resume with  omsf2 train --resume {hint}" if world.is_main else ""
-        err.print(msg, highlight=False, markup=False, end="\n" if msg else "")
-        raise typer.Exit(130)
-    if not world.is_main:
-        return
-    chosen = "val" if result.selected_on == "val" else f"chosen on the {result.selected_on} set; val shown"
-    _print_metrics(result.best, f"best epoch {result.best_epoch} ({chosen})")
-    console.print(f"wrote {result.out_dir / 'best.pt'}, last.pt, metrics.json  ({result.wall_s:.0f}s)")
-
-
-def _report_cv(cv: Any) -> None:
-    if cv.interrupted:
-        where = cv.folds[-1].out_dir / "last.pt"
-        err.print(
-            f"interrupted; state saved in {where}: run the same command again to continue",
-            highlight=False,
-            markup=False,
-        )
-        raise typer.Exit(130)
-    table = Table(title=f"{cv.summary['folds']}-fold cross-validation (mean ± std over folds)", show_header=True)
-    for col in ("metric", "held-out folds", "val"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    held, val = cv.summary["held_out"], cv.summary["val"]
-    for k in dict.fromkeys([*held, *val]):
-        cells = [f"{d[k]['mean']:.4f} ± {d[k]['std']:.4f}" if k in d else "-" for d in (held, val)]
-        table.add_row(escape(k), *cells)
-    console.print(table)
-    console.print(f"wrote {cv.out_dir / 'cv.json'}, cv.md and fold-<i>/ (best.pt, last.pt, metrics.json)")
-
-
-def _print_metrics(m: dict[str, Any], title: str) -> None:
-    table = Table(title=title, show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in ("n", "accuracy", "macro_f1", "qwk", "macro_auc"):
-        if m.get(key) is not None:
-            v = m[key]
-            table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
-    for cls, r in m.get("per_class_recall", {}).items():
-        table.add_row(escape(f"recall[{cls}]"), f"{r:.4f}")
-    console.print(table)
-    if "confusion" in m:
-        console.print("confusion (rows true, columns predicted): " + str(m["confusion"]))
+app.command("train")(cli_errors(train_cmd))
 
 
 @app.command("eval")
@@ -305,7 +120,7 @@ def eval_cmd(
         json_file = None if json_path is None else str(json_path)
         spec = EvalSpec(str(checkpoint), data, split.value, json_file, batch_size, **given)
         res = evaluate_checkpoint(spec, on_progress)
-    _print_metrics(res.metrics, f"{res.metrics['model']} on {res.metrics['data']}")
+    print_metrics(res.metrics, f"{res.metrics['model']} on {res.metrics['data']}")
     console.print(f"wrote {res.json_path}" + (f" and {res.png_path}" if res.png_path else ""))
 
 
@@ -382,8 +197,8 @@ def demo(
             prog.advance(holder["t"])
 
         res = run_demo(spec, rep, lambda s: console.print(f"[bold]>[/] {s}"), on_image)
-    _print_metrics(res.val, "val split (model selection)")
-    _print_metrics(res.test, "test split (held out)")
+    print_metrics(res.val, "val split (model selection)")
+    print_metrics(res.test, "test split (held out)")
     if res.export is not None:
         print_export(res.export)
     if isinstance(res.bench, str):
@@ -469,9 +284,7 @@ def kernels_check(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="An omsf2 checkpoint (best.pt).")],
     out: Annotated[Path, typer.Option(help="Output folder for the artifacts and report.json.")],
-    format: Annotated[ExportFormat, typer.Option(help="onnx (here), engine or all (TensorRT on a GPU).")] = (
-        ExportFormat.ONNX
-    ),
+    format: Annotated[ExportFormat, typer.Option(help="onnx, engine or all (engines need a GPU).")] = ExportFormat.ONNX,
     int8: Annotated[bool, typer.Option("--int8", help="Also write the INT8 Q/DQ ONNX flavours (gated).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Build an FP16 TensorRT engine.")] = False,
     calib_data: Annotated[Path | None, typer.Option(help="Calibration images: DIR/<class>/* or DIR/*.")] = None,
