@@ -41,4 +41,5 @@ def print_export(r: dict[str, Any]) -> None:
                 f"{hi:.2f}], max {q['max_drop']:g}), top-1 agreement {100 * q['top1_agreement']:.1f}% (95% CI "
                 f"[{100 * a_lo:.1f}, {100 * a_hi:.1f}], min {100 * q['min_agreement']:g}%)"
                 + (f"; kept in float: {escape(', '.join(q['float_groups']))}" if q.get("float_groups") else "")
+                + ("" if q["passed"] else f"; not written ({escape('; '.join(q.get('failed_because') or []))})")
             )
