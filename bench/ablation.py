@@ -15,7 +15,9 @@ resumable: a run whose ``metrics.json`` holds all its epochs is kept and not re-
 a ``last.pt`` but fewer epochs is resumed from it; so the same command, run again in another
 session, continues where the last one stopped (seeds, variants and datasets may be added; the
 settings that change what a run computes are pinned in ``<runs>/protocol.json``). Results are
-rewritten after every run.
+rewritten after every run, and the record carries each finished run's figures: on a machine
+whose runs folder is gone, the same command keeps the runs that the record (made under the same
+pinned settings) already holds and trains only the rest.
 
 What is reported, per (dataset, variant): mean ± sample std over seeds (or folds) of the
 **final** epoch's val accuracy, macro-F1 and per-class recall (the final epoch involves no model
@@ -149,6 +151,21 @@ def _run_record(metrics: list[dict[str, Any]], folds: int) -> dict[str, Any]:
     }
 
 
+def _recorded_runs(a: argparse.Namespace, path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Finished runs carried by an earlier record at ``path`` made under the same pinned settings.
+
+    The record keeps each finished run's contribution, so an ablation continues from a committed
+    record on a machine whose runs folder is gone (the runs themselves are not in the repository).
+    """
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if old.get("pinned") != json.loads(json.dumps(_pinned(a))):  # compared as the JSON it was written as
+        return {}
+    return old.get("runs", {})
+
+
 def _cell(records: list[dict[str, Any]], planned: int) -> dict[str, Any]:
     finals = [r for rec in records for r in rec["final"]]
     bests = [r for rec in records for r in rec["best"]]
@@ -223,7 +240,10 @@ def _plot(rec: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _write(a: argparse.Namespace, records: dict[str, dict[str, list[dict[str, Any]]]], slug: str, desc: str) -> Path:
+Records = dict[str, dict[str, dict[int, dict[str, Any]]]]  # dataset -> variant -> seed -> run record
+
+
+def _write(a: argparse.Namespace, records: Records, slug: str, desc: str) -> Path:
     planned = 1 if a.folds else len(a.seed_list)
     rec = {
         "scenario": "ablation",
@@ -240,10 +260,19 @@ def _write(a: argparse.Namespace, records: dict[str, dict[str, list[dict[str, An
             "data": {d: " ".join(_data_args(d, a)) for d in a.dataset_list},
             "variants": {v: " ".join(["--model", VARIANTS[v][0], *VARIANTS[v][1]]) for v in a.variant_list},
         },
-        "cells": {d: {v: _cell(records[d][v], planned) for v in a.variant_list} for d in a.dataset_list},
+        "cells": {
+            d: {v: _cell([records[d][v][s] for s in sorted(records[d][v])], planned) for v in a.variant_list}
+            for d in a.dataset_list
+        },
+        "pinned": _pinned(a),
+        # Each finished run's contribution, so that the record alone lets a later run continue.
+        "runs": {
+            d: {v: {str(s): r for s, r in sorted(by_seed.items())} for v, by_seed in cells.items()}
+            for d, cells in records.items()
+        },
     }
     a.results.mkdir(parents=True, exist_ok=True)
-    out = a.results / f"ablation-{slug}.json"
+    out = _record_path(a, slug)
     write_json(out, rec)
     text = _markdown(rec)
 
@@ -294,10 +323,17 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return a
 
 
+def _pinned(a: argparse.Namespace) -> dict[str, Any]:
+    """The settings that change what a run computes: runs made under others are not comparable."""
+    keys = ("epochs", "img_size", "folds", "select_fraction", "phantoms", "batch_size", "device")
+    # The cxr-real folder by name and size, not by path: a clone elsewhere sees the same data.
+    files = sum(1 for f in a.data.rglob("*") if f.is_file()) if a.data.is_dir() else 0
+    return {k: getattr(a, k) for k in keys} | {"data": f"{a.data.name} ({files} files)"}
+
+
 def _claim_runs(a: argparse.Namespace) -> None:
     """A runs folder holds one protocol: continuing it with other settings would mix results."""
-    keys = ("epochs", "img_size", "folds", "select_fraction", "phantoms", "batch_size", "device")
-    proto = {k: getattr(a, k) for k in keys} | {"data": str(a.data)}
+    proto = _pinned(a)
     path = a.runs / "protocol.json"
     if path.is_file():
         old = json.loads(path.read_text())
@@ -324,21 +360,31 @@ def _execute(a: argparse.Namespace, dataset: str, variant: str, seed: int) -> tu
     return shown, done
 
 
+def _record_path(a: argparse.Namespace, slug: str) -> Path:
+    return a.results / f"ablation-{slug}.json"
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run (or continue) the ablation; returns the result JSON's path."""
     a = _parse(argv)
     _claim_runs(a)
     slug, desc = machine()
     slug = f"quick-{slug}" if a.quick else slug
-    records: dict[str, dict[str, list[dict[str, Any]]]] = {d: {v: [] for v in a.variant_list} for d in a.dataset_list}
+    carried = _recorded_runs(a, _record_path(a, slug))
+    records: Records = {d: {v: {} for v in a.variant_list} for d in a.dataset_list}
     todo = []
     # Seed-major: an interrupted ablation has every variant at the first seed.
     for seed in a.seed_list:
         for dataset in a.dataset_list:
             for variant in a.variant_list:
-                done = _finished(_run_dir(a, dataset, variant, seed), a)
+                run = _run_dir(a, dataset, variant, seed)
+                done = _finished(run, a)
+                kept = carried.get(dataset, {}).get(variant, {}).get(str(seed))
                 if done is not None:
-                    records[dataset][variant].append(_run_record(done, a.folds))
+                    records[dataset][variant][seed] = _run_record(done, a.folds)
+                elif kept is not None and not run.exists():  # finished in a runs folder that is gone
+                    records[dataset][variant][seed] = kept
+                    print(f"kept from the record: {dataset}/{variant}/seed-{seed}", flush=True)
                 elif not a.record_only:
                     todo.append((dataset, variant, seed))
     failed = []
@@ -347,12 +393,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         futures = {pool.submit(_execute, a, *task): task for task in todo}
         for fut in as_completed(futures):
-            dataset, variant, _ = futures[fut]
+            dataset, variant, seed = futures[fut]
             shown, done = fut.result()
             if done is None:
                 failed.append(shown)
                 continue
-            records[dataset][variant].append(_run_record(done, a.folds))
+            records[dataset][variant][seed] = _run_record(done, a.folds)
             _write(a, records, slug, desc)
     out = _write(a, records, slug, desc)
     print(f"wrote {out} (.md, .png)")

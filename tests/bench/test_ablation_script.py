@@ -48,6 +48,19 @@ def test_quick_ablation_records_cells_and_resumes(tmp_path: Path) -> None:
     assert third.returncode == 0 and third.stdout.count("--resume") == 1, third.stdout + third.stderr
     assert json.loads(out.read_text())["cells"]["phantoms"]["plain"]["complete"]
 
+    # The runs folder is gone (another machine): the record carries the finished runs, nothing re-trains.
+    rec = json.loads(out.read_text())
+    assert set(rec["runs"]["phantoms"]["full"]) == {"0"} and rec["pinned"]["epochs"] == 1
+    fresh = _run("--quick", "--threads", "1", "--runs", tmp_path / "elsewhere", "--results", results)
+    assert fresh.returncode == 0 and ": exit" not in fresh.stdout, fresh.stdout + fresh.stderr
+    assert fresh.stdout.count("kept from the record") == 2
+    assert json.loads(out.read_text())["cells"] == rec["cells"]
+    # ... but only under the same pinned settings: another selection set makes other runs.
+    other = _run("--quick", "--select-fraction", "0.2", "--record-only", "--runs", tmp_path / "other",
+                 "--results", results)  # fmt: skip
+    assert other.returncode == 0 and "kept from the record" not in other.stdout, other.stdout + other.stderr
+    assert json.loads(out.read_text())["cells"]["phantoms"]["full"]["runs_done"] == 0
+
 
 def test_unknown_variant_is_one_clear_error(tmp_path: Path) -> None:
     res = _run("--variants", "full,nope", "--runs", tmp_path / "r", "--results", tmp_path / "o")
