@@ -448,8 +448,13 @@ def _flavour(w: _Work, fl: Flavour, rank: Any) -> tuple[dict[str, Any], Path]:
     if problems:
         raise ValueError(f"{fl.filename} fails the Q/DQ lint: {problems[0]} ({len(problems)} problem(s))")
     rec["float_groups"] = rec.get("mixed_precision", {}).get("float_groups", [])
-    if w.spec.quantizer is Quantizer.NNCF:
-        rec["float_groups"] = float_nodes  # NNCF works on single operations, not omsf2's groups
+    if w.spec.quantizer is Quantizer.NNCF:  # NNCF reverts single Conv/Gemm nodes: name them as omsf2's groups
+        import onnx
+
+        from omsf2.export.sensitivity import node_groups
+
+        named = {n: g.name for g in node_groups(onnx.load(w.fp32_path)) for n in g.nodes}
+        rec["float_groups"] = [named.get(n, n) for n in float_nodes]
     rec["float_nodes"] = float_nodes
     rec["qdq_nodes"] = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in q.graph.node)
     if fl.gate_mode is EvalMode.ORT_INTEGER:
