@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -67,6 +68,11 @@ DATASETS = ("cxr-real", "phantoms")
 QUICK = {"variants": "plain,full", "datasets": "phantoms", "seeds": "0", "epochs": 1, "img_size": 64}
 QUICK_PHANTOMS, QUICK_BATCH = 32, 8
 REPORTED = ("accuracy", "macro_f1")
+# Each variant is compared with the full model seed by seed (same seed: same split, same phantom draw,
+# same batch order), which removes the seed-to-seed spread the cells' own std carries.
+REFERENCE = "full"
+PAIRED = ("macro_f1", "accuracy")
+METRIC_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy"}
 # 15 epochs, not the 30 of `omsf2 train`'s default: 42 runs (7 variants x 3 seeds x 2 datasets) must
 # fit in a few hours on 2 cores (4-7 min for `plain`, 10-11 for an OMSF2 variant, at 1 thread with 2
 # jobs side by side and nothing else running: about 3.5 hours in all).
@@ -183,10 +189,65 @@ def _cell(records: list[dict[str, Any]], planned: int) -> dict[str, Any]:
     }
 
 
+def _paired(by_variant: dict[str, dict[int, dict[str, Any]]], metric: str) -> dict[str, dict[str, Any]]:
+    """Per variant: ``full - variant`` on the final epoch's ``metric``, paired by seed (and fold).
+
+    Returns ``{variant: {"n", "values", "mean", "std", "reference_better", "ci95", "p"}}``; ``ci95``
+    and ``p`` come from a one-sample t-test of the differences (a paired t-test), None below two
+    pairs or when every difference is the same. p is not corrected for the several comparisons.
+    """
+    from scipy import stats
+
+    ref = by_variant.get(REFERENCE, {})
+    out: dict[str, dict[str, Any]] = {}
+    for variant, by_seed in by_variant.items():
+        seeds = sorted(set(ref) & set(by_seed))
+        if variant == REFERENCE or not seeds:
+            continue
+        pairs = [zip(ref[s]["final"], by_seed[s]["final"], strict=True) for s in seeds]  # folds pair by index
+        diffs = [r[metric] - v[metric] for seed_pairs in pairs for r, v in seed_pairs]
+        entry: dict[str, Any] = {"n": len(diffs), "values": diffs, "mean": statistics.fmean(diffs), "ci95": None}
+        entry |= {"std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0, "p": None}
+        entry["reference_better"] = sum(d > 0 for d in diffs)
+        if len(diffs) > 1 and entry["std"] > 0:
+            test = stats.ttest_1samp(diffs, 0.0)
+            ci = test.confidence_interval(0.95)
+            entry |= {"ci95": [float(ci.low), float(ci.high)], "p": float(test.pvalue)}
+        out[variant] = entry
+    return out
+
+
 def _pm(stat: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
     if not stat:
         return "—"
+    if stat.get("n", 2) < 2:  # one run has no spread to show
+        return f"{stat['mean'] * scale:.{digits}f}"
     return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
+
+
+def _paired_markdown(paired: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """One table per metric: the full model minus each variant, in points, paired by seed."""
+    lines: list[str] = []
+    for metric, by_variant in paired.items():
+        if not by_variant:
+            continue
+        lines += [
+            f"Paired by seed, `{REFERENCE}` minus the variant, final val {METRIC_NAMES.get(metric, metric)} (points; "
+            "positive: what the variant lacks helped; p: paired t-test, not corrected for the comparisons):",
+            "",
+            "| variant | pairs | differences | mean ± std | 95% CI | p | full better in |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for variant, e in by_variant.items():
+            diffs = " / ".join(f"{d * 100:+.1f}" for d in e["values"])
+            spread = f"{e['mean'] * 100:+.1f}" + (f" ± {e['std'] * 100:.1f}" if e["n"] > 1 else "")
+            ci = f"[{e['ci95'][0] * 100:+.1f}, {e['ci95'][1] * 100:+.1f}]" if e["ci95"] else "—"
+            p = f"{e['p']:.3f}" if e["p"] is not None else "—"
+            lines.append(
+                f"| {variant} | {e['n']} | {diffs} | {spread} | {ci} | {p} | {e['reference_better']} of {e['n']} |"
+            )
+        lines.append("")
+    return lines
 
 
 def _markdown(rec: dict[str, Any]) -> str:
@@ -214,6 +275,7 @@ def _markdown(rec: dict[str, Any]) -> str:
             row += [_pm(c["best"].get("accuracy")), _pm(c["best"].get("macro_f1")), _pm(c["train_s"], 1.0, 0)]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        lines += _paired_markdown(rec.get("paired", {}).get(dataset, {}))
     return "\n".join(lines)
 
 
@@ -232,10 +294,13 @@ def _plot(rec: dict[str, Any], path: Path) -> None:
         stds = [row[v]["final"]["macro_f1"]["std"] * 100 for v in names]
         colors = ["tab:blue" if row[v]["complete"] else "tab:gray" for v in names]
         ax.bar(names, means, yerr=stds, capsize=4, color=colors)
+        for i, v in enumerate(names):  # each seed's own figure beside its bar
+            values = [x * 100 for x in row[v]["final"]["macro_f1"]["values"]]
+            ax.scatter([i + 0.25] * len(values), values, s=10, color="black", zorder=3)
         ax.set_title(f"{dataset}: final val macro-F1 (%)")
         ax.set_ylim(0, 100)
         ax.tick_params(axis="x", rotation=35)
-    fig.suptitle("gray: incomplete cell", fontsize=8)
+    fig.suptitle("bars: mean ± std; dots: each seed; gray: incomplete cell", fontsize=8)
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
@@ -263,6 +328,9 @@ def _write(a: argparse.Namespace, records: Records, slug: str, desc: str) -> Pat
         "cells": {
             d: {v: _cell([records[d][v][s] for s in sorted(records[d][v])], planned) for v in a.variant_list}
             for d in a.dataset_list
+        },
+        "paired": {
+            d: {m: _paired(records[d], m) for m in PAIRED} for d in a.dataset_list if REFERENCE in a.variant_list
         },
         "pinned": _pinned(a),
         # Each finished run's contribution, so that the record alone lets a later run continue.

@@ -84,3 +84,39 @@ def test_record_only_trains_nothing(tmp_path: Path) -> None:
     cells = json.loads(out.read_text())["cells"]["phantoms"]
     assert all(c["runs_done"] == 0 and not c["complete"] for c in cells.values())
     assert not (runs / "phantoms").exists()
+
+
+def test_paired_differences_and_their_t_test() -> None:
+    import importlib.util
+
+    sys.path.insert(0, str(SCRIPT.parent))  # the script imports bench/common.py as `common`
+    try:
+        spec = importlib.util.spec_from_file_location("ablation_bench", SCRIPT)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+    def run(f1: float) -> dict[str, object]:
+        return {"final": [{"macro_f1": f1, "accuracy": f1}]}
+
+    by_variant = {
+        "full": {0: run(0.80), 1: run(0.70), 2: run(0.75)},
+        "plain": {0: run(0.70), 1: run(0.66), 2: run(0.71)},  # full better by 10, 4, 4 points
+        "no_bap": {0: run(0.80), 2: run(0.70)},  # seed 1 missing: paired on seeds 0 and 2 only
+        "no_neck": {1: run(0.65)},  # one pair: no test
+    }
+    paired = mod._paired(by_variant, "macro_f1")
+    assert list(paired) == ["plain", "no_bap", "no_neck"]
+    p = paired["plain"]
+    assert p["n"] == 3 and p["reference_better"] == 3 and p["values"] == pytest.approx([0.10, 0.04, 0.04])
+    assert p["mean"] == pytest.approx(0.06) and p["std"] == pytest.approx(0.034641, rel=1e-4)
+    # t = 0.06 / (0.034641 / sqrt 3) = 3.0 with 2 degrees of freedom: two-sided p = 0.0955, CI 0.06 ± 4.303 * 0.02.
+    assert p["p"] == pytest.approx(0.0955, abs=5e-4)
+    assert p["ci95"] == pytest.approx([0.06 - 4.3027 * 0.02, 0.06 + 4.3027 * 0.02], abs=1e-4)
+    assert paired["no_bap"]["values"] == pytest.approx([0.0, 0.05]) and paired["no_bap"]["reference_better"] == 1
+    assert paired["no_neck"]["n"] == 1 and paired["no_neck"]["p"] is None and paired["no_neck"]["ci95"] is None
+    table = "\n".join(mod._paired_markdown({"macro_f1": paired}))
+    assert "| plain | 3 | +10.0 / +4.0 / +4.0 | +6.0 ± 3.5 | [-2.6, +14.6] | 0.095 | 3 of 3 |" in table
+    assert "| no_neck | 1 | +5.0 | +5.0 | — | — | 1 of 1 |" in table
