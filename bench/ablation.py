@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine
+from common import RESULTS, curve_stability, machine
 
 from omsf2.fileio import atomic_write, write_json
 from omsf2.train.cv import mean_std, scalar_metrics
@@ -71,8 +71,9 @@ REPORTED = ("accuracy", "macro_f1")
 # Each variant is compared with the full model seed by seed (same seed: same split, same phantom draw,
 # same batch order), which removes the seed-to-seed spread the cells' own std carries.
 REFERENCE = "full"
-PAIRED = ("macro_f1", "accuracy")
-METRIC_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy"}
+# (source, key): the final epoch's macro-F1 and the mean over the last third of the epochs.
+PAIRED = (("final", "macro_f1"), ("late", "last_third_mean"))
+PAIRED_NAMES = {"macro_f1": "final val macro-F1", "last_third_mean": "val macro-F1 averaged over the last third"}
 # 15 epochs, not the 30 of `omsf2 train`'s default: 42 runs (7 variants x 3 seeds x 2 datasets) must
 # fit in a few hours on 2 cores (4-7 min for `plain`, 10-11 for an OMSF2 variant, at 1 thread with 2
 # jobs side by side and nothing else running: about 3.5 hours in all).
@@ -150,6 +151,7 @@ def _run_record(metrics: list[dict[str, Any]], folds: int) -> dict[str, Any]:
     return {
         "final": finals,
         "best": bests,
+        "late": [curve_stability(m["history"]) for m in metrics],  # in points
         "train_s": [sum(h.get("epoch_s", 0.0) for h in m["history"]) for m in metrics],
         "params": metrics[0]["params"],
         "selected_on": metrics[0].get("selected_on", "val"),
@@ -185,12 +187,13 @@ def _cell(records: list[dict[str, Any]], planned: int) -> dict[str, Any]:
         "val_size": records[0]["val_size"] if records else None,
         "final": mean_std(finals),
         "best": mean_std(bests),
+        "late": mean_std(r for rec in records for r in rec.get("late", [])),  # older records lack it
         "train_s": mean_std({"train_s": t} for t in times).get("train_s"),
     }
 
 
-def _paired(by_variant: dict[str, dict[int, dict[str, Any]]], metric: str) -> dict[str, dict[str, Any]]:
-    """Per variant: ``full - variant`` on the final epoch's ``metric``, paired by seed (and fold).
+def _paired(by_variant: dict[str, dict[int, dict[str, Any]]], source: str, key: str) -> dict[str, dict[str, Any]]:
+    """Per variant: ``full - variant`` on ``run[source][i][key]``, in points, paired by seed (and fold).
 
     Returns ``{variant: {"n", "values", "mean", "std", "reference_better", "ci95", "p"}}``; ``ci95``
     and ``p`` come from a one-sample t-test of the differences (a paired t-test), None below two
@@ -198,14 +201,15 @@ def _paired(by_variant: dict[str, dict[int, dict[str, Any]]], metric: str) -> di
     """
     from scipy import stats
 
+    scale = 100.0 if source == "final" else 1.0  # final figures are fractions, "late" ones points
     ref = by_variant.get(REFERENCE, {})
     out: dict[str, dict[str, Any]] = {}
     for variant, by_seed in by_variant.items():
-        seeds = sorted(set(ref) & set(by_seed))
+        seeds = [s for s in sorted(set(ref) & set(by_seed)) if ref[s].get(source) and by_seed[s].get(source)]
         if variant == REFERENCE or not seeds:
             continue
-        pairs = [zip(ref[s]["final"], by_seed[s]["final"], strict=True) for s in seeds]  # folds pair by index
-        diffs = [r[metric] - v[metric] for seed_pairs in pairs for r, v in seed_pairs]
+        pairs = [zip(ref[s][source], by_seed[s][source], strict=True) for s in seeds]  # folds pair by index
+        diffs = [scale * (r[key] - v[key]) for seed_pairs in pairs for r, v in seed_pairs]
         entry: dict[str, Any] = {"n": len(diffs), "values": diffs, "mean": statistics.fmean(diffs), "ci95": None}
         entry |= {"std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0, "p": None}
         entry["reference_better"] = sum(d > 0 for d in diffs)
@@ -226,22 +230,22 @@ def _pm(stat: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> s
 
 
 def _paired_markdown(paired: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """One table per metric: the full model minus each variant, in points, paired by seed."""
+    """One table per paired figure: the full model minus each variant, in points, paired by seed."""
     lines: list[str] = []
-    for metric, by_variant in paired.items():
+    for key, by_variant in paired.items():
         if not by_variant:
             continue
         lines += [
-            f"Paired by seed, `{REFERENCE}` minus the variant, final val {METRIC_NAMES.get(metric, metric)} (points; "
-            "positive: what the variant lacks helped; p: paired t-test, not corrected for the comparisons):",
+            f"Paired by seed, `{REFERENCE}` minus the variant, {PAIRED_NAMES.get(key, key)} (points; positive: "
+            "what the variant lacks helped; p: paired t-test, not corrected for the several comparisons):",
             "",
             "| variant | pairs | differences | mean ± std | 95% CI | p | full better in |",
             "|---|---|---|---|---|---|---|",
         ]
         for variant, e in by_variant.items():
-            diffs = " / ".join(f"{d * 100:+.1f}" for d in e["values"])
-            spread = f"{e['mean'] * 100:+.1f}" + (f" ± {e['std'] * 100:.1f}" if e["n"] > 1 else "")
-            ci = f"[{e['ci95'][0] * 100:+.1f}, {e['ci95'][1] * 100:+.1f}]" if e["ci95"] else "—"
+            diffs = " / ".join(f"{d:+.1f}" for d in e["values"])
+            spread = f"{e['mean']:+.1f}" + (f" ± {e['std']:.1f}" if e["n"] > 1 else "")
+            ci = f"[{e['ci95'][0]:+.1f}, {e['ci95'][1]:+.1f}]" if e["ci95"] else "—"
             p = f"{e['p']:.3f}" if e["p"] is not None else "—"
             lines.append(
                 f"| {variant} | {e['n']} | {diffs} | {spread} | {ci} | {p} | {e['reference_better']} of {e['n']} |"
@@ -259,20 +263,26 @@ def _markdown(rec: dict[str, Any]) -> str:
         f"Machine: {rec['machine']}; {rec['date']}. Recipe: `omsf2 train` defaults, {p['epochs']} epochs at "
         f"{p['img_size']} px, {unit}, {p['threads']} thread(s) per run. Figures in percent, mean ± sample std; "
         "**final** = the last epoch on val (no selection, unbiased); **best** = best.pt on val "
-        f"(chosen on {p['selected_on']}; optimistic when that is val). Time: training + validation per run.",
+        f"(chosen on {p['selected_on']}; optimistic when that is val); **last-third** = val macro-F1 averaged "
+        "over the last third of the epochs (no selection); **worst late dip** = how far the worst epoch after the "
+        "first third falls below the run's best (points). Time: training + validation per run.",
         "",
     ]
     for dataset, cells in rec["cells"].items():
         classes = list(dict.fromkeys(k for c in cells.values() for k in c["final"] if k.startswith("recall[")))
         lines += [f"## {dataset}", ""]
         head = ["variant", "runs", "params (M)", "final acc", "final macro-F1", *classes, "best acc", "best macro-F1"]
+        head += ["last-third macro-F1", "worst late dip"]
         lines += ["| " + " | ".join([*head, "train time (s)"]) + " |", "|" + "---|" * (len(head) + 1)]
         for variant, c in cells.items():
             runs = f"{c['runs_done']}/{c['runs_planned']}" + ("" if c["complete"] else " (incomplete)")
             params = f"{c['params'] / 1e6:.2f}" if c["params"] else "—"
             row = [variant, runs, params, _pm(c["final"].get("accuracy")), _pm(c["final"].get("macro_f1"))]
             row += [_pm(c["final"].get(k)) for k in classes]
-            row += [_pm(c["best"].get("accuracy")), _pm(c["best"].get("macro_f1")), _pm(c["train_s"], 1.0, 0)]
+            row += [_pm(c["best"].get("accuracy")), _pm(c["best"].get("macro_f1"))]
+            late = c.get("late", {})
+            row += [_pm(late.get("last_third_mean"), 1.0), _pm(late.get("worst_dip_after_first_third"), 1.0)]
+            row += [_pm(c["train_s"], 1.0, 0)]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
         lines += _paired_markdown(rec.get("paired", {}).get(dataset, {}))
@@ -330,7 +340,9 @@ def _write(a: argparse.Namespace, records: Records, slug: str, desc: str) -> Pat
             for d in a.dataset_list
         },
         "paired": {
-            d: {m: _paired(records[d], m) for m in PAIRED} for d in a.dataset_list if REFERENCE in a.variant_list
+            d: {key: _paired(records[d], source, key) for source, key in PAIRED}
+            for d in a.dataset_list
+            if REFERENCE in a.variant_list
         },
         "pinned": _pinned(a),
         # Each finished run's contribution, so that the record alone lets a later run continue.

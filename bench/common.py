@@ -11,6 +11,7 @@ import os
 import platform
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,6 +35,32 @@ def machine() -> tuple[str, str]:
     desc = f"{cpu}, {cores} cores, {mem:.0f} GiB RAM, {gpu}, torch {torch.__version__}"
     slug = re.sub(r"[^a-z0-9]+", "-", f"{cpu}-{cores}c-{'gpu' if torch.cuda.is_available() else 'cpu'}".lower())
     return slug.strip("-"), desc
+
+
+def curve_stability(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Selection-free figures of one run's val macro-F1 curve, in points (percent).
+
+    The stability rule (issue 14, acceptance 2): no epoch after the first third of the schedule
+    may lie more than a bound below the run's best epoch; ``worst_dip_after_first_third`` is that
+    largest gap and ``worst_dip_epoch`` where it is (1-based). ``last_third_mean`` averages the
+    last third of the epochs: like the final epoch it involves no selection, with less epoch-to-epoch
+    noise.
+
+    Args:
+        history: ``metrics.json``'s per-epoch records, each with ``macro_f1`` in [0, 1].
+    """
+    f1 = [100.0 * h["macro_f1"] for h in history]
+    third = len(f1) // 3
+    best = max(f1)
+    dip, at = max((best - v, i + 1) for i, v in enumerate(f1) if i >= third)
+    tail = f1[len(f1) - max(1, len(f1) // 3) :]
+    return {
+        "best_macro_f1": best,
+        "best_epoch": f1.index(best) + 1,
+        "worst_dip_after_first_third": dip,
+        "worst_dip_epoch": at,
+        "last_third_mean": sum(tail) / len(tail),
+    }
 
 
 def _fmt(v: object) -> str:

@@ -29,7 +29,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine, summarize
+from common import RESULTS, curve_stability, machine, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 OMSF2 = str(Path(sys.executable).with_name("omsf2"))
@@ -58,13 +58,11 @@ def _train(data: Path, seed: int, epochs: int, extra: list[str], out: Path) -> d
 
 def _run_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     f1 = [100.0 * h["macro_f1"] for h in history]
-    third = len(f1) // 3
-    best = max(f1)
-    dips = [(best - v, i + 1) for i, v in enumerate(f1) if i >= third]
-    dip, at = max(dips)
-    return {"final_macro_f1": f1[-1], "final_accuracy": 100.0 * history[-1]["accuracy"], "best_macro_f1": best,
-            "best_epoch": f1.index(best) + 1, "worst_dip_after_first_third": dip, "worst_dip_epoch": at,
-            "curve_macro_f1": [round(v, 2) for v in f1]}  # fmt: skip
+    late = curve_stability(history)
+    return {"final_macro_f1": f1[-1], "final_accuracy": 100.0 * history[-1]["accuracy"],
+            "best_macro_f1": late["best_macro_f1"], "best_epoch": late["best_epoch"],
+            "worst_dip_after_first_third": late["worst_dip_after_first_third"],
+            "worst_dip_epoch": late["worst_dip_epoch"], "curve_macro_f1": [round(v, 2) for v in f1]}  # fmt: skip
 
 
 def _plot(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:

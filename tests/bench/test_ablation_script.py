@@ -33,7 +33,10 @@ def test_quick_ablation_records_cells_and_resumes(tmp_path: Path) -> None:
         assert any(k.startswith("recall[") for k in c["final"]) and c["train_s"]["mean"] > 0
     metrics = json.loads((runs / "phantoms" / "full" / "seed-0" / "metrics.json").read_text())
     assert metrics["torch_threads"] == 1 and metrics["config"]["model"] == "omsf2_tiny"
-    assert "| plain | 1/1 |" in out.with_suffix(".md").read_text()
+    assert all(c["late"]["worst_dip_after_first_third"]["values"] == [0.0] for c in cells.values())  # one epoch
+    assert rec["paired"]["phantoms"]["macro_f1"]["plain"]["n"] == 1  # full minus plain, seed 0
+    md = out.with_suffix(".md").read_text()
+    assert "| plain | 1/1 |" in md and "Paired by seed, `full` minus the variant, final val macro-F1" in md
     assert out.with_suffix(".png").stat().st_size > 1000
 
     # Same command again: nothing is re-trained, the record is the same.
@@ -99,7 +102,7 @@ def test_paired_differences_and_their_t_test() -> None:
         sys.path.remove(str(SCRIPT.parent))
 
     def run(f1: float) -> dict[str, object]:
-        return {"final": [{"macro_f1": f1, "accuracy": f1}]}
+        return {"final": [{"macro_f1": f1}], "late": [{"last_third_mean": 100 * f1 - 1}]}
 
     by_variant = {
         "full": {0: run(0.80), 1: run(0.70), 2: run(0.75)},
@@ -107,15 +110,20 @@ def test_paired_differences_and_their_t_test() -> None:
         "no_bap": {0: run(0.80), 2: run(0.70)},  # seed 1 missing: paired on seeds 0 and 2 only
         "no_neck": {1: run(0.65)},  # one pair: no test
     }
-    paired = mod._paired(by_variant, "macro_f1")
+    paired = mod._paired(by_variant, "final", "macro_f1")
     assert list(paired) == ["plain", "no_bap", "no_neck"]
     p = paired["plain"]
-    assert p["n"] == 3 and p["reference_better"] == 3 and p["values"] == pytest.approx([0.10, 0.04, 0.04])
-    assert p["mean"] == pytest.approx(0.06) and p["std"] == pytest.approx(0.034641, rel=1e-4)
-    # t = 0.06 / (0.034641 / sqrt 3) = 3.0 with 2 degrees of freedom: two-sided p = 0.0955, CI 0.06 ± 4.303 * 0.02.
+    assert p["n"] == 3 and p["reference_better"] == 3 and p["values"] == pytest.approx([10.0, 4.0, 4.0])  # points
+    assert p["mean"] == pytest.approx(6.0) and p["std"] == pytest.approx(3.4641, rel=1e-4)
+    # t = 6 / (3.4641 / sqrt 3) = 3.0 with 2 degrees of freedom: two-sided p = 0.0955, CI 6 ± 4.303 * 2.
     assert p["p"] == pytest.approx(0.0955, abs=5e-4)
-    assert p["ci95"] == pytest.approx([0.06 - 4.3027 * 0.02, 0.06 + 4.3027 * 0.02], abs=1e-4)
-    assert paired["no_bap"]["values"] == pytest.approx([0.0, 0.05]) and paired["no_bap"]["reference_better"] == 1
+    assert p["ci95"] == pytest.approx([6 - 4.3027 * 2, 6 + 4.3027 * 2], abs=1e-3)
+    assert paired["no_bap"]["values"] == pytest.approx([0.0, 5.0]) and paired["no_bap"]["reference_better"] == 1
+    late = mod._paired(by_variant, "late", "last_third_mean")  # already in points: not scaled again
+    assert late["plain"]["values"] == pytest.approx([10.0, 4.0, 4.0])
+    assert "no_neck" not in mod._paired(
+        {**by_variant, "no_neck": {1: {"final": [{"macro_f1": 0.6}]}}}, "late", "last_third_mean"
+    )
     assert paired["no_neck"]["n"] == 1 and paired["no_neck"]["p"] is None and paired["no_neck"]["ci95"] is None
     table = "\n".join(mod._paired_markdown({"macro_f1": paired}))
     assert "| plain | 3 | +10.0 / +4.0 / +4.0 | +6.0 ± 3.5 | [-2.6, +14.6] | 0.095 | 3 of 3 |" in table
