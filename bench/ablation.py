@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -210,9 +209,8 @@ def _paired(by_variant: dict[str, dict[int, dict[str, Any]]], source: str, key: 
             continue
         pairs = [zip(ref[s][source], by_seed[s][source], strict=True) for s in seeds]  # folds pair by index
         diffs = [scale * (r[key] - v[key]) for seed_pairs in pairs for r, v in seed_pairs]
-        entry: dict[str, Any] = {"n": len(diffs), "values": diffs, "mean": statistics.fmean(diffs), "ci95": None}
-        entry |= {"std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0, "p": None}
-        entry["reference_better"] = sum(d > 0 for d in diffs)
+        entry: dict[str, Any] = mean_std({"d": d} for d in diffs)["d"]  # n, values, mean, std
+        entry |= {"reference_better": sum(d > 0 for d in diffs), "ci95": None, "p": None}
         if len(diffs) > 1 and entry["std"] > 0:
             test = stats.ttest_1samp(diffs, 0.0)
             ci = test.confidence_interval(0.95)
