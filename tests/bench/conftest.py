@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(filename: str) -> ModuleType:
+    sys.path.insert(0, str(BENCH))  # the scripts import bench/common.py as `common`
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{Path(filename).stem}", BENCH / filename)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="session")
+def bench_script() -> Callable[[str], ModuleType]:
+    """Loads a script of bench/ (``bench_script("ablation.py")``) as a module, as it runs from there."""
+    return _load
 
 
 @pytest.fixture(scope="session")

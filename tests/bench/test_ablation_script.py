@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -89,17 +91,8 @@ def test_record_only_trains_nothing(tmp_path: Path) -> None:
     assert not (runs / "phantoms").exists()
 
 
-def test_paired_differences_and_their_t_test() -> None:
-    import importlib.util
-
-    sys.path.insert(0, str(SCRIPT.parent))  # the script imports bench/common.py as `common`
-    try:
-        spec = importlib.util.spec_from_file_location("ablation_bench", SCRIPT)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+def test_paired_differences_and_their_t_test(bench_script: Callable[[str], ModuleType]) -> None:
+    mod = bench_script("ablation.py")
 
     def run(f1: float) -> dict[str, object]:
         return {"final": [{"macro_f1": f1}], "late": [{"last_third_mean": 100 * f1 - 1}]}

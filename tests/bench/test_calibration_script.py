@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -18,16 +18,8 @@ SCRIPT = BENCH / "calibration.py"
 
 
 @pytest.fixture(scope="module")
-def script() -> ModuleType:
-    sys.path.insert(0, str(BENCH))  # the script imports bench/common.py as `common`
-    try:
-        spec = importlib.util.spec_from_file_location("calibration_bench", SCRIPT)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(BENCH))
+def script(bench_script: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_script("calibration.py")
 
 
 def test_parts_are_disjoint_and_stratified(script: ModuleType) -> None:
