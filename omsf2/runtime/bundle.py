@@ -29,13 +29,14 @@ from typing import Any
 from omsf2._version import __version__
 from omsf2.config import PreprocessSpec
 from omsf2.fileio import sha256_file
+from omsf2.runtime.rules import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, PLUGIN_LIBRARY, ManifestJSONError, loads_json
 
-FORMAT = "omsf2-bundle"
-FORMAT_VERSION = 1
+FORMAT = BUNDLE_FORMAT
+FORMAT_VERSION = BUNDLE_FORMAT_VERSION
 MANIFEST = "manifest.json"
 README = "README.md"
 REPORT = "report.json"
-PLUGIN_LIBRARY = "libomsf2_plugins.so"
+__all__ = ["PLUGIN_LIBRARY", "Bundle", "BundleError", "BundleSpec", "load_bundle", "load_export", "make_bundle"]
 DEFAULT_MAX_BATCH = 32
 DEFAULT_INTENDED_USE = (
     "Research use only: staging of pneumoconiosis on posteroanterior chest radiographs (CR/DX). "
@@ -147,8 +148,8 @@ def _read_json(path: Path, what: str) -> tuple[dict[str, Any], str]:
         raise BundleError(f"'{path.parent}' is not an omsf2 {what}: it has no {path.name}")
     data = path.read_bytes()
     try:
-        meta = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        meta = loads_json(data)
+    except ManifestJSONError as e:
         raise BundleError(f"'{path}' is not valid JSON ({e})") from e
     if not isinstance(meta, dict):
         raise BundleError(f"'{path}' is not a JSON object")
@@ -281,7 +282,7 @@ def _files_to_copy(export: Bundle, plugin_library: Path | None) -> list[Path]:
         if not side.is_file():
             raise BundleError(f"export folder '{export.root}': engine '{p.name}' has no manifest '{side.name}'")
         files.append(side)
-        meta = json.loads(side.read_text())
+        meta = loads_json(side.read_bytes())
         if not meta.get("plugin_library"):
             continue
         lib = plugin_library or export.root / meta["plugin_library"]

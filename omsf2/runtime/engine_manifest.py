@@ -6,8 +6,9 @@ manifest records what was built where and from what (ONNX and calibration hashes
 gate's numbers, I/O names and shapes, build options), so :func:`compatibility_error` can refuse
 a mismatch with one readable line before TensorRT is asked. This module is pure Python (stdlib
 only): the runtime and a scanner's tooling read manifests without torch or TensorRT; the export
-writes them with :func:`write_manifest` from here. It also owns the one TensorRT version parser
-(:func:`parse_trt_version`) that the build, the parser-support table and the DLA rule use.
+writes them with :func:`write_manifest` from here. The rule itself, and the one TensorRT version parser
+(:func:`parse_trt_version`) that the build, the parser-support table and the DLA rule use, live in
+:mod:`omsf2.runtime.rules`, the table the C++ runtime mirrors.
 
 Compatibility rule (``compatibility_error``):
 
@@ -15,8 +16,9 @@ Compatibility rule (``compatibility_error``):
   rule is "same version"; the fourth, build component is not compared). A ``version_compat``
   engine (``BuilderFlag.VERSION_COMPATIBLE``, TensorRT >= 8.6) loads on the same or a *newer*
   TensorRT, never an older one (NVIDIA, "Version Compatibility").
-* GPU: by default the compute capability must match and the GPU name must match (case and
-  surrounding space ignored): engines are tuned for the device model that built them. A
+* GPU: by default the compute capability must match and the GPU name must match (ASCII case and
+  surrounding whitespace ignored: :func:`omsf2.runtime.rules.gpu_name_key`): engines are tuned for
+  the device model that built them. A
   ``hardware_compat`` engine (``HardwareCompatibilityLevel.AMPERE_PLUS``) loads on any GPU of compute
   capability 8.0 or newer, whatever its name.
 """
@@ -24,17 +26,26 @@ Compatibility rule (``compatibility_error``):
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omsf2.fileio import write_json
+from omsf2.runtime.rules import (
+    ENGINE_MANIFEST_FORMAT,
+    ENGINE_MANIFEST_FORMAT_VERSION,
+    HARDWARE_COMPAT_MIN_CC,
+    ManifestJSONError,
+    engine_compat_reasons,
+    loads_json,
+    parse_trt_version,
+)
 
-FORMAT = "omsf2-engine-manifest"
-FORMAT_VERSION = 1
-AMPERE = (8, 0)
+FORMAT = ENGINE_MANIFEST_FORMAT
+FORMAT_VERSION = ENGINE_MANIFEST_FORMAT_VERSION
+AMPERE = HARDWARE_COMPAT_MIN_CC
+__all__ = ["AMPERE", "EngineManifest", "TensorInfo", "compatibility_error", "manifest_path", "parse_trt_version"]
 
 
 def manifest_path(engine_path: str | os.PathLike[str]) -> Path:
@@ -176,25 +187,11 @@ def read_manifest(path: str | os.PathLike[str]) -> EngineManifest:
     if not p.is_file():
         raise ValueError(f"engine manifest '{p}' does not exist (engines are written with a manifest beside them)")
     try:
-        return EngineManifest.from_dict(json.loads(p.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        return EngineManifest.from_dict(loads_json(p.read_bytes()))
+    except (ManifestJSONError, KeyError, TypeError) as e:
         raise ValueError(f"engine manifest '{p}' is not valid: {type(e).__name__}: {e}") from e
     except ValueError as e:
         raise ValueError(f"engine manifest '{p}': {e}") from e
-
-
-def parse_trt_version(version: str) -> tuple[int, int, int]:
-    """``"10.3.0.30"`` -> ``(10, 3, 0)``: major, minor, patch (the build component is dropped).
-
-    Missing components are 0 and non-digits inside a component are ignored (``"11.1.0rc1"`` ->
-    ``(11, 1, 0)``), so every ``tensorrt.__version__`` and every table key parses the same way.
-    """
-    nums = []
-    for part in str(version).strip().split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        nums.append(int(digits) if digits else 0)
-    nums += [0] * (3 - len(nums))
-    return nums[0], nums[1], nums[2]
 
 
 def _sm(cc: tuple[int, int]) -> str:
@@ -217,22 +214,16 @@ def compatibility_error(
     """
     cc = (int(compute_capability[0]), int(compute_capability[1]))
     built_cc = (int(manifest.compute_capability[0]), int(manifest.compute_capability[1]))
-    reasons = []
-    built_v, run_v = parse_trt_version(manifest.tensorrt_version), parse_trt_version(trt_version)
-    if manifest.version_compat:
-        if run_v < built_v:
-            reasons.append(
-                "TensorRT is older than the builder (version-compatible engines load only on the same or newer)"
-            )
-    elif run_v != built_v:
-        reasons.append("TensorRT version differs (rebuild here, or build with version_compat)")
-    if manifest.hardware_compat:
-        if cc < AMPERE:
-            reasons.append("hardware-compatible (Ampere+) engines need compute capability 8.0 or newer")
-    elif cc != built_cc:
-        reasons.append("compute capability differs (rebuild on this GPU, or build with hardware_compat on Ampere+)")
-    elif gpu_name.strip().casefold() != manifest.gpu_name.strip().casefold():
-        reasons.append("GPU model differs (engines are tuned for the GPU that built them; rebuild here)")
+    reasons = engine_compat_reasons(
+        built_trt=manifest.tensorrt_version,
+        built_cc=built_cc,
+        built_gpu=manifest.gpu_name,
+        version_compat=manifest.version_compat,
+        hardware_compat=manifest.hardware_compat,
+        running_trt=trt_version,
+        running_cc=cc,
+        running_gpu=gpu_name,
+    )
     if not reasons:
         return None
     return (
