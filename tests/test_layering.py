@@ -34,6 +34,22 @@ FORBIDDEN = {
     "omsf2.metrics": ("omsf2.models", "omsf2.data", "omsf2.train", "omsf2.cli", "torch"),
     "omsf2.config": ("omsf2.models", "omsf2.data", "omsf2.train", "torch", "numpy"),
     "omsf2.train": ("omsf2.cli",),
+    # the DICOM node and Triton serving sit on the runtime (and data's readers): no torch, no model code
+    "omsf2.serve": (
+        "torch",
+        "omsf2.models",
+        "omsf2.kernels",
+        "omsf2.export",
+        "omsf2.train",
+        "omsf2.evaluate",
+        "omsf2.bench",
+        "omsf2.cli",
+        "omsf2.demo",
+        "omsf2.data.datasets",
+        "omsf2.data.loader",
+    ),
+    # the bench times the runtime's sessions (and PyTorch as the baseline): never training, serving or the CLI
+    "omsf2.bench": ("omsf2.train", "omsf2.serve", "omsf2.evaluate", "omsf2.cli", "omsf2.demo"),
     "omsf2.evaluate": ("omsf2.train", "omsf2.cli"),
 }
 # numpy-only modules the torch-free runtime reuses
@@ -85,7 +101,8 @@ def test_import_rules(name: str, path: Path) -> None:
 def test_import_omsf2_is_light() -> None:
     code = (
         "import sys, omsf2, omsf2.data.io, omsf2.data.preprocess, omsf2.data.synthetic, omsf2.metrics, omsf2.config,"
-        " omsf2.runtime, omsf2.runtime.bundle, omsf2.runtime.predictor, omsf2.runtime.sessions, omsf2.op_contract;"
+        " omsf2.runtime, omsf2.runtime.bundle, omsf2.runtime.predictor, omsf2.runtime.sessions, omsf2.runtime.rules,"
+        " omsf2.op_contract;"
         "bad = [m for m in ('torch', 'triton', 'onnx', 'onnxruntime', 'tensorrt', 'openvino', 'matplotlib')"
         " if m in sys.modules];"
         "assert not bad, bad; print(omsf2.__version__)"

@@ -1,11 +1,13 @@
-"""One runner per backend behind one small interface, chosen by the :data:`BACKENDS` table.
+"""What the bench times for each backend, chosen by the :data:`BACKENDS` table.
 
 A runner is built once per (batch, image size), then :meth:`Runner.bind` returns the zero-argument
 call that the interleaved rounds time (its input already in place, outputs waited for) and
-:meth:`Runner.predict` returns logits for the accuracy column. Adding a backend is one class and
-one table row. The runners are self-contained (onnxruntime, OpenVINO, TensorRT + cuda-python
-sessions written here) so that they can later switch to :mod:`omsf2.runtime` sessions; each stack
-is imported only when its runner is built.
+:meth:`Runner.predict` returns scores for the accuracy column. Every backend but PyTorch is the
+shipped runtime itself (:class:`RuntimeRunner`: ``Predictor.from_bundle(...).run_batch``), so the
+bench times what ``omsf2 predict``, the DICOM node and Triton serving run; PyTorch eager and
+``torch.compile`` are the baselines the speed-ups are measured against. The bench keeps only what
+timing needs (warm-up, interleaved rounds, ceilings); a backend's configuration lives in
+:mod:`omsf2.runtime.sessions`. Each stack is imported only when its runner is built.
 """
 
 from __future__ import annotations
@@ -125,205 +127,53 @@ class TorchCompileRunner(TorchRunner):
     compile_model = True
 
 
-# --------------------------------------------------------------------------- onnxruntime
+# --------------------------------------------------------------------------- the runtime
 
 
-class OrtRunner:
-    """onnxruntime on the CPU: all graph optimisations, ``threads`` intra-op threads, sequential."""
+class RuntimeRunner:
+    """A backend of the shipped runtime: the bench times :meth:`omsf2.runtime.Predictor.run_batch`.
 
-    providers: tuple[Any, ...] = ("CPUExecutionProvider",)
-
-    def __init__(self, ctx: Context, artifact: str | None) -> None:
-        import onnxruntime as ort
-
-        if artifact is None:
-            raise ValueError("onnxruntime needs an ONNX artifact")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.intra_op_num_threads = ctx.threads
-        so.inter_op_num_threads = 1
-        profile_dir = os.environ.get("OMSF2_BENCH_ORT_PROFILE")
-        if profile_dir:  # bench/profile_cpu.py: onnxruntime's per-node profiler
-            so.enable_profiling = True
-            so.profile_file_prefix = str(Path(profile_dir) / Path(artifact).stem)
-        self.session = ort.InferenceSession(str(ctx.export_dir / artifact), so, providers=list(self._providers(ctx)))
-        self.input_name = self.session.get_inputs()[0].name
-        used = self.session.get_providers()
-        self.note = f"{used[0].removesuffix('ExecutionProvider')} EP, {ctx.threads} threads"
-
-    def _providers(self, ctx: Context) -> tuple[Any, ...]:
-        return self.providers
-
-    def bind(self, x: np.ndarray) -> Any:
-        """See :class:`Runner`."""
-        feed = {self.input_name: np.ascontiguousarray(x, np.float32)}
-        return lambda: self.session.run(None, feed)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """See :class:`Runner`."""
-        return np.asarray(self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0])
-
-
-class OrtCudaRunner(OrtRunner):
-    """onnxruntime's CUDA execution provider (host latency: copies in and out included)."""
-
-    def _providers(self, ctx: Context) -> tuple[Any, ...]:
-        return (("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider")
-
-
-class OrtTrtRunner(OrtRunner):
-    """onnxruntime's TensorRT execution provider on the Q/DQ ONNX (explicit INT8), FP16 allowed."""
-
-    def _providers(self, ctx: Context) -> tuple[Any, ...]:
-        cache = ctx.export_dir / ".ort-trt-cache"
-        opts = {
-            "device_id": 0,
-            "trt_fp16_enable": True,
-            "trt_int8_enable": True,
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache),
-        }
-        return (("TensorrtExecutionProvider", opts), ("CUDAExecutionProvider", {"device_id": 0}))
-
-
-# --------------------------------------------------------------------------- OpenVINO
-
-
-class OpenVinoRunner:
-    """OpenVINO's CPU plugin reading the ONNX, reshaped to the static batch, LATENCY hint, one stream."""
-
-    precision_hint = "f32"
-
-    def __init__(self, ctx: Context, artifact: str | None) -> None:
-        import openvino as ov
-        import openvino.properties as props
-        import openvino.properties.hint as hints
-
-        if artifact is None:
-            raise ValueError("OpenVINO needs an ONNX artifact")
-        core = ov.Core()
-        model = core.read_model(str(ctx.export_dir / artifact))
-        model.reshape({0: [ctx.batch, ctx.channels, ctx.img_size, ctx.img_size]})
-        # f32 for what is not INT8 unless asked: OpenVINO defaults to bf16 on CPUs with AVX512-BF16 or
-        # AMX, which would make the "FP32" row another precision; bf16 is its own row (openvino-bf16).
-        config = {
-            props.inference_num_threads: ctx.threads,
-            hints.performance_mode: hints.PerformanceMode.LATENCY,
-            props.num_streams: 1,
-            hints.inference_precision: ov.Type.bf16 if self.precision_hint == "bf16" else ov.Type.f32,
-        }
-        if os.environ.get("OMSF2_BENCH_OV_PROFILE"):  # bench/profile_cpu.py: per-layer counters
-            config[props.enable_profiling] = True
-        self.compiled = core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
-        self.note = f"CPU plugin, {ctx.threads} threads, {self.precision_hint} outside INT8 layers"
-
-    def bind(self, x: np.ndarray) -> Any:
-        """See :class:`Runner`."""
-        import openvino as ov
-
-        self.request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x, np.float32)))
-        return self.request.infer
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """See :class:`Runner`."""
-        res = self.request.infer({0: np.ascontiguousarray(x, np.float32)})
-        return np.asarray(res[self.compiled.output(0)])
-
-    def layer_times(self) -> list[tuple[str, str, str, float]]:
-        """(node, type, kernel, ms) of the last inference; needs ``OMSF2_BENCH_OV_PROFILE=1``."""
-        return [
-            (p.node_name, p.node_type, p.exec_type, p.real_time.total_seconds() * 1e3)
-            for p in self.request.get_profiling_info()
-        ]
-
-
-class OpenVinoBf16Runner(OpenVinoRunner):
-    """OpenVINO with bf16 inference precision (CPUs with AVX512-BF16 or AMX): its accuracy column decides."""
-
-    precision_hint = "bf16"
-
-
-# --------------------------------------------------------------------------- TensorRT
-
-
-def _cudart() -> Any:
-    # cuda-python >= 12.6 has the runtime bindings in cuda.bindings; older releases in cuda.cudart.
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        from cuda import cudart
-    return cudart
-
-
-class TensorRTRunner:
-    """A TensorRT engine through its Python API, device memory and CUDA events from cuda-python.
-
-    The timed call is what trtexec calls host latency (H2D copy, enqueue, D2H copy, synchronise);
-    CUDA events around ``execute_async_v3`` give the GPU compute time, kept in :attr:`gpu_ms`.
+    The predictor is opened exactly as a user opens it (``Predictor.from_bundle`` on the export
+    folder, with the backend, thread count and export target), so the timed call is the one
+    ``omsf2 predict``, the DICOM node and Triton serving make: the session's own configuration,
+    chunking, output checks and activation included. Nothing here configures a backend.
     """
 
-    def __init__(self, ctx: Context, artifact: str | None) -> None:
-        import tensorrt as trt
+    def __init__(self, ctx: Context, artifact: str | None, backend: Backend) -> None:
+        from omsf2.runtime.predictor import Predictor
+        from omsf2.runtime.sessions import SessionOptions
 
-        from omsf2.runtime.tensorrt_engine import load_engine
+        if artifact is None or backend.runtime is None:
+            raise ValueError(f"{backend.name} needs an exported model file")
+        options = SessionOptions(threads=ctx.threads, gpu_timing=backend.device == "cuda")
+        self.predictor = Predictor.from_bundle(
+            ctx.export_dir, backend.runtime, ctx.threads, artifact=target_of(artifact), options=options
+        )
+        self.note = str(getattr(self.predictor.session, "note", self.predictor.backend))
 
-        if artifact is None:
-            raise ValueError("TensorRT needs an engine artifact")
-        self.loaded = load_engine(ctx.export_dir / artifact)
-        eng = self.loaded.engine
-        self.cudart = _cudart()
-        names = [eng.get_tensor_name(i) for i in range(eng.num_io_tensors)]
-        self.input = next(n for n in names if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.outputs = [n for n in names if n != self.input]
-        self.context = eng.create_execution_context()
-        shape = (ctx.batch, ctx.channels, ctx.img_size, ctx.img_size)
-        self.context.set_input_shape(self.input, shape)
-        self.host = {n: np.empty(tuple(self.context.get_tensor_shape(n)), np.float32) for n in self.outputs}
-        self.host[self.input] = np.zeros(shape, np.float32)
-        self.device = {n: self._ok(self.cudart.cudaMalloc(max(a.nbytes, 1))) for n, a in self.host.items()}
-        for n, ptr in self.device.items():
-            self.context.set_tensor_address(n, int(ptr))
-        self.stream = self._ok(self.cudart.cudaStreamCreate())
-        self.events = (self._ok(self.cudart.cudaEventCreate()), self._ok(self.cudart.cudaEventCreate()))
-        self.gpu_ms: list[float] = []
-        self.note = f"TensorRT {trt.__version__}, {self.loaded.manifest.precision} engine"
-
-    def _ok(self, res: Any) -> Any:
-        err, *rest = res if isinstance(res, tuple) else (res,)
-        if err != self.cudart.cudaError_t.cudaSuccess:
-            raise RuntimeError(f"CUDA runtime error {err}")
-        return rest[0] if rest else None
-
-    def _run(self) -> None:
-        cu, s = self.cudart, self.stream
-        h2d, d2h = cu.cudaMemcpyKind.cudaMemcpyHostToDevice, cu.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        x = self.host[self.input]
-        self._ok(cu.cudaMemcpyAsync(self.device[self.input], x.ctypes.data, x.nbytes, h2d, s))
-        self._ok(cu.cudaEventRecord(self.events[0], s))
-        if not self.context.execute_async_v3(int(s)):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-        self._ok(cu.cudaEventRecord(self.events[1], s))
-        for n in self.outputs:
-            a = self.host[n]
-            self._ok(cu.cudaMemcpyAsync(a.ctypes.data, self.device[n], a.nbytes, d2h, s))
-        self._ok(cu.cudaStreamSynchronize(s))
-        self.gpu_ms.append(float(self._ok(cu.cudaEventElapsedTime(*self.events))))
+    @property
+    def gpu_ms(self) -> list[float] | None:
+        """GPU compute time of each timed batch (CUDA events), on GPU backends."""
+        return getattr(self.predictor.session, "gpu_times_ms", None)
 
     def bind(self, x: np.ndarray) -> Any:
         """See :class:`Runner`."""
-        np.copyto(self.host[self.input], x)
-        return self._run
+        x = np.ascontiguousarray(x, np.float32)
+        return lambda: self.predictor.run_batch(x)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """See :class:`Runner`."""
-        self.bind(x)()
-        return self.host[self.outputs[0]].copy()
+        """Class probabilities (N, K): their arg-max is the logits'."""
+        return self.predictor.run_batch(x)[0]
 
-    def __del__(self) -> None:
-        for ptr in getattr(self, "device", {}).values():
-            self.cudart.cudaFree(ptr)
+
+def target_of(filename: str) -> str:
+    """The export target (``onnx_int8_cpu`` ...) whose file is ``filename`` (``model.int8-cpu.onnx``)."""
+    from omsf2.export.targets import TARGETS
+
+    for t in TARGETS:
+        if t.filename == filename:
+            return t.name
+    raise ValueError(f"{filename!r} is not a file omsf2 export writes")
 
 
 # --------------------------------------------------------------------------- the table
@@ -336,47 +186,58 @@ class Backend:
     Attributes:
         name: what ``--backends`` takes.
         runner: the runner class.
-        artifacts: candidate files in the export folder, first present wins (empty: the checkpoint).
-        precision: ``fp32``, ``fp16`` or ``int8`` (which ceiling is its own).
+        targets: export targets it runs, first present wins (empty: the checkpoint).
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``int8`` (which ceiling is its own).
         device: ``cpu`` or ``cuda``.
         modules: Python modules it imports (their absence is its skip reason).
         label: one line for the table.
+        runtime: the runtime backend it runs (:data:`omsf2.runtime.rules.BACKEND_RULES`); None: PyTorch.
     """
 
     name: str
     runner: type
-    artifacts: tuple[str, ...]
+    targets: tuple[str, ...]
     precision: str
     device: str
     modules: tuple[str, ...]
     label: str
+    runtime: str | None = None
+
+    @property
+    def artifacts(self) -> tuple[str, ...]:
+        """The file names of :attr:`targets` in an export folder."""
+        from omsf2.export.targets import TARGETS
+
+        files = {t.name: t.filename for t in TARGETS}
+        return tuple(files[t] for t in self.targets)
 
 
+_RT = RuntimeRunner
 BACKENDS: tuple[Backend, ...] = (
     Backend("torch", TorchRunner, (), "fp32", "cpu", ("torch",), "PyTorch eager FP32"),
     Backend("torch-compile", TorchCompileRunner, (), "fp32", "cpu", ("torch",), "torch.compile (inductor) FP32"),
-    Backend("ort", OrtRunner, ("model.onnx",), "fp32", "cpu", ("onnxruntime",), "onnxruntime FP32"),
-    Backend("ort-int8", OrtRunner, ("model.int8-cpu.onnx",), "int8", "cpu", ("onnxruntime",), "onnxruntime U8S8 Q/DQ"),
+    Backend("ort", _RT, ("onnx",), "fp32", "cpu", ("onnxruntime",), "onnxruntime FP32", "ort"),
+    Backend("ort-int8", _RT, ("onnx_int8_cpu",), "int8", "cpu", ("onnxruntime",), "onnxruntime U8S8 Q/DQ", "ort-int8"),
     Backend(
-        "ort-int8-trt", OrtRunner, ("model.int8.onnx",), "int8", "cpu", ("onnxruntime",),
-        "onnxruntime running the TensorRT contract (S8S8 Q/DQ)",
+        "ort-int8-trt", _RT, ("onnx_int8",), "int8", "cpu", ("onnxruntime",),
+        "onnxruntime running the TensorRT contract (S8S8 Q/DQ)", "ort-int8",
     ),
-    Backend("openvino", OpenVinoRunner, ("model.onnx",), "fp32", "cpu", ("openvino",), "OpenVINO FP32"),
-    Backend("openvino-bf16", OpenVinoBf16Runner, ("model.onnx",), "bf16", "cpu", ("openvino",), "OpenVINO BF16"),
+    Backend("openvino", _RT, ("onnx",), "fp32", "cpu", ("openvino",), "OpenVINO FP32", "openvino"),
+    Backend("openvino-bf16", _RT, ("onnx",), "bf16", "cpu", ("openvino",), "OpenVINO BF16", "openvino-bf16"),
     Backend(
         # U8S8 first: with Q/DQ after each ReLU its uint8 activations are what oneDNN's u8 x s8 (VNNI)
         # convolutions take natively; S8S8 activations cost a compensation pass (bench/results/cpu-analysis.md).
-        "openvino-int8", OpenVinoRunner, ("model.int8-cpu.onnx", "model.int8.onnx"), "int8", "cpu", ("openvino",),
-        "OpenVINO INT8 (Q/DQ ONNX)",
+        "openvino-int8", _RT, ("onnx_int8_cpu", "onnx_int8"), "int8", "cpu", ("openvino",),
+        "OpenVINO INT8 (Q/DQ ONNX)", "openvino-int8",
     ),
-    Backend("ort-cuda", OrtCudaRunner, ("model.onnx",), "fp32", "cuda", ("onnxruntime",), "onnxruntime CUDA EP FP32"),
+    Backend("ort-cuda", _RT, ("onnx",), "fp32", "cuda", ("onnxruntime",), "onnxruntime CUDA EP FP32", "ort-cuda"),
     Backend(
-        "ort-trt", OrtTrtRunner, ("model.int8.onnx",), "int8", "cuda", ("onnxruntime",),
-        "onnxruntime TensorRT EP (Q/DQ INT8)",
+        "ort-trt", _RT, ("onnx_int8",), "int8", "cuda", ("onnxruntime",), "onnxruntime TensorRT EP (Q/DQ INT8)",
+        "ort-trt",
     ),
     Backend(
-        "tensorrt", TensorRTRunner, ("model.int8.engine", "model.fp16.engine", "model.fp32.engine"), "int8", "cuda",
-        ("tensorrt",), "TensorRT engine (Python API, cuda-python)",
+        "tensorrt", _RT, ("engine_int8", "engine_fp16", "engine_fp32"), "int8", "cuda", ("tensorrt",),
+        "TensorRT engine (Python API, cuda-python)", "tensorrt",
     ),
 )  # fmt: skip
 BY_NAME = {b.name: b for b in BACKENDS}
@@ -415,7 +276,7 @@ def _cxx_compiler() -> str | None:
 
 
 def _has_bf16() -> bool:
-    from omsf2.bench.machine import cpu_flags
+    from omsf2.runtime.cpu import cpu_flags
 
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
@@ -428,12 +289,9 @@ def _cuda_visible() -> bool:
             return True
     except ImportError:
         pass
-    try:
-        cu = _cudart()
-        err, count = cu.cudaGetDeviceCount()
-        return bool(err == cu.cudaError_t.cudaSuccess and count > 0)
-    except Exception:  # no cuda-python, or a driver that fails to load
-        return False
+    from omsf2.runtime.tensorrt_engine import gpu_info
+
+    return gpu_info() is not None
 
 
 def unavailable_reason(backend: Backend, export_dir: Path | None, planned: set[str], has_ckpt: bool) -> str | None:
@@ -467,5 +325,5 @@ def unavailable_reason(backend: Backend, export_dir: Path | None, planned: set[s
 
 def build_runner(backend: Backend, ctx: Context, artifact: str | None) -> Runner:
     """Instantiate ``backend``'s runner for ``ctx``."""
-    runner: Runner = backend.runner(ctx, artifact)
+    runner: Runner = backend.runner(ctx, artifact, backend) if backend.runtime else backend.runner(ctx, artifact)
     return runner

@@ -32,15 +32,20 @@ PROGRESS_AFTER = 8  # files; fewer finish before a bar would be useful
 
 
 class Backend(str, enum.Enum):
-    """What ``--backend`` selects (see :data:`omsf2.runtime.sessions.BACKENDS`)."""
+    """What ``--backend`` selects: ``auto`` and every row of :data:`omsf2.runtime.rules.BACKEND_RULES`.
+
+    A test holds it to the table (:data:`omsf2.runtime.sessions.BACKEND_NAMES`), in the table's order.
+    """
 
     AUTO = "auto"
     ORT = "ort"
     ORT_INT8 = "ort-int8"
     OPENVINO = "openvino"
     OPENVINO_INT8 = "openvino-int8"
+    OPENVINO_BF16 = "openvino-bf16"
     TENSORRT = "tensorrt"
     ORT_CUDA = "ort-cuda"
+    ORT_TRT = "ort-trt"
 
 
 def collect_inputs(inputs: list[str]) -> list[str]:

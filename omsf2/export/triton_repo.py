@@ -205,7 +205,7 @@ def _model_config(row: _ModelRow, io: tuple[list, list], max_batch: int, spec: T
 
 
 def _python_configs(
-    bundle: Bundle, model_in: dict[str, Any], logits: dict[str, Any], max_batch: int, spec: TritonRepoSpec
+    bundle: Bundle, model_in: dict[str, Any], model_out: list[dict[str, Any]], max_batch: int, spec: TritonRepoSpec
 ) -> dict[str, dict[str, Any]]:
     def common(name: str) -> dict[str, Any]:
         return {
@@ -225,12 +225,17 @@ def _python_configs(
         "output": [model_in, _tensor("original_hw", "int32", [2])],
         "parameters": [param("preprocess", bundle.preprocess.to_dict())],
     }
+    by_name = {t["name"]: t for t in model_out}
+    logits, heatmap = by_name["logits"], by_name["heatmap"]
     post = {
         **common(POSTPROCESS),
-        "input": [logits],
+        # The heat map goes through postprocessing too: the runtime's output check refuses a
+        # non-finite one, as omsf2 predict does, before the ensemble returns it.
+        "input": [logits, heatmap],
         "output": [
             _tensor("probabilities", "float32", list(logits["dims"])),
             {"name": "label", "data_type": _Enum("TYPE_STRING"), "dims": [1]},
+            _tensor("heatmap_checked", "float32", list(heatmap["dims"])),
         ],
         "parameters": [param("classes", list(bundle.classes)), {"key": "task", "value": {"string_value": bundle.task}}],
     }
@@ -258,12 +263,16 @@ def _ensemble_config(
         "platform": "ensemble",
         "max_batch_size": max_batch,
         "input": [{"name": BYTES_INPUT, "data_type": _Enum("TYPE_STRING"), "dims": [1]}],
-        "output": [*post["output"], by_name["heatmap"], _tensor("original_hw", "int32", [2])],
+        "output": [*post["output"][:2], by_name["heatmap"], _tensor("original_hw", "int32", [2])],
         "ensemble_scheduling": {
             "step": [
                 step(PREPROCESS, {BYTES_INPUT: BYTES_INPUT}, {model_in: "model_input", "original_hw": "original_hw"}),
-                step(model, {model_in: "model_input"}, {"logits": "logits", "heatmap": "heatmap"}),
-                step(POSTPROCESS, {"logits": "logits"}, {"probabilities": "probabilities", "label": "label"}),
+                step(model, {model_in: "model_input"}, {"logits": "logits", "heatmap": "model_heatmap"}),
+                step(
+                    POSTPROCESS,
+                    {"logits": "logits", "heatmap": "model_heatmap"},
+                    {"probabilities": "probabilities", "label": "label", "heatmap_checked": "heatmap"},
+                ),
             ]
         },
     }
@@ -332,8 +341,7 @@ def write_triton_repo(bundle: Bundle, spec: TritonRepoSpec) -> TritonRepo:
         else:
             ios[row.model] = _onnx_io(bundle.artifacts[art])
     primary = rows[0][0].model
-    logits = next(t for t in ios[primary][1] if t["name"] == "logits")
-    py = _python_configs(bundle, ios[primary][0][0], logits, max_batch, spec)
+    py = _python_configs(bundle, ios[primary][0][0], ios[primary][1], max_batch, spec)
     ensembles = {ENSEMBLE: primary}
     if rows[0][0].gpu and "omsf2_onnx" in ios:
         ensembles[f"{ENSEMBLE}_cpu"] = "omsf2_onnx"

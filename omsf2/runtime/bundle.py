@@ -61,6 +61,7 @@ class Bundle:
         task: ``multiclass`` (softmax) or ``multilabel`` (sigmoid).
         digest: sha256 of ``manifest.json`` (of ``report.json`` for an export folder).
         metadata: the whole manifest.
+        artifact_sha256: export target -> the sha256 its file must have.
     """
 
     root: Path
@@ -71,6 +72,29 @@ class Bundle:
     task: str
     digest: str
     metadata: dict[str, Any] = dataclasses.field(repr=False, compare=False)
+    artifact_sha256: dict[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def read_artifact(self, target: str) -> bytes:
+        """The bytes of the ``target`` artifact, read once and checked against its recorded sha256.
+
+        A session is built from these bytes, so the model that runs is the one that was hashed even
+        if the file changes after the bundle was verified.
+
+        Raises:
+            BundleError: no such artifact, or its bytes do not match (the file changed since loading).
+        """
+        if target not in self.artifacts:
+            raise BundleError(f"bundle '{self.root}' has no {target} artifact (it has {', '.join(self.artifacts)})")
+        path = self.artifacts[target]
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise BundleError(f"bundle '{self.root}': cannot read '{path.name}': {e.strerror or e}") from e
+        if hashlib.sha256(data).hexdigest() != self.artifact_sha256.get(target):
+            raise BundleError(
+                f"bundle '{self.root}': '{path.name}' changed after the bundle was verified (sha256 differs)"
+            )
+        return data
 
 
 # --------------------------------------------------------------------------- paths and hashes
@@ -181,13 +205,14 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     artifacts = meta.get("artifacts")
     if not isinstance(artifacts, dict) or not artifacts:
         raise BundleError(f"bundle '{root}' names no model artifacts")
-    resolved = {}
+    resolved, hashes = {}, {}
     for target, name in artifacts.items():
         if name not in meta["files"]:
             raise BundleError(f"bundle '{root}': artifact '{name}' is not among the hashed files")
         resolved[str(target)] = _safe_relpath(root, name)
+        hashes[str(target)] = str(meta["files"][name])
     max_batch = int(meta.get("max_batch", DEFAULT_MAX_BATCH))
-    return Bundle(root, classes, pre, resolved, max(1, max_batch), task, digest, meta)
+    return Bundle(root, classes, pre, resolved, max(1, max_batch), task, digest, meta, hashes)
 
 
 def load_export(path: str | os.PathLike[str]) -> Bundle:
@@ -204,7 +229,7 @@ def load_export(path: str | os.PathLike[str]) -> Bundle:
     arts = report.get("artifacts")
     if not isinstance(arts, dict) or not arts:
         raise BundleError(f"export folder '{root}': {REPORT} lists no artifacts")
-    resolved = {}
+    resolved, hashes = {}, {}
     for target, info in arts.items():
         if not isinstance(info, dict) or "file" not in info:
             raise BundleError(f"export folder '{root}': artifact {target!r} has no file in {REPORT}")
@@ -214,7 +239,8 @@ def load_export(path: str | os.PathLike[str]) -> Bundle:
         if sha256_file(p) != info.get("sha256"):
             raise BundleError(f"export folder '{root}': '{info['file']}' does not match its sha256 in {REPORT}")
         resolved[str(target)] = p
-    return Bundle(root, classes, pre, resolved, DEFAULT_MAX_BATCH, task, digest, report)
+        hashes[str(target)] = str(info["sha256"])
+    return Bundle(root, classes, pre, resolved, DEFAULT_MAX_BATCH, task, digest, report, hashes)
 
 
 def load_model_folder(path: str | os.PathLike[str]) -> Bundle:

@@ -5,8 +5,13 @@ Files are read by :func:`omsf2.data.io.read_image` and preprocessed by
 bundle; the heat map comes back through :func:`omsf2.data.preprocess.unletterbox`, so it lies
 over the original image. One session per predictor (:mod:`omsf2.runtime.sessions`) is created
 once and shared: :meth:`Predictor.predict` may be called from several threads at once (reading
-and preprocessing run in the caller's thread, the backend sessions are thread-safe), and splits
-its input into batches of at most the bundle's ``max_batch``.
+and preprocessing run in the caller's thread, the backend sessions are thread-safe).
+
+:meth:`Predictor.run_batch` is the runtime's one inference call, for everything that runs a model
+(``omsf2 predict``, the DICOM node, ``omsf2 serve triton``, ``omsf2 bench``): it splits a batch into
+chunks of at most the bundle's ``max_batch``, checks every output's shape and finiteness
+(:func:`check_outputs`) and applies the task's activation (softmax, or a sigmoid per finding for
+multi-label models; :mod:`omsf2.runtime.rules`).
 """
 
 from __future__ import annotations
@@ -23,8 +28,16 @@ import numpy as np
 
 from omsf2.data.io import ImageReadError, read_image
 from omsf2.data.preprocess import preprocess, unletterbox
-from omsf2.runtime.bundle import Bundle, load_model_folder
-from omsf2.runtime.sessions import AUTO_ORDER, BACKEND_NAMES, BackendUnavailable, Session, backend_row
+from omsf2.runtime.bundle import Bundle, BundleError, load_model_folder
+from omsf2.runtime.rules import AUTO_ORDER, activate, backend_rule
+from omsf2.runtime.sessions import (
+    BACKEND_NAMES,
+    BackendUnavailable,
+    Session,
+    SessionContext,
+    SessionOptions,
+    make_session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +102,39 @@ def dicom_modality_problem(path: str | os.PathLike[str]) -> str | None:
 
 
 def activation(task: str, logits: np.ndarray) -> np.ndarray:
-    """Probabilities from logits ``(N, K)``: softmax per row, or a sigmoid per finding for multi-label."""
-    x = logits.astype(np.float64)
-    if task == "multilabel":
-        return 1.0 / (1.0 + np.exp(-x))
-    x = x - x.max(axis=1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
+    """Probabilities from logits ``(N, K)`` by the task's rule (:func:`omsf2.runtime.rules.activate`)."""
+    return activate(task, logits)
+
+
+def check_outputs(
+    logits: np.ndarray, heat: np.ndarray, n: int, classes: tuple[str, ...] | list[str], backend: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's outputs of a batch of ``n`` as float32 logits (n, K) and heat maps (n, h, w), checked.
+
+    The one output check of the runtime: :meth:`Predictor.run_batch` and the Triton repository's
+    postprocessing model call it.
+
+    Raises:
+        ValueError: logits or heat maps of the wrong shape for ``n`` images and the bundle's classes.
+        FloatingPointError: non-finite logits or heat map (a broken model file or backend).
+    """
+    logits = np.asarray(logits, dtype=np.float32)
+    heat = np.asarray(heat, dtype=np.float32)
+    if logits.shape != (n, len(classes)):
+        raise ValueError(
+            f"the model returned logits of shape {logits.shape}; expected ({n}, {len(classes)}) for the bundle's "
+            "classes"
+        )
+    if heat.ndim == 4 and heat.shape[1] == 1:
+        heat = heat[:, 0]
+    if heat.ndim != 3 or heat.shape[0] != n:
+        raise ValueError(f"the model returned a heat map of shape {heat.shape}; expected ({n}, h, w)")
+    if not (np.isfinite(logits).all() and np.isfinite(heat).all()):
+        raise FloatingPointError(
+            f"the model ({backend}) produced non-finite logits or heat map; the model file or backend is "
+            "broken (re-export, or try another --backend)"
+        )
+    return logits, heat
 
 
 class Predictor:
@@ -119,24 +158,36 @@ class Predictor:
         return self.session.name
 
     @classmethod
-    def from_bundle(cls, path: str | os.PathLike[str], backend: str = "auto", threads: int = 0) -> Predictor:
+    def from_bundle(
+        cls,
+        path: str | os.PathLike[str],
+        backend: str = "auto",
+        threads: int = 0,
+        *,
+        artifact: str | None = None,
+        options: SessionOptions | None = None,
+    ) -> Predictor:
         """Verify a bundle (or an ``omsf2 export`` folder) and open a session on it.
 
         Args:
             path: the bundle folder (``manifest.json``) or export folder (``report.json``).
             backend: one of :data:`omsf2.runtime.sessions.BACKEND_NAMES`.
             threads: CPU threads for onnxruntime/OpenVINO (0: the backend's default).
+            artifact: run this export target (for example ``onnx_int8``, the TensorRT contract, on
+                ``ort-int8``) instead of the backend's first choice; it must be one the backend runs.
+            options: session options beyond ``threads`` (profiling, GPU timing); its ``threads`` wins.
 
         Raises:
-            ValueError: unknown backend, a tampered bundle (:class:`BundleError`), or a backend
-                whose file is not in the bundle or whose stack is not installed (one line each).
+            ValueError: unknown backend or artifact, a tampered bundle (:class:`BundleError`), or a
+                backend whose file is not in the bundle or whose stack is not installed (one line each).
         """
         if backend not in BACKEND_NAMES:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
         if not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be a non-negative integer, got {threads!r}")
+        opts = dataclasses.replace(options or SessionOptions(), threads=threads or (options.threads if options else 0))
         bundle = load_model_folder(path)
-        return cls(bundle, open_session(bundle, backend, threads))
+        return cls(bundle, open_session(bundle, backend, opts, artifact=artifact))
 
     # ------------------------------------------------------------------ prediction
 
@@ -206,72 +257,101 @@ class Predictor:
         x = preprocess(img, self.spec)
         return source, img, x, t1 - t0, time.perf_counter() - t1
 
+    def run_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The one inference call: probabilities and heat maps of preprocessed images.
+
+        Splits ``x`` into chunks of :attr:`max_batch`, runs each through the session, checks every
+        output (:func:`check_outputs`) and applies the task's activation. ``omsf2 predict``, the
+        DICOM node, ``omsf2 serve triton`` and ``omsf2 bench`` all call this.
+
+        Args:
+            x: float32 (N, C, H, W), as :func:`omsf2.data.preprocess.preprocess` makes them.
+
+        Returns:
+            (probabilities (N, K) float64, heat maps (N, h, w) float32 over the model input).
+
+        Raises:
+            ValueError: ``x`` is not (N, C, H, W) of the bundle's input size, or the model's outputs
+                have the wrong shape.
+            FloatingPointError: non-finite logits or heat map.
+        """
+        x = np.asarray(x)
+        c, (h, w) = self.spec.channels, self.spec.size
+        if x.ndim != 4 or x.shape[1:] != (c, h, w):
+            raise ValueError(f"expected a batch of shape (N, {c}, {h}, {w}) for this bundle, got {x.shape}")
+        probs, heats = [], []
+        for i in range(0, len(x), self.max_batch):
+            chunk = np.ascontiguousarray(x[i : i + self.max_batch], dtype=np.float32)
+            logits, heat = check_outputs(*self.session.run(chunk), len(chunk), self.classes, self.backend)
+            probs.append(activate(self.bundle.task, logits))
+            heats.append(heat)
+        if not probs:
+            return np.zeros((0, len(self.classes))), np.zeros((0, 0, 0), np.float32)
+        return np.concatenate(probs), np.concatenate(heats)
+
     def _infer(self, loaded: list[tuple[str, np.ndarray, np.ndarray, float, float]]) -> list[Prediction]:
         if not loaded:
             return []
         batch = np.stack([x for _, _, x, _, _ in loaded])
         t0 = time.perf_counter()
-        logits, heat = self.session.run(batch)
+        probs, heat = self.run_batch(batch)
         infer_s = (time.perf_counter() - t0) / len(loaded)
-        logits = np.asarray(logits, dtype=np.float32)
-        heat = np.asarray(heat, dtype=np.float32)
-        if logits.shape != (len(loaded), len(self.classes)):
-            raise ValueError(
-                f"the model returned logits of shape {logits.shape}; expected ({len(loaded)}, "
-                f"{len(self.classes)}) for the bundle's classes"
-            )
-        if not (np.isfinite(logits).all() and np.isfinite(heat).all()):
-            raise FloatingPointError(
-                f"the model ({self.backend}) produced non-finite logits or heat map; the model file or backend is "
-                "broken (re-export, or try another --backend)"
-            )
-        probs = activation(self.bundle.task, logits)
         out = []
         for k, (source, img, _, read_s, pre_s) in enumerate(loaded):
-            hm = heat[k].reshape(heat[k].shape[-2:]) if heat[k].ndim > 2 else heat[k]
             out.append(
                 Prediction(
                     source=source,
                     label=self.classes[int(probs[k].argmax())],
                     probabilities={c: float(p) for c, p in zip(self.classes, probs[k], strict=True)},
-                    heatmap=unletterbox(hm, img.shape, self.spec),
+                    heatmap=unletterbox(heat[k], img.shape, self.spec),
                     timing={"read": read_s, "preprocess": pre_s, "infer": infer_s},
                 )
             )
         return out
 
 
-def open_session(bundle: Bundle, backend: str = "auto", threads: int = 0) -> Session:
+def open_session(
+    bundle: Bundle, backend: str = "auto", options: SessionOptions | None = None, *, artifact: str | None = None
+) -> Session:
     """A session for ``backend`` on the bundle's matching file (``auto``: the first of AUTO_ORDER that opens).
 
-    ``auto`` moves on, with a logged warning, past a backend that is missing or whose file cannot
-    run here (an engine built for another GPU); an explicit backend raises instead.
+    The file is read once and its sha256 checked (:meth:`Bundle.read_artifact`); the session is
+    built from those bytes. ``auto`` moves on, with a logged warning, past a backend that is missing
+    or whose file cannot run here (an engine built for another GPU); an explicit backend raises.
 
     Raises:
-        ValueError: the bundle has no file for the backend, or the backend cannot run here.
+        ValueError: the bundle has no file for the backend, an artifact the backend does not run,
+            or the backend cannot run here.
     """
+    options = options or SessionOptions()
     names = AUTO_ORDER if backend == "auto" else (backend,)
     reasons = []
     for name in names:
-        row = backend_row(name)
-        files = [bundle.artifacts[a] for a in row.artifact if a in bundle.artifacts]
-        if not files:
-            reasons.append(
-                f"{name}: the bundle has no {' or '.join(row.artifact)} (it has {', '.join(bundle.artifacts)})"
-            )
+        rule = backend_rule(name)
+        if artifact is not None and artifact not in rule.artifacts:
+            raise ValueError(f"backend {name} does not run {artifact!r} (it runs {', '.join(rule.artifacts)})")
+        wanted = (artifact,) if artifact is not None else rule.artifacts
+        targets = [a for a in wanted if a in bundle.artifacts]
+        if not targets:
+            reasons.append(f"{name}: the bundle has no {' or '.join(wanted)} (it has {', '.join(bundle.artifacts)})")
             continue
+        path = bundle.artifacts[targets[0]]
+        ctx = SessionContext(rule, path, bundle.root, (bundle.preprocess.channels, *bundle.preprocess.size),
+                             bundle.max_batch, options)  # fmt: skip
         try:
-            session: Any = row.make(files[0], bundle.root, threads)
+            session: Any = make_session(bundle.read_artifact(targets[0]), ctx)
         except BackendUnavailable as e:
             reasons.append(f"{name}: {e}")
             continue
+        except BundleError:
+            raise
         except (ValueError, RuntimeError) as e:  # e.g. an engine built for another GPU or TensorRT
             if backend != "auto":
                 raise
-            log.warning("backend %s cannot run %s here (%s); trying the next one", name, files[0].name, e)
+            log.warning("backend %s cannot run %s here (%s); trying the next one", name, path.name, e)
             reasons.append(f"{name}: {e}")
             continue
         session.max_batch = min(int(session.max_batch or bundle.max_batch), bundle.max_batch)
-        log.info("backend %s runs %s", name, files[0].name)
+        log.info("backend %s runs %s", name, path.name)
         return session
     raise ValueError("no backend can run this bundle here: " + "; ".join(reasons))

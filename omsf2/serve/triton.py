@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from omsf2.runtime.predictor import Predictor
-from omsf2.serve.triton_python import BYTES_INPUT, ORIGINAL_HW, preprocess_bytes, probabilities_and_labels
+from omsf2.serve.triton_python import BYTES_INPUT, ORIGINAL_HW, labels_of, preprocess_bytes
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,10 @@ class TritonServeSpec:
 def make_infer_fn(predictor: Predictor) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:
     """PyTriton's callable: a list of requests (a dynamic batch) -> one output dict per request.
 
-    All rows of all requests are decoded, preprocessed and run through the predictor's session as
-    one batch (split at the predictor's ``max_batch``), then handed back request by request.
+    All rows of all requests are decoded, preprocessed and run through
+    :meth:`~omsf2.runtime.Predictor.run_batch` (the runtime's one inference call: chunking, output
+    checks, activation) as one batch, then handed back request by request. Non-finite logits or
+    heat maps raise there, so the batch fails as ``omsf2 predict`` refuses such outputs.
     """
 
     def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
@@ -98,13 +100,10 @@ def make_infer_fn(predictor: Predictor) -> Callable[[list[Any]], list[dict[str, 
             sizes.append(len(rows))
             blobs += [bytes(b) for b in rows]
         x, hw = preprocess_bytes(blobs, predictor.spec)
-        logits, heat = [], []
-        for i in range(0, len(x), predictor.max_batch):
-            lg, ht = predictor.session.run(x[i : i + predictor.max_batch])
-            logits.append(np.asarray(lg, dtype=np.float32))
-            heat.append(np.asarray(ht, dtype=np.float32))
-        probs, labels = probabilities_and_labels(np.concatenate(logits), predictor.classes, predictor.bundle.task)
-        heatmap = np.concatenate(heat)
+        probabilities, heat = predictor.run_batch(x)
+        probs = probabilities.astype(np.float32)
+        heatmap = heat[:, None]  # (N, 1, h, w): the model's own layout, as the repository's ensemble returns it
+        labels = labels_of(probs, predictor.classes)
         out, start = [], 0
         for n in sizes:
             sl = slice(start, start + n)

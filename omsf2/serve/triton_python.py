@@ -4,8 +4,11 @@ A Triton model repository written by :mod:`omsf2.export.triton_repo` chains thre
 ensemble: ``omsf2_preprocess`` (this module's :class:`PreprocessModel`) turns encoded PNG, JPEG or
 DICOM bytes into the network input with :func:`omsf2.data.io.read_image` and
 :func:`omsf2.data.preprocess.preprocess` — the code training and ``omsf2 predict`` run, not a copy —
-then the ONNX or TensorRT model runs, then ``omsf2_postprocess`` (:class:`PostprocessModel`) turns
-logits into probabilities and a label with the runtime's activation. Both read the preprocessing
+then the ONNX or TensorRT model runs, then ``omsf2_postprocess`` (:class:`PostprocessModel`) checks
+the model's logits and heat map and turns the logits into probabilities and a label, with the
+runtime's own output check and activation (:func:`omsf2.runtime.predictor.check_outputs`,
+:func:`omsf2.runtime.rules.activate`): a non-finite output fails its request, as ``omsf2 predict``
+refuses it. Both read the preprocessing
 spec, task and class names from their ``config.pbtxt`` parameters, filled from the bundle manifest.
 
 The trade-off: :func:`read_image` takes a path (it sniffs DICOM by the preamble and lets Pillow
@@ -92,7 +95,7 @@ class PreprocessModel:
 
 
 class PostprocessModel:
-    """``omsf2_postprocess``: ``logits`` (FP32, [K]) -> ``probabilities`` (FP32, [K]) and ``label`` (BYTES, [1])."""
+    """``omsf2_postprocess``: ``logits`` and ``heatmap`` -> ``probabilities``, ``label`` and ``heatmap_checked``."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         """Read the class names and task from the model's parameters."""
@@ -101,22 +104,31 @@ class PostprocessModel:
         self.task = params.get("task", "multiclass")
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        """Probabilities with the runtime's activation, and the arg-max class name."""
+        """Checked outputs, probabilities with the runtime's activation and the arg-max class name."""
         import triton_python_backend_utils as pb_utils
+
+        from omsf2.runtime.predictor import check_outputs
+        from omsf2.runtime.rules import activate
 
         responses = []
         for request in requests:
             logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
-            probs, labels = probabilities_and_labels(logits, self.classes, self.task)
-            out = [pb_utils.Tensor("probabilities", probs), pb_utils.Tensor("label", labels)]
+            heat = pb_utils.get_input_tensor_by_name(request, "heatmap").as_numpy()
+            try:
+                checked, _ = check_outputs(logits, heat, len(logits), self.classes, "triton")
+            except (ValueError, FloatingPointError) as e:
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(e))))
+                continue
+            probs = activate(self.task, checked).astype(np.float32)
+            out = [
+                pb_utils.Tensor("probabilities", probs),
+                pb_utils.Tensor("label", labels_of(probs, self.classes)),
+                pb_utils.Tensor("heatmap_checked", np.asarray(heat, dtype=np.float32)),
+            ]
             responses.append(pb_utils.InferenceResponse(output_tensors=out))
         return responses
 
 
-def probabilities_and_labels(logits: np.ndarray, classes: Sequence[str], task: str) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (N, K) float32, labels (N, 1) bytes) as :class:`omsf2.runtime.Predictor` computes them."""
-    from omsf2.runtime.predictor import activation  # the one activation rule of the runtime
-
-    probs = activation(task, np.asarray(logits, dtype=np.float32)).astype(np.float32)
-    labels = np.asarray([[classes[int(k)].encode()] for k in probs.argmax(axis=1)], dtype=np.object_)
-    return probs, labels
+def labels_of(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """The arg-max class name of each row, as Triton BYTES (N, 1)."""
+    return np.asarray([[classes[int(k)].encode()] for k in probabilities.argmax(axis=1)], dtype=np.object_)

@@ -147,13 +147,27 @@ def test_python_backend_steps_give_the_predictors_answers(bundle, pngs, tmp_path
     x = next(t.data for t in r_ok.output_tensors if t.name == "image")
     hw = next(t.data for t in r_ok.output_tensors if t.name == "original_hw")
     assert hw.tolist() == [[70, 50], [64, 64], [45, 90]]
-    logits, _ = ort.InferenceSession(str(repo.root / "omsf2_onnx" / "1" / "model.onnx")).run(None, {"image": x})
-    (resp,) = post.execute([[pb.Tensor("logits", logits)]])
+    logits, heat = ort.InferenceSession(str(repo.root / "omsf2_onnx" / "1" / "model.onnx")).run(None, {"image": x})
+    (resp,) = post.execute([[pb.Tensor("logits", logits), pb.Tensor("heatmap", heat)]])
     probs = next(t.data for t in resp.output_tensors if t.name == "probabilities")
     labels = next(t.data for t in resp.output_tensors if t.name == "label")
     want = Predictor.from_bundle(bundle.root, backend="ort", threads=1).predict(pngs)
     assert [lb[0].decode() for lb in labels] == [w.label for w in want]
     np.testing.assert_allclose(probs, [[w.probabilities[c] for c in bundle.classes] for w in want], atol=1e-5)
+    np.testing.assert_array_equal(next(t.data for t in resp.output_tensors if t.name == "heatmap_checked"), heat)
+    # The runtime's output check: a non-finite logit or heat map fails its own request, as predict refuses it.
+    bad_logits, bad_heat = logits.copy(), heat.copy()
+    bad_logits[0, 1], bad_heat[1, 0, 0, 0] = np.nan, np.inf
+    r_nan, r_inf, r_ok = post.execute(
+        [
+            [pb.Tensor("logits", bad_logits), pb.Tensor("heatmap", heat)],
+            [pb.Tensor("logits", logits), pb.Tensor("heatmap", bad_heat)],
+            [pb.Tensor("logits", logits), pb.Tensor("heatmap", heat)],
+        ]
+    )
+    for r in (r_nan, r_inf):
+        assert not r.output_tensors and "non-finite logits or heat map" in r.error
+    assert r_ok.error is None
 
 
 def test_engine_becomes_a_tensorrt_plan_on_gpu_with_its_plugin(bundle, tmp_path: Path) -> None:

@@ -90,6 +90,76 @@ def test_non_finite_logits_are_an_error(predictor: Predictor, images) -> None:
         broken.predict(images[:1])
 
 
+class FixedSession:
+    """A session returning given outputs (shape and activation checks without a model)."""
+
+    name, max_batch = "fixed", 3
+
+    def __init__(self, logits, heat) -> None:
+        self.logits, self.heat, self.calls = logits, heat, []
+
+    def run(self, batch):
+        self.calls.append(len(batch))
+        n = len(batch)
+        return self.logits[:n], self.heat[:n]
+
+
+def test_run_batch_chunks_checks_and_activates_by_task(predictor: Predictor) -> None:
+    import dataclasses
+
+    from omsf2.runtime.rules import activate
+
+    rng = np.random.default_rng(0)
+    k, (h, w) = len(predictor.classes), predictor.spec.size
+    x = rng.standard_normal((7, 1, h, w)).astype(np.float32)
+    logits = rng.standard_normal((3, k)).astype(np.float32) * 3
+    s = FixedSession(logits, np.ones((3, 1, 4, 4), np.float32))
+    probs, heat = Predictor(predictor.bundle, s).run_batch(x)
+    assert s.calls == [3, 3, 1] and probs.shape == (7, k) and heat.shape == (7, 4, 4)
+    z = logits.astype(np.float64)
+    e = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(probs[:3], e / e.sum(1, keepdims=True), rtol=1e-12)
+    multilabel = Predictor(dataclasses.replace(predictor.bundle, task="multilabel"), FixedSession(logits, heat))
+    sig, _ = multilabel.run_batch(x[:3])
+    np.testing.assert_allclose(sig, 1 / (1 + np.exp(-logits.astype(np.float64))), rtol=1e-12)
+    np.testing.assert_allclose(sig, activate("multilabel", logits))
+    assert not np.allclose(sig.sum(1), 1)  # independent findings, not a distribution
+    with pytest.raises(ValueError, match=r"expected a batch of shape \(N, 1, 64, 64\)"):
+        Predictor(predictor.bundle, s).run_batch(x[:, :, :32])
+    wrong_k = FixedSession(np.zeros((3, k + 1), np.float32), np.zeros((3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="logits of shape"):
+        Predictor(predictor.bundle, wrong_k).run_batch(x[:2])
+    no_batch_heat = FixedSession(logits, np.zeros((1, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="heat map of shape"):
+        Predictor(predictor.bundle, no_batch_heat).run_batch(x[:2])
+    inf_heat = FixedSession(logits, np.full((3, 4, 4), np.inf, np.float32))
+    with pytest.raises(FloatingPointError, match="non-finite logits or heat map"):
+        Predictor(predictor.bundle, inf_heat).run_batch(x[:1])
+
+
+def test_the_session_runs_the_bytes_that_were_verified(tiny_bundle: Path, images) -> None:
+    bundle = load_bundle(tiny_bundle)
+    data = bundle.read_artifact("onnx")
+    assert data == (tiny_bundle / "model.onnx").read_bytes()
+    (tiny_bundle / "model.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # swapped after verification
+    with pytest.raises(BundleError, match="changed after the bundle was verified"):
+        bundle.read_artifact("onnx")
+    from omsf2.runtime.predictor import open_session
+
+    with pytest.raises(BundleError, match="changed after the bundle was verified"):
+        open_session(bundle, "ort")
+    with pytest.raises(BundleError, match="has no engine_int8 artifact"):
+        bundle.read_artifact("engine_int8")
+
+
+def test_an_artifact_can_be_chosen_among_those_the_backend_runs(tiny_bundle_master: Path) -> None:
+    assert Predictor.from_bundle(tiny_bundle_master, backend="ort", artifact="onnx").backend == "ort"
+    with pytest.raises(ValueError, match=r"backend ort does not run 'onnx_int8' \(it runs onnx\)"):
+        Predictor.from_bundle(tiny_bundle_master, backend="ort", artifact="onnx_int8")
+    with pytest.raises(ValueError, match=r"ort-int8: the bundle has no onnx_int8 \(it has onnx\)"):
+        Predictor.from_bundle(tiny_bundle_master, backend="ort-int8", artifact="onnx_int8")
+
+
 def test_unknown_or_missing_backend_is_one_line(tiny_bundle_master: Path) -> None:
     with pytest.raises(ValueError, match="unknown backend 'bogus'; choose one of auto, ort, ort-int8"):
         Predictor.from_bundle(tiny_bundle_master, backend="bogus")

@@ -21,7 +21,7 @@ def test_backend_table_names_every_cli_choice() -> None:
 
     assert tuple(b.value for b in Backend) == sessions.BACKEND_NAMES
     with pytest.raises(ValueError, match="unknown backend 'x'; choose one of auto, ort"):
-        sessions.backend_row("x")
+        sessions.backend_rule("x")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")
@@ -33,6 +33,48 @@ def test_openvino_matches_onnxruntime(tiny_bundle_master: Path, images) -> None:
         assert a.label == b.label
         np.testing.assert_allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-4)
         np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")
+def test_openvino_session_compiles_static_shapes_and_reuses_its_requests(tiny_bundle_master: Path) -> None:
+    """The bench's configuration, owned by the session: static [N, C, H, W] per batch size (a bounded number,
+    then one dynamic-batch model), LATENCY hint, one stream, f32; infer requests pooled, never made per call."""
+    import threading
+
+    pred = Predictor.from_bundle(tiny_bundle_master, backend="openvino", threads=1)
+    s = pred.session
+    assert isinstance(s, sessions.OpenVinoSession)
+    x = np.random.default_rng(0).standard_normal((8, 1, 64, 64)).astype(np.float32)
+    for n in (1, 1, 2, 1):
+        pred.run_batch(x[:n])
+    compiled = s._models
+    assert set(compiled) == {1, 2}
+    for n, entry in compiled.items():
+        assert [d.get_length() for d in entry.compiled.input(0).get_partial_shape()] == [n, 1, 64, 64]
+        assert entry._idle.qsize() == 1  # one request made, reused by every call
+        assert str(entry.compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+        assert int(entry.compiled.get_property("NUM_STREAMS")) == 1
+        assert str(entry.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+        assert entry.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    for n in (3, 4, 5, 6):  # past STATIC_SHAPES sizes: one shared dynamic-batch model
+        got, _ = pred.run_batch(x[:n])
+        assert got.shape[0] == n
+    assert sum(k is not None for k in compiled) == sessions.STATIC_SHAPES and None in compiled
+    assert compiled[None].compiled.input(0).get_partial_shape()[0].is_dynamic
+    want, _ = Predictor.from_bundle(tiny_bundle_master, backend="ort", threads=1).run_batch(x)
+    outs: list = [None] * 4
+
+    def work(i: int) -> None:
+        outs[i] = pred.run_batch(x[:2])[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for got in outs:
+        np.testing.assert_allclose(got, want[:2], atol=1e-4)
+    assert 1 <= compiled[2]._idle.qsize() <= 4  # concurrent callers took a request each, all returned
 
 
 def test_missing_backend_package_is_one_line(tiny_bundle_master: Path, monkeypatch) -> None:
@@ -59,14 +101,27 @@ def _fake_cudart(gpu=GPU) -> types.ModuleType:
     rt.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
     rt.buffers = {}
     rt.freed = []
+    rt.pinned = []
+    rt.freed_pinned = []
 
     def malloc(n):
         buf = np.zeros(n, np.uint8)
         rt.buffers[buf.ctypes.data] = buf
         return ok, buf.ctypes.data
 
+    def malloc_host(n):
+        err, ptr = malloc(n)
+        rt.pinned.append(ptr)
+        return err, ptr
+
     rt.cudaMalloc = malloc
+    rt.cudaMallocHost = malloc_host
     rt.cudaFree = lambda p: rt.freed.append(p) or (ok,)
+    rt.cudaFreeHost = lambda p: rt.freed_pinned.append(p) or (ok,)
+    rt.cudaEventCreate = lambda: (ok, object())
+    rt.cudaEventRecord = lambda ev, s: (ok,)
+    rt.cudaEventElapsedTime = lambda a, b: (ok, 0.25)
+    rt.cudaEventDestroy = lambda ev: (ok,)
     rt.cudaMemcpyAsync = lambda dst, src, n, kind, stream: ctypes.memmove(dst, src, n) and (ok,)
     rt.cudaStreamCreate = lambda: (ok, 7)
     rt.cudaStreamSynchronize = lambda s: (ok,)
@@ -203,7 +258,16 @@ def test_tensorrt_session_runs_the_engine_with_cuda_python_memory(engine_bundle:
     for k, p in enumerate(got):
         np.testing.assert_allclose(list(p.probabilities.values()), e[k] / e[k].sum(), rtol=1e-5)
         np.testing.assert_allclose(p.heatmap, unletterbox(x[k, 0, ::8, ::8], read_image(images[k]).shape, pred.spec))
-    assert len(cudart.freed) == 3 * 3  # every device buffer of every batch freed
+    # Buffers are made once per calling thread (3 device + 3 pinned host), not per batch, and freed on close.
+    assert len(cudart.buffers) == 6 and len(cudart.pinned) == 3 and not cudart.freed
+    import threading
+
+    worker = threading.Thread(target=pred.predict, args=(images[:1],))  # a second thread: its own context
+    worker.start()
+    worker.join(timeout=30)
+    assert len(cudart.buffers) == 12
+    pred.session.close()
+    assert len(cudart.freed) == 6 and sorted(cudart.freed_pinned) == sorted(cudart.pinned)
 
 
 def test_tensorrt_engine_of_another_gpu_is_refused_in_one_line(engine_bundle: Path, monkeypatch) -> None:

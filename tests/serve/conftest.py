@@ -422,6 +422,41 @@ def make_tiny_bundle(root: Path, img_size: int = 64, seed: int = 0, **bundle_opt
     return root / "bundle"
 
 
+def make_nan_bundle(root: Path) -> Path:
+    """:func:`make_tiny_bundle` whose model emits NaN logits (an ``Add`` of NaN after the classifier).
+
+    The export folder's report is re-hashed before bundling, so the bundle verifies: only the
+    runtime's output check can refuse it.
+    """
+    import hashlib
+    import json
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from omsf2.runtime.bundle import BundleSpec, make_bundle
+
+    make_tiny_bundle(root)
+    path = root / "export" / "model.onnx"
+    model = onnx.load(str(path))
+    producer = next(n for n in model.graph.node if "logits" in n.output)
+    producer.output[list(producer.output).index("logits")] = "logits_before_nan"
+    model.graph.initializer.append(numpy_helper.from_array(np.array([np.nan], np.float32), "nan_constant"))
+    model.graph.node.append(helper.make_node("Add", ["logits_before_nan", "nan_constant"], ["logits"]))
+    onnx.save(model, str(path))
+    report = json.loads((root / "export" / "report.json").read_text())
+    report["artifacts"]["onnx"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (root / "export" / "report.json").write_text(json.dumps(report))
+    make_bundle(BundleSpec(str(root / "export"), str(root / "nan-bundle"), name="nan"))
+    return root / "nan-bundle"
+
+
+@pytest.fixture(scope="session")
+def nan_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verified bundle whose model emits NaN logits (:func:`make_nan_bundle`)."""
+    return make_nan_bundle(tmp_path_factory.mktemp("nan-model"))
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """:func:`make_tiny_bundle` in a fresh temporary folder named ``name``."""

@@ -65,6 +65,19 @@ def test_infer_fn_reads_a_real_cr_dicom_from_bytes(bundle) -> None:
     assert out["original_hw"][0].tolist() == list(want.heatmap.shape)
 
 
+def test_infer_fn_refuses_non_finite_outputs_as_predict_does(nan_bundle: Path, tmp_path: Path) -> None:
+    image = tmp_path / "x.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 50)) * 255).astype(np.uint8)).save(image)
+    predictor = Predictor.from_bundle(nan_bundle, backend="ort", threads=1)
+    with pytest.raises(FloatingPointError, match="non-finite logits or heat map"):
+        predictor.predict([image])
+    infer = make_infer_fn(predictor)
+    with pytest.raises(FloatingPointError, match="non-finite logits or heat map"):
+        infer([{"IMAGE_BYTES": np.array([[image.read_bytes()]], dtype=np.object_)}])
+    res = CliRunner().invoke(app, ["predict", str(image), "--model", str(nan_bundle), "--backend", "ort"])
+    assert res.exit_code == 1 and "non-finite logits or heat map" in res.output
+
+
 def test_infer_fn_names_an_unreadable_file(bundle) -> None:
     infer = make_infer_fn(Predictor.from_bundle(bundle, backend="ort", threads=1))
     with pytest.raises(ValueError, match="cannot read"):

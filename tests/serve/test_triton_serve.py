@@ -262,6 +262,23 @@ def test_sigterm_stops_the_server_and_every_child(server) -> None:
     assert "stopped" in server.log.read_text()
 
 
+def test_a_model_that_emits_nan_is_refused_as_predict_refuses_it(
+    pytriton_bin: Path, nan_bundle: Path, images, tmp_path: Path
+) -> None:
+    """The served model goes through the runtime's output check: NaN logits fail the request, never a NaN answer."""
+    with pytest.raises(FloatingPointError, match="non-finite logits or heat map"):
+        Predictor.from_bundle(nan_bundle, backend="ort", threads=1).predict(images[:1])
+    s = _start(pytriton_bin, nan_bundle, tmp_path / "nan.log", "--backend", "ort")
+    try:
+        for mod, url in ((httpclient, s.http), (grpcclient, s.grpc)):
+            with pytest.raises(InferenceServerException, match="non-finite logits or heat map"):
+                _infer(mod, url, images[:2])
+        assert httpclient.InferenceServerClient(s.http).is_model_ready("omsf2")  # and it keeps serving
+    finally:
+        os.killpg(s.proc.pid, signal.SIGTERM)
+        s.proc.wait(90)
+
+
 def test_port_in_use_and_bad_bundle_are_one_line_errors(pytriton_bin: Path, bundle: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     omsf2 = str(pytriton_bin / "omsf2")
@@ -341,12 +358,14 @@ def test_repository_python_models_run_in_a_real_tritonserver(
         inp.set_data_from_numpy(data)
         pre = client.infer("omsf2_preprocess", [inp])
         assert pre.as_numpy("original_hw").tolist() == [list(Image.open(p).size[::-1]) for p in images]
-        logits, _ = ort.InferenceSession(str(repo.root / "omsf2_onnx" / "1" / "model.onnx")).run(
+        logits, heat = ort.InferenceSession(str(repo.root / "omsf2_onnx" / "1" / "model.onnx")).run(
             None, {"image": pre.as_numpy("image")}
         )
         lg = httpclient.InferInput("logits", list(logits.shape), "FP32")
         lg.set_data_from_numpy(logits)
-        post = client.infer("omsf2_postprocess", [lg])
+        hm = httpclient.InferInput("heatmap", list(heat.shape), "FP32")
+        hm.set_data_from_numpy(heat)
+        post = client.infer("omsf2_postprocess", [lg, hm])
         labels = [b.decode() for b in post.as_numpy("label").reshape(-1)]
         _check(labels, post.as_numpy("probabilities"), images, expected)
     finally:
