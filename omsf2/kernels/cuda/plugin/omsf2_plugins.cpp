@@ -425,12 +425,22 @@ SelfRegistrar const gSelfRegistrar{};
 
 // C entry points looked up by IPluginRegistry::loadLibrary (TensorRT >= 10.0). The self-registering build
 // does not export getCreators: loadLibrary would find its creators already registered and fail.
-extern "C" TENSORRTAPI void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
+//
+// Exported with an attribute of their own: TensorRT's TENSORRTAPI means default visibility only inside TensorRT's
+// build (TENSORRT_BUILD_LIB) and nothing here, and CMake builds this library with hidden visibility, so under
+// TENSORRTAPI loadLibrary would find neither symbol.
+#if defined(_WIN32)
+#define OMSF2_PLUGIN_EXPORT __declspec(dllexport)
+#else
+#define OMSF2_PLUGIN_EXPORT __attribute__((visibility("default")))
+#endif
+
+extern "C" OMSF2_PLUGIN_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
   omsf2::plugin::gLoggerFinder.store(finder);
 }
 
 #if !defined(OMSF2_PLUGIN_SELF_REGISTER)
-extern "C" TENSORRTAPI nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
+extern "C" OMSF2_PLUGIN_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
   return omsf2::plugin::creatorList(nbCreators);
 }
 #endif
