@@ -165,8 +165,12 @@ def _bench_section(path: Path) -> list[str]:
     lines += [f"Machine: {fp['cpu']}, {fp['cores']} cores, ISA {', '.join(fp['isa'])}, {fp['threads']} threads; "
               f"{r['date']}; load average {r['load_average'][0]:.1f} at the end of the run.", ""]  # fmt: skip
     lines += ["Commands: " + "; ".join(f"`{s['command']}` ({s['wall_s']:.0f} s)" for s in r["steps"]), ""]
+    from omsf2.bench.report import OVER_CEILING, Row, ceilings_summary, core_lines, efficiency_text
+
     ceil = ", ".join(f"{k} {v['gmacs']:.1f} GMAC/s ({v['library']})" for k, v in r["ceilings"].items())
     lines += [f"Ceilings measured in the same rounds: {ceil}", ""]
+    if any("peak_gmacs" in v for v in r["ceilings"].values()):
+        lines += [f"Beside the estimated peak: {ceilings_summary(r)}", ""]
     lines += [
         "| backend | batch | size | status | p50 ms | p90 ms | p99 ms | img/s | x torch | efficiency | accuracy "
         "| agreement | note |",
@@ -177,9 +181,11 @@ def _bench_section(path: Path) -> list[str]:
         lines.append(
             f"| {row['backend']} | {row['batch']} | {row['img_size']} | {status} | {_cell(row['p50_ms'], '.2f')} "
             f"| {_cell(row['p90_ms'], '.2f')} | {_cell(row['p99_ms'], '.2f')} | {_cell(row['throughput_ips'], '.1f')} "
-            f"| {_cell(row['speedup_vs_torch'], '.2f')} | {_cell(row['efficiency'], '.0%')} "
+            f"| {_cell(row['speedup_vs_torch'], '.2f')} | {efficiency_text(row['efficiency'], OVER_CEILING)} "
             f"| {_cell(row['accuracy'], '.2%')} | {_cell(row['agreement'], '.1%')} | {row['reason'] or ''} |"
         )
+    fields = set(Row.__dataclass_fields__)
+    lines += core_lines([Row(**{k: v for k, v in row.items() if k in fields}) for row in r["rows"]])
     lines += [""] + [f"- recommended at batch {c['batch']}, {c['img_size']} px: **{c['backend']}** ({c['why']})"
                      for c in r["recommendation"]]  # fmt: skip
     png = path.with_suffix(".png")

@@ -63,23 +63,75 @@ def confusion_png(
     return _save(fig, path)
 
 
+def _log_ms_axis(axis: Any, lo: float, hi: float) -> None:
+    """A log-scale millisecond axis from ``lo`` to ``hi``, labelled in plain numbers, not powers of ten.
+
+    Labels at 1, 2, 5 x 10^k; over less than a decade and a half also at 1.5, 3 and 7, so that a
+    narrow range still carries three or more labels.
+    """
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    subs = (1.0, 2.0, 5.0) if math.log10(hi / lo) > 1.5 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def latency_png(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], title: str) -> Path:
-    """Latency percentiles (p50 bar, p90 / p99 marks) per backend, one panel per (batch, size)."""
+    """Latency per backend, one panel per (batch, size): a p50 dot with its value, a p90 tick, a p50-p99 whisker.
+
+    The time axis is logarithmic, so a 2 ms p50 stays readable beside another backend's 700 ms p99
+    (on a linear axis it was a bar one pixel high); each p50 is also printed beside its dot. Dots,
+    not bars: a bar's length on a log axis depends on where the axis starts and would mislead.
+    """
     plt = _pyplot()
-    ok = [r for r in rows if r.get("status") == "ok" and r.get("p50_ms") is not None]
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("p50_ms")]
     groups = list(dict.fromkeys((r["batch"], r["img_size"]) for r in ok)) or [(0, 0)]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), squeeze=False)
-    for ax, (b, s) in zip(axes[0], groups, strict=True):
+    cols = min(len(groups), 2)
+    per_row = max((sum((r["batch"], r["img_size"]) == g for r in ok) for g in groups), default=1)
+    n_rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(6.0 * cols, (0.42 * per_row + 1.4) * n_rows), squeeze=False)
+    for ax, (b, s) in zip(axes.flat, groups, strict=False):
         sel = [r for r in ok if (r["batch"], r["img_size"]) == (b, s)]
-        x = range(len(sel))
-        ax.bar(x, [r["p50_ms"] for r in sel], color="tab:blue", label="p50")
-        ax.scatter(x, [r["p90_ms"] for r in sel], color="tab:orange", marker="_", s=300, label="p90", zorder=3)
-        ax.scatter(x, [r["p99_ms"] for r in sel], color="tab:red", marker="_", s=300, label="p99", zorder=3)
-        ax.set_xticks(list(x), [r["backend"] for r in sel], rotation=35, ha="right")
-        ax.set_ylabel("ms per batch")
+        if not sel:
+            ax.text(0.5, 0.5, "no backend ran", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        y = list(range(len(sel)))
+        p50 = [r["p50_ms"] for r in sel]
+        p90 = [r.get("p90_ms") or r["p50_ms"] for r in sel]
+        p99 = [r.get("p99_ms") or r["p50_ms"] for r in sel]
+        ax.hlines(y, p50, p99, color="tab:red", linewidth=1.2, alpha=0.7, label="p50 to p99")
+        ax.scatter(p90, y, marker="|", s=140, color="tab:orange", label="p90", zorder=3)
+        ax.scatter(p99, y, marker="|", s=140, color="tab:red", label="p99", zorder=3)
+        ax.scatter(p50, y, marker="o", s=40, color="tab:blue", label="p50", zorder=4)
+        for yi, v in zip(y, p50, strict=True):
+            ax.annotate(
+                f"{v:.0f} ms" if v >= 100 else f"{v:.3g} ms",
+                (v, yi),
+                xytext=(0, 6),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+            )
+        lo, hi = min(p50) / 1.6, max(p99) * 1.6
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)
+        _log_ms_axis(ax.xaxis, lo, hi)
+        ax.set_yticks(y, [r["backend"] for r in sel])
+        ax.set_ylim(len(sel) - 0.4, -0.7)  # first backend on top, room for its label
+        ax.grid(axis="x", which="major", alpha=0.3)
+        ax.set_xlabel("ms per batch (log scale)")
         ax.set_title(f"batch {b}, {s} px", fontsize=9)
-        ax.legend(fontsize=7)
+    for ax in axes.flat[len(groups) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(title[:100], fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, path)
 
 
@@ -93,7 +145,11 @@ def batch_scaling_png(path: str | os.PathLike[str], rows: Sequence[Mapping[str, 
         label = f"{key[0]} ({key[1]} px)"
         ax_l.plot([r["batch"] for r in sel], [r["p50_ms"] for r in sel], marker="o", label=label)
         ax_t.plot([r["batch"] for r in sel], [r["throughput_ips"] for r in sel], marker="o", label=label)
-    ax_l.set(xlabel="batch", ylabel="p50 ms per batch", title="latency")
+    batches = sorted({r["batch"] for r in ok})
+    ax_l.set(xlabel="batch", ylabel="p50 ms per batch (log scale)", title="latency", yscale="log", xticks=batches)
+    ax_t.set_xticks(batches)
+    if ok:
+        _log_ms_axis(ax_l.yaxis, min(r["p50_ms"] for r in ok), max(r["p50_ms"] for r in ok))
     ax_t.set(xlabel="batch", ylabel="images / s", title="throughput")
     ax_t.legend(fontsize=7)
     fig.suptitle(title[:100], fontsize=10)

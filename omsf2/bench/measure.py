@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class SizeResult:
-    """Rows of one size, the ceiling rates measured (MAC/s per group) and notes."""
+    """Rows of one size, the ceiling rates measured (MAC/s, one per round) and notes."""
 
     rows: list[Row]
     ceilings: dict[str, list[float]]
@@ -80,11 +80,38 @@ def _build(
     return ok, errors
 
 
-def _ceiling_calls(spec: BenchSpec, threads: int) -> tuple[dict[str, Any], list[str]]:
+def _ceiling_calls(threads: int) -> tuple[dict[str, Any], list[str]]:
     from omsf2.bench.machine import ceiling_calls
 
-    calls, notes = ceiling_calls(threads, spec.gemm_n)
+    calls, notes = ceiling_calls(threads)
     return {c.name: c for c in calls}, notes
+
+
+#: Name suffix of the ``--check-core`` calls in the rounds.
+CORE_SUFFIX = " @ Predictor.run_batch"
+
+
+def _core_calls(
+    runnable: list[tuple[Backend, str | None]], built: dict[str, Any], ctx: Any, x: np.ndarray
+) -> dict[str, Callable[[], object]]:
+    """``--check-core``: every runtime backend that loaded, opened again on its own, as a user opens it.
+
+    ``Predictor.from_bundle`` with the backend, threads and file of the bench's row, timed in the same
+    interleaved rounds: the row and this call must agree, or the bench is timing something else.
+    """
+    import functools
+
+    from omsf2.bench.runners import target_of
+    from omsf2.runtime.predictor import Predictor
+
+    calls: dict[str, Callable[[], object]] = {}
+    xs = np.ascontiguousarray(x, np.float32)
+    for backend, artifact in runnable:
+        if backend.name in built and backend.runtime is not None and artifact is not None:
+            p = Predictor.from_bundle(ctx.export_dir, backend.runtime, ctx.threads, artifact=target_of(artifact))
+            p.run_batch(xs)  # the first call (OpenVINO compiles this batch size), outside the rounds
+            calls[backend.name + CORE_SUFFIX] = functools.partial(p.run_batch, xs)
+    return calls
 
 
 def measure_size(
@@ -92,10 +119,12 @@ def measure_size(
 ) -> SizeResult:
     """Time every runnable backend at ``size`` for each batch, then score accuracy."""
     from omsf2.bench.macs import onnx_macs
+    from omsf2.bench.peak import estimate_peak
     from omsf2.bench.run import context_for, random_input
 
     macs = onnx_macs(export_dir / "model.onnx") if export_dir and (export_dir / "model.onnx").is_file() else None
-    ceilings, notes = _ceiling_calls(spec, plan.threads)
+    ceilings, notes = _ceiling_calls(plan.threads)
+    peaks = estimate_peak(plan.threads)
     result = SizeResult([], {}, {c.name: c.library for c in ceilings.values()}, notes)
     last: dict[str, Runner] = {}
     for batch in spec.batches:
@@ -111,13 +140,17 @@ def measure_size(
 
         calls: dict[str, Callable[[], object]] = {n: c for n, (_, c, _, _) in built.items()}
         calls.update({c.name: c.call for c in ceilings.values()})
+        if spec.check_core:
+            calls.update(_core_calls(plan.runnable, built, ctx, x))
         say(f"timing {len(built)} backends and {len(ceilings)} ceilings at batch {batch}, {size} px")
         measured = interleaved_rounds(calls, spec.plan, on_round=on_round)
         by_call = {n: c.macs / (measured[n].stats.p50_ms / 1e3) for n, c in ceilings.items() if n in measured}
-        for n, v in by_call.items():
-            result.ceilings.setdefault(n, []).append(v)
-        # Per precision, the fastest library's rate in these rounds: gemm-fp32, gemm-int8.
-        rates: dict[str, float] = {}
+        for n in by_call:  # each round's rate: the record's spread over rounds
+            per_round = (ceilings[n].macs / (ms / 1e3) for ms in measured[n].round_medians_ms)
+            result.ceilings.setdefault(n, []).extend(per_round)
+        # Per precision, the fastest library's rate in these rounds (gemm-fp32, gemm-int8) and the
+        # silicon's estimated peak (peak-fp32, peak-int8).
+        rates: dict[str, float] = {f"peak-{p}": pk.gmacs * 1e9 for p, pk in peaks.items()}
         for n, v in by_call.items():
             key = f"gemm-{ceilings[n].precision}"
             rates[key] = max(rates.get(key, 0.0), v)
@@ -130,6 +163,8 @@ def measure_size(
                 runner, _, load_s, row.rss_load_mb = built[backend.name]
                 _fill(row, measured, rates, backend, load_s, rss.get(backend.name))
                 row.note = runner.note
+                if (core := measured.get(backend.name + CORE_SUFFIX)) is not None and row.p50_ms:
+                    row.core_p50_ms, row.core_ratio = core.stats.p50_ms, core.stats.p50_ms / row.p50_ms
                 gpu = getattr(runner, "gpu_ms", None)
                 if gpu:
                     row.gpu_compute_ms = float(np.median(gpu))
@@ -158,11 +193,14 @@ def _fill(
     row.load_s, row.rss_mb = load_s, rss
     if "torch" in measured:
         row.speedup_vs_torch = paired_speedup(measured["torch"], m)
-    if row.macs_per_image and rates:
+    best = max((v for k, v in rates.items() if k.startswith("gemm-")), default=0.0)
+    if row.macs_per_image and best and backend.device == "cpu":  # CPU GEMM ceilings say nothing of a GPU
         done = row.macs_per_image * row.batch / (st.p50_ms / 1e3)
-        row.efficiency = done / max(rates.values())
+        row.efficiency = done / best
         own = rates.get("gemm-int8" if backend.precision == "int8" else "gemm-fp32")
         row.efficiency_own = done / own if own else None
+        peak = rates.get(f"peak-{backend.precision}")  # fp32 and int8 only: no table for bf16 / fp16
+        row.efficiency_peak = done / peak if peak else None
 
 
 def _eval_at(plan: Plan, size: int) -> Any:

@@ -3,6 +3,8 @@
 A row is one backend x batch x image size. Skipped and failed backends are rows too, with their
 reason, so the table always says what did not run and why. The recommendation is per (batch, size):
 the fastest backend whose accuracy loss is within the export gate, never INT8 by assumption.
+An efficiency over 1 is kept as a number in results.json but printed as words in the tables
+(:data:`OVER_CEILING`, :data:`OVER_PEAK`): it measures the denominator, not the backend.
 """
 
 from __future__ import annotations
@@ -18,10 +20,17 @@ from typing import Any
 COLUMNS: tuple[str, ...] = (
     "backend", "batch", "img_size", "status", "reason", "precision", "artifact", "p50_ms", "mean_ms", "p90_ms",
     "p99_ms", "min_ms", "max_ms", "std_ms", "n", "throughput_ips", "speedup_vs_torch", "efficiency",
-    "efficiency_own", "accuracy", "agreement", "accuracy_drop", "accuracy_from", "noisy", "round_spread",
-    "rss_mb", "rss_load_mb", "gpu_mem_mb", "gpu_compute_ms", "load_s", "macs_per_image", "note",
+    "efficiency_own", "efficiency_peak", "accuracy", "agreement", "accuracy_drop", "accuracy_from", "noisy",
+    "round_spread", "rss_mb", "rss_load_mb", "gpu_mem_mb", "gpu_compute_ms", "load_s", "macs_per_image", "note",
+    "core_p50_ms", "core_ratio",
 )  # fmt: skip
-SCHEMA_VERSION = 1
+# 2: per-round ceiling spread, the estimated peak beside each ceiling, efficiency_peak.
+SCHEMA_VERSION = 2
+# What the tables print for an efficiency over 1. Over the ceiling: the model's kernels outran every
+# library's GEMM, so the ceiling underestimates the CPU. Over the peak: the estimate's clock or MAC/cycle
+# is low (omsf2.bench.peak), or the runtime does fewer multiplies than counted (Winograd convolutions).
+OVER_CEILING = ">1 (ceiling low)"
+OVER_PEAK = ">1 (peak low)"
 
 
 @dataclasses.dataclass
@@ -47,6 +56,7 @@ class Row:
     speedup_vs_torch: float | None = None
     efficiency: float | None = None
     efficiency_own: float | None = None
+    efficiency_peak: float | None = None
     accuracy: float | None = None
     agreement: float | None = None
     accuracy_drop: float | None = None
@@ -60,6 +70,8 @@ class Row:
     load_s: float | None = None
     macs_per_image: int | None = None
     note: str | None = None
+    core_p50_ms: float | None = None
+    core_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON types, columns in :data:`COLUMNS` order; NaN becomes None."""
@@ -101,13 +113,26 @@ def _loss(r: Row) -> str:
     return "has no accuracy evidence" if r.accuracy_drop is None else f"loses {r.accuracy_drop:.2f} pt"
 
 
+# results.csv's efficiency columns and the words each prints above 1.
+_OVER = {"efficiency": OVER_CEILING, "efficiency_own": OVER_CEILING, "efficiency_peak": OVER_PEAK}
+
+
+def efficiency_text(v: float | None, over: str, fmt: str = ".0%") -> str:
+    """An efficiency as the tables print it: ``fmt`` up to 1, ``over`` above 1, empty when unknown."""
+    if v is None or not math.isfinite(v):
+        return ""
+    return over if v > 1.0 else format(v, fmt)
+
+
 def to_csv(rows: list[Row]) -> str:
-    """The rows as CSV with a header of :data:`COLUMNS`."""
+    """The rows as CSV with a header of :data:`COLUMNS` (an efficiency over 1 as :data:`OVER_CEILING` / ``PEAK``)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: "" if v is None else v for k, v in r.to_dict().items()})
+        d = r.to_dict()
+        d.update({k: efficiency_text(d[k], over, "") for k, over in _OVER.items() if d[k] is not None})
+        w.writerow({k: "" if v is None else v for k, v in d.items()})
     return buf.getvalue()
 
 
@@ -121,34 +146,99 @@ def table_cells(r: Row) -> list[str]:
     return [
         r.backend, str(r.batch), str(r.img_size), status, _f(r.p50_ms, ".2f"), _f(r.p90_ms, ".2f"),
         _f(r.p99_ms, ".2f"), _f(r.throughput_ips, ".1f"), _f(r.speedup_vs_torch, ".2f"),
-        _f(r.efficiency, ".0%"), _f(r.accuracy, ".2%"), _f(r.agreement, ".1%"), _f(r.rss_load_mb, "+.0f"),
-        r.reason or r.note or "",
+        efficiency_text(r.efficiency, OVER_CEILING), efficiency_text(r.efficiency_peak, OVER_PEAK),
+        _f(r.accuracy, ".2%"), _f(r.agreement, ".1%"), _f(r.rss_load_mb, "+.0f"), r.reason or r.note or "",
     ]  # fmt: skip
 
 
 TABLE_HEADER = (
-    "backend", "batch", "size", "status", "p50 ms", "p90 ms", "p99 ms", "img/s", "x torch", "eff.", "accuracy",
-    "agree", "+RSS MB", "note",
+    "backend", "batch", "size", "status", "p50 ms", "p90 ms", "p99 ms", "img/s", "x torch", "eff.", "eff. peak",
+    "accuracy", "agree", "+RSS MB", "note",
 )  # fmt: skip
+# Columns of TABLE_HEADER aligned left (text); the others are numbers, aligned right.
+TABLE_LEFT = frozenset({"backend", "status", "note"})
+
+
+def efficiency_notes(rows: list[Row]) -> list[str]:
+    """The record's notes on rows whose efficiency is over 1 against the ceiling or the estimated peak."""
+    notes = []
+    for attr, over, why in (
+        ("efficiency", OVER_CEILING, "the model's kernels outran the best library GEMM measured in the same rounds, "
+         "so that ceiling underestimates this CPU"),
+        ("efficiency_peak", OVER_PEAK, "the peak estimate is wrong (the clock under load is above the nominal one, "
+         "or the table's MAC/cycle is low; see ceilings' peak) or the runtime does fewer multiplies than the "
+         "model's MACs count (Winograd convolutions)"),
+    ):  # fmt: skip
+        over_1 = [f"{r.backend} batch {r.batch} {r.img_size} px: {v:.2f}" for r in rows if (v := getattr(r, attr))
+                  and math.isfinite(v) and v > 1.0]  # fmt: skip
+        if over_1:
+            notes.append(f"{attr} over 1 ({'; '.join(over_1)}): {why}; the tables print '{over}'")
+    return notes
+
+
+def ceilings_rows(record: dict[str, Any]) -> list[list[str]]:
+    """Per precision: measured ceiling (median, min-max over rounds, spread), library, estimated peak, its basis."""
+    out = []
+    for key, c in record["ceilings"].items():
+        r, pk = c.get("rounds") or {}, c.get("peak") or {}
+        spread = f"{r['min']:.0f}-{r['max']:.0f} ({r['spread']:.0%}, {r['n']} rounds)" if r else ""
+        basis = (f"{pk['isa']}: {pk['mac_per_cycle_per_core']:.4g} MAC/cycle x {pk['cores']} cores x "
+                 f"{pk['mhz']:.0f} MHz nominal") if pk else "no estimate"  # fmt: skip
+        of_peak = efficiency_text(c.get("of_peak"), OVER_PEAK)
+        out.append([key, f"{c['gmacs']:.1f}", spread, c["library"], _f(c.get("peak_gmacs"), ".1f"), of_peak, basis])
+    return out
+
+
+CEILINGS_HEADER = (
+    "ceiling",
+    "GMAC/s",
+    "rounds min-max (spread)",
+    "best library",
+    "peak GMAC/s",
+    "of peak",
+    "peak from",
+)
+
+
+def ceilings_summary(record: dict[str, Any]) -> str:
+    """One line for the terminal: each measured ceiling (median, range over rounds) beside its estimated peak."""
+    parts = []
+    for key, c in record["ceilings"].items():
+        r = c.get("rounds")
+        text = f"{key} {c['gmacs']:.1f} GMAC/s" + (f" (rounds {r['min']:.0f}-{r['max']:.0f})" if r else "")
+        if c.get("peak_gmacs"):
+            of = c["gmacs"] / c["peak_gmacs"]
+            text += f" vs estimated peak {c['peak_gmacs']:.1f} " + (
+                "(exceeded: the estimate is low)" if of > 1 else f"({of:.0%} of it)"
+            )
+        else:
+            text += ", no peak estimate"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def to_markdown(record: dict[str, Any], rows: list[Row]) -> str:
-    """results.md: machine, ceilings, the table, the recommendation and the notes."""
+    """results.md: machine, ceilings beside the estimated peak, the table, the recommendation and the notes."""
     fp = record["fingerprint"]
-    ceil = record["ceilings"]
     lines = [
         f"# omsf2 bench: {record['source']}",
         "",
         f"Command: `{record['command']}`  ",
         f"Machine: {fp['cpu']}, {fp['cores']} cores, ISA {', '.join(fp['isa']) or 'unknown'}, "
-        f"{fp['threads']} threads{', GPU ' + fp['gpu']['name'] if fp.get('gpu') else ''}; {record['date']}.  ",
-        "Ceilings (measured in the same rounds): "
-        + ", ".join(f"{k} {v['gmacs']:.1f} GMAC/s ({v['library']})" for k, v in ceil.items()),
+        f"{fp['threads']} threads{', GPU ' + fp['gpu']['name'] if fp.get('gpu') else ''}; {record['date']}.",
+        "",
+        "Ceilings (the best library's GEMM, measured in the same rounds) beside the silicon's estimated peak; "
+        "eff. = multiply-adds / (p50 x best ceiling), eff. peak = against the estimated peak of the row's precision:",
+        "",
+        "| " + " | ".join(CEILINGS_HEADER) + " |",
+        "|---|---:|---:|---|---:|---:|---|",
+        *["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in ceilings_rows(record)],
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + "|".join("---" if i in (0, 3, 13) else "---:" for i in range(len(TABLE_HEADER))) + "|",
+        "|" + "|".join("---" if h in TABLE_LEFT else "---:" for h in TABLE_HEADER) + "|",
     ]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in table_cells(r)) + " |" for r in rows]
+    lines += core_lines(rows)
     lines += ["", "Recommendation:", ""]
     lines += [
         f"- batch {rec['batch']}, {rec['img_size']} px: **{rec['backend']}** ({rec['p50_ms']:.2f} ms p50"
@@ -158,6 +248,32 @@ def to_markdown(record: dict[str, Any], rows: list[Row]) -> str:
     ] or ["- none: no backend ran with accuracy evidence"]
     lines += ["", *[f"- {n}" for n in record["notes"]], ""]
     return "\n".join(lines)
+
+
+#: ``--check-core``: a row and an independently opened Predictor.run_batch may differ by this share at p50.
+CORE_TOLERANCE = 0.05
+
+
+def core_lines(rows: list[Row]) -> list[str]:
+    """results.md's ``--check-core`` table: each runtime row beside Predictor.run_batch timed in the same rounds."""
+    checked = [r for r in rows if r.core_ratio is not None]
+    if not checked:
+        return []
+    lines = [
+        "",
+        "The bench's row beside `Predictor.from_bundle(...).run_batch` opened on its own and timed in the same "
+        f"rounds (--check-core; they agree when p50 differs by at most {CORE_TOLERANCE:.0%}):",
+        "",
+        "| backend | batch | size | row p50 ms | run_batch p50 ms | ratio | agree |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in checked:
+        ok = abs((r.core_ratio or 0.0) - 1.0) <= CORE_TOLERANCE
+        lines.append(
+            f"| {r.backend} | {r.batch} | {r.img_size} | {_f(r.p50_ms, '.2f')} | {_f(r.core_p50_ms, '.2f')} "
+            f"| {_f(r.core_ratio, '.3f')} | {'yes' if ok else 'NO'} |"
+        )
+    return lines
 
 
 def write_results(folder: Path, record: dict[str, Any], rows: list[Row]) -> list[Path]:

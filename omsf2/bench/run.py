@@ -3,9 +3,10 @@
 :func:`run_bench` resolves SOURCE, the sizes, the backends and the eval data first, so that bad
 input is a one-line error before anything is exported or timed. Results are written in a staging
 folder inside OUT and moved in only when the whole run succeeded: OUT never holds half a result.
-Measurement is grouped by (image size, batch): in each group every runnable backend and the two
-GEMM ceilings share the same interleaved rounds, so speed-ups and efficiencies are ratios of
-figures taken under the same load.
+Measurement is grouped by (image size, batch): in each group every runnable backend, the GEMM
+ceilings of every installed library (FP32 and INT8) and, with ``--check-core``, each runtime backend
+opened again as a user opens it share the same interleaved rounds, so speed-ups, efficiencies and
+the core check are ratios of figures taken under the same load.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import logging
 import math
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -66,7 +66,7 @@ class BenchSpec:
     calib_data: str | None = None
     max_drop: float | None = None
     plot: bool = True
-    gemm_n: int = 2048
+    check_core: bool = False
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -83,8 +83,6 @@ class BenchSpec:
             raise ValueError(f"--max-drop must be a number >= 0, got {self.max_drop}")
         if self.calib_data and not self.eval_data:
             raise ValueError("--calib-data (INT8 export of a checkpoint) needs --eval-data for the accuracy gate")
-        if self.gemm_n < 64:
-            raise ValueError(f"gemm_n must be >= 64, got {self.gemm_n}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,19 +238,15 @@ def _record(
     notes: list[str],
     wall_s: float,
 ) -> dict[str, Any]:
-    from omsf2.bench.machine import fingerprint
-    from omsf2.bench.report import SCHEMA_VERSION
+    from omsf2.bench.machine import fingerprint, summarize_ceilings
+    from omsf2.bench.peak import estimate_peak
+    from omsf2.bench.report import SCHEMA_VERSION, efficiency_notes
 
     fp = fingerprint(plan.threads)
     max_drop = _max_drop(spec, plan.source)
-    ceil: dict[str, dict[str, Any]] = {}
-    for call, rates in sorted(ceilings.items()):
-        key = "gemm-int8" if call.startswith("gemm-int8") else "gemm-fp32"
-        gmacs = statistics.median(rates) / 1e9
-        entry = ceil.setdefault(key, {"gmacs": 0.0, "library": "", "libraries": {}, "groups": len(rates)})
-        entry["libraries"][libraries.get(call, call)] = gmacs
-        if gmacs > entry["gmacs"]:
-            entry.update(gmacs=gmacs, library=libraries.get(call, call))
+    # Per precision: the best library over the rounds, its spread, the estimated peak beside it.
+    ceil, ceil_notes = summarize_ceilings(ceilings, libraries, estimate_peak(plan.threads))
+    notes = [*notes, *ceil_notes, *efficiency_notes(rows)]
     extra = []
     if any(r.noisy for r in rows):
         extra.append(

@@ -48,6 +48,14 @@ def bench_cmd(
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for results.json/csv/md, plots and exports.")] = Path("runs/bench"),
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw latency / batch PNGs (matplotlib).")] = True,
+    check_core: Annotated[
+        bool,
+        typer.Option(
+            "--check-core",
+            help="Also time each runtime backend as Predictor.from_bundle(...).run_batch, opened on its own, in the "
+            "same rounds: the record shows whether the bench times what ships (within 5 %).",
+        ),
+    ] = False,
     kernels: Annotated[
         bool, typer.Option("--kernels", help="Run the fused-kernel micro-benchmark instead (no SOURCE).")
     ] = False,
@@ -79,6 +87,7 @@ def bench_cmd(
         calib_data=None if calib_data is None else str(calib_data),
         max_drop=max_drop,
         plot=plot,
+        check_core=check_core,
         command=shlex.join(["omsf2", *sys.argv[1:]]),
     )
     res = run_bench(spec, lambda s: console.print(f"[bold]>[/] {escape(s)}", highlight=False))
@@ -88,22 +97,23 @@ def bench_cmd(
 
 def print_results(record: dict[str, Any], rows: list[Any]) -> None:
     """The bench table, the machine line, the recommendation and the notes."""
-    from omsf2.bench.report import TABLE_HEADER, table_cells
+    from omsf2.bench.report import TABLE_HEADER, TABLE_LEFT, ceilings_summary, core_lines, table_cells
 
     fp = record["fingerprint"]
     table = Table(show_header=True, title=f"omsf2 bench: {record['source']}")
-    for i, col in enumerate(TABLE_HEADER):
-        table.add_column(col, justify="left" if i in (0, 3, 13) else "right", overflow="fold")
+    for col in TABLE_HEADER:
+        table.add_column(col, justify="left" if col in TABLE_LEFT else "right", overflow="fold")
     for r in rows:
         table.add_row(*(escape(c) for c in table_cells(r)))
     # Fourteen columns: a narrow (or piped, 80-column) terminal gets 150 columns rather than folded cells.
     Console(width=max(console.width, 150)).print(table)
-    ceil = ", ".join(f"{k} {v['gmacs']:.1f} GMAC/s" for k, v in record["ceilings"].items())
     console.print(
         f"{fp['cpu']}, {fp['cores']} cores, {fp['threads']} threads, ISA {', '.join(fp['isa']) or 'unknown'}; "
-        f"ceilings: {ceil}; eff. = multiply-adds / (p50 x best ceiling)",
+        f"ceilings: {ceilings_summary(record)}; eff. = multiply-adds / (p50 x best ceiling)",
         highlight=False,
     )
+    for line in core_lines(rows):
+        console.print(escape(line), highlight=False)
     for rec in record["recommendation"]:
         console.print(
             f"recommended at batch {rec['batch']}, {rec['img_size']} px: [bold]{rec['backend']}[/] "

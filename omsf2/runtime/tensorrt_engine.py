@@ -131,8 +131,15 @@ def make_logger(trt: Any) -> Any:
 
 
 def np_dtype(trt: Any, dtype: Any) -> np.dtype:
-    """The numpy dtype of a ``trt.DataType``."""
-    return np.dtype(trt.nptype(dtype))
+    """The numpy dtype of a ``trt.DataType``.
+
+    Raises:
+        TensorRTError: a type numpy has no equivalent for (``trt.nptype`` maps no bf16, fp8, int4 or fp4).
+    """
+    try:
+        return np.dtype(trt.nptype(dtype))
+    except TypeError as e:
+        raise TensorRTError(f"engine tensor type {dtype} has no numpy equivalent (export with float32 I/O)") from e
 
 
 # --------------------------------------------------------------------------- load and run

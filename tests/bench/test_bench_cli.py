@@ -103,6 +103,26 @@ def test_bench_writes_schema_and_table(bench_export, bench_phantoms, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".omsf2-bench-")]
 
 
+def test_check_core_times_an_independent_predictor_beside_each_runtime_row(bench_export, tmp_path):
+    """--check-core: each runtime row (here onnxruntime, its S8S8 file, OpenVINO INT8) gets the p50 of
+    Predictor.from_bundle(...).run_batch opened on its own in the same rounds; torch, the baseline, none."""
+    pytest.importorskip("openvino")
+    out = tmp_path / "res"
+    args = [str(bench_export), "--backends", "torch,ort,ort-int8-trt,openvino-int8", "--no-plot", "--check-core"]
+    res = runner.invoke(app, ["bench", *args, "--out", str(out), *FAST])
+    assert res.exit_code == 0, res.output
+    rows = {r["backend"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["torch"]["core_ratio"] is None
+    for name in ("ort", "ort-int8-trt", "openvino-int8"):
+        r = rows[name]
+        assert r["core_p50_ms"] > 0 and r["core_ratio"] == pytest.approx(r["core_p50_ms"] / r["p50_ms"])
+    assert rows["ort-int8-trt"]["artifact"] == "model.int8.onnx"  # the TensorRT contract, through ort-int8
+    assert "ort-int8-trt @ Predictor.run_batch" not in {r["backend"] for r in rows.values()}
+    md = (out / "results.md").read_text()
+    assert "Predictor.from_bundle(...).run_batch" in md and "| openvino-int8 | 1 | 64 |" in md
+    assert "run_batch p50 ms" in res.output
+
+
 def test_default_backends_list_skipped_ones_with_reasons(bench_export, tmp_path, monkeypatch):
     from omsf2.bench import runners
 
