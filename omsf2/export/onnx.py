@@ -43,6 +43,7 @@ DEFAULT_OPSET = 19
 OPSETS = range(19, 24)  # what the dynamo exporter writes and the TensorRT 10.x/11.x parsers read
 MAX_BATCH = 4096
 META_CLASSES = "omsf2.classes"
+META_TASK = "omsf2.task"
 META_PREPROCESS = "omsf2.preprocess"
 META_CHECKPOINT = "omsf2.checkpoint_sha256"
 META_VERSION = "omsf2.version"
@@ -125,7 +126,8 @@ def _simplify(proto: Any) -> Any:
 def export_onnx(spec: OnnxExportSpec) -> OnnxExportResult:
     """Export a checkpoint to ONNX, simplify, check, add metadata and verify parity with PyTorch.
 
-    Metadata props: ``omsf2.classes`` (JSON list), ``omsf2.preprocess`` (JSON
+    Metadata props: ``omsf2.classes`` (JSON list), ``omsf2.task`` (``multiclass`` or ``multilabel``:
+    the activation the runtime applies), ``omsf2.preprocess`` (JSON
     ``PreprocessSpec.to_dict()``: ``size`` [H, W], ``mean`` and ``std`` applied as
     ``(x - mean) / std`` to the [0, 1] image after the ``resize`` (letterbox with ``pad_value`` or
     stretch) to ``size``, and ``channels``), ``omsf2.checkpoint_sha256`` and ``omsf2.version``.
@@ -144,7 +146,7 @@ def export_onnx(spec: OnnxExportSpec) -> OnnxExportResult:
 
     t0 = time.perf_counter()
     ckpt = load_checkpoint(spec.checkpoint)
-    _, classes, _, pre = checkpoint_info(ckpt)
+    _, classes, task, pre = checkpoint_info(ckpt)
     model = model_from_checkpoint(ckpt).to("cpu").eval()
     h, w = pre.size
     example = torch.zeros(2, pre.channels, h, w)
@@ -173,7 +175,7 @@ def export_onnx(spec: OnnxExportSpec) -> OnnxExportResult:
             "--plugins: the exported graph holds no omsf2 custom ops; the model no longer calls "
             "omsf2.kernels.multiscale_pool/scale_fuse (export/custom_ops.py needs its hook updated)"
         )
-    _stamp_and_check(proto, classes, pre.to_dict(), sha256_file(spec.checkpoint))
+    _stamp_and_check(proto, classes, task.value, pre.to_dict(), sha256_file(spec.checkpoint))
     t3 = time.perf_counter()
 
     images = spec.parity_inputs
@@ -202,12 +204,15 @@ def export_onnx(spec: OnnxExportSpec) -> OnnxExportResult:
     )
 
 
-def _stamp_and_check(proto: Any, classes: list[str], preprocess: dict[str, Any], checkpoint_sha: str) -> None:
+def _stamp_and_check(
+    proto: Any, classes: list[str], task: str, preprocess: dict[str, Any], checkpoint_sha: str
+) -> None:
     """Write the omsf2 metadata props, then check the I/O names and run ``onnx.checker`` (full)."""
     import onnx
 
     meta = {
         META_CLASSES: json.dumps(classes),
+        META_TASK: task,
         META_PREPROCESS: json.dumps(preprocess),
         META_CHECKPOINT: checkpoint_sha,
         META_VERSION: __version__,

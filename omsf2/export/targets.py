@@ -475,13 +475,15 @@ def _execute(spec: ExportSpec, targets: list[Target], stage_dir: Path, on_stage:
     t0 = time.perf_counter()
     ckpt = load_checkpoint(spec.checkpoint)
     _check_finite_weights(ckpt, spec.checkpoint)
-    _, classes, _, pre = checkpoint_info(ckpt)
+    _, classes, task, pre = checkpoint_info(ckpt)
     del ckpt
     calib, evaluation = _load_images(spec, pre, classes)
     report: dict[str, Any] = {
         "omsf2_version": __version__,
         "checkpoint": {"path": str(spec.checkpoint), "sha256": sha256_file(spec.checkpoint)},
         "classes": classes,
+        # The activation the runtime applies (softmax or a sigmoid per finding): a bundle copies it.
+        "task": task.value,
         "preprocess": pre.to_dict(),
         "opset": spec.opset,
         "plugins": spec.plugins,

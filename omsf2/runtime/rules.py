@@ -158,6 +158,13 @@ def _refuse_constant(name: str) -> Any:
     raise ManifestJSONError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e400: valid JSON that no float holds; C++ refuses it too
+        raise ManifestJSONError(f"number {text} is out of range")
+    return value
+
+
 def _depth(text: str) -> int:
     """Deepest nesting of objects and arrays (brackets inside strings do not count)."""
     depth = deepest = 0
@@ -183,9 +190,9 @@ def _depth(text: str) -> int:
 def loads_json(data: bytes | str) -> Any:
     """Parse a manifest by the strict rule both sides share.
 
-    Duplicate keys, nesting deeper than :data:`JSON_MAX_DEPTH`, ``NaN``/``Infinity`` and invalid
-    UTF-8 are refused: two readers that resolve a duplicate key differently could see two different
-    manifests in one file.
+    Duplicate keys, nesting deeper than :data:`JSON_MAX_DEPTH`, ``NaN``/``Infinity``, numbers out of
+    a double's range (``1e400``) and invalid UTF-8 are refused: two readers that resolve a duplicate
+    key differently could see two different manifests in one file.
 
     Raises:
         ManifestJSONError: the document breaks the rule or is not JSON (one line).
@@ -197,7 +204,9 @@ def loads_json(data: bytes | str) -> Any:
     if _depth(text) > JSON_MAX_DEPTH:
         raise ManifestJSONError(f"nested deeper than {JSON_MAX_DEPTH} levels")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
+        return json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
     except json.JSONDecodeError as e:
         raise ManifestJSONError(f"{e.msg} at line {e.lineno} column {e.colno}") from None
 
@@ -214,7 +223,8 @@ def activate(task: str, logits: np.ndarray) -> np.ndarray:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(ACTIVATION)}")
     x = np.asarray(logits, dtype=np.float64)
     if ACTIVATION[task] == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
+        with np.errstate(over="ignore"):  # exp(1000) = inf gives exactly 0, as in C++
+            return 1.0 / (1.0 + np.exp(-x))
     x = x - x.max(axis=1, keepdims=True)
     e = np.exp(x)
     return e / e.sum(axis=1, keepdims=True)

@@ -23,6 +23,7 @@ def test_onnx_artifact_checker_metadata_and_dynamic_batch(int8_export, tiny_ckpt
     assert [o.name for o in model.graph.output] == ["logits", "heatmap"]
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["omsf2.classes"]) == ["normal", "stage_I", "stage_II", "stage_III"]
+    assert meta["omsf2.task"] == "multiclass" and int8_export.report["task"] == "multiclass"
     pre = json.loads(meta["omsf2.preprocess"])
     assert pre["size"] == [64, 64] and pre["mean"] == [0.5] and pre["std"] == [0.25]
     assert len(meta["omsf2.checkpoint_sha256"]) == 64 and meta["omsf2.version"]

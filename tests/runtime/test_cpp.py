@@ -1,5 +1,7 @@
 """The C/C++ runtime: compiled here with the system g++, its preprocessing held to omsf2.data.io +
-omsf2.data.preprocess within 1e-5 on generated buffers, its C ABI and bundle checks exercised."""
+omsf2.data.preprocess within 1e-5 on generated buffers, its C ABI (v2: buffer length, row stride,
+signed samples) and bundle checks exercised. The shared rules are held to Python in
+test_rules_parity.py; OpenVINO inference and the scanner host in test_scanner_host.py."""
 
 from __future__ import annotations
 
@@ -17,7 +19,16 @@ from omsf2.data.io import read_image
 from omsf2.data.preprocess import preprocess, unletterbox
 
 CPP = Path(__file__).resolve().parents[2] / "omsf2" / "runtime" / "cpp"
-SOURCES = ["preprocess.cpp", "bundle.cpp", "capi.cpp", "no_engine.cpp"]
+SOURCES = [
+    "preprocess.cpp",
+    "json.cpp",
+    "rules.cpp",
+    "bundle.cpp",
+    "engine_manifest.cpp",
+    "engine.cpp",
+    "capi.cpp",
+    "no_engine.cpp",
+]
 CXX = shutil.which("g++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) on this machine")
 
@@ -25,10 +36,13 @@ pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) on th
 class Image(ctypes.Structure):
     _fields_ = [
         ("pixels", ctypes.c_void_p),
+        ("pixels_len", ctypes.c_size_t),
+        ("row_stride", ctypes.c_size_t),
         ("width", ctypes.c_int32),
         ("height", ctypes.c_int32),
         ("bits_allocated", ctypes.c_int32),
         ("bits_stored", ctypes.c_int32),
+        ("pixel_signed", ctypes.c_int32),
         ("photometric", ctypes.c_int),
         ("rescale_slope", ctypes.c_double),
         ("rescale_intercept", ctypes.c_double),
@@ -98,13 +112,18 @@ VOI = {"LINEAR": 0, "LINEAR_EXACT": 1, "SIGMOID": 2}
 
 
 def _image(arr: np.ndarray, bits: int, mono1: bool, slope=1.0, intercept=0.0, window=None) -> Image:
+    """An omsf2_image over ``arr`` (a 2-D view, strided or not), its length and stride from numpy."""
     c, w, fn = (*window, "LINEAR")[:3] if window else (0.0, 0.0, "LINEAR")
+    nbytes = (arr.shape[0] - 1) * arr.strides[0] + arr.shape[1] * arr.itemsize if arr.size else 0
     return Image(
         arr.ctypes.data,
+        nbytes,
+        arr.strides[0],
         arr.shape[1],
         arr.shape[0],
         arr.dtype.itemsize * 8,
         bits,
+        int(arr.dtype.kind == "i"),
         1 if mono1 else 2,
         slope,
         intercept,
@@ -223,6 +242,39 @@ def test_bad_arguments_are_codes_and_messages(lib) -> None:
     assert lib.omsf2_to_unit_range(None, None, 0) == 1
 
 
+def test_signed_and_strided_buffers_read_like_python(lib, tmp_path: Path) -> None:
+    """Pixel Representation 1 (two's complement in BitsStored bits) and a row stride wider than the row."""
+    signed = (_buffer(45, 38, 12, 9).astype(np.int32) - 2048).astype(np.int16)
+    ref = _python_reference(tmp_path, signed, 12, False, (1.0, 0.0), (0.0, 3000.0))
+    padded = np.zeros((45, 38 + 5), np.int16)
+    padded[:, 2:40] = signed
+    for view in (signed, padded[:, 2:40]):
+        unit = np.empty((45, 38), np.float32)
+        im = _image(view, 12, False, window=(0.0, 3000.0))
+        assert lib.omsf2_to_unit_range(ctypes.byref(im), unit.ctypes.data_as(ctypes.c_void_p), unit.size) == 0, (
+            lib.omsf2_last_error()
+        )
+        np.testing.assert_allclose(unit, ref, atol=1e-6, rtol=0)
+
+
+def test_every_read_is_bounds_checked(lib) -> None:
+    arr = _buffer(20, 16, 12, 1)
+    out = np.empty(arr.size, np.float32)
+    ptr = out.ctypes.data_as(ctypes.c_void_p)
+    short = _image(arr, 12, False)
+    short.pixels_len -= 1
+    assert lib.omsf2_to_unit_range(ctypes.byref(short), ptr, out.size) == 1
+    assert lib.omsf2_last_error() == b"pixel buffer holds 639 bytes; 16x20 at 16 bits needs 640"
+    narrow = _image(arr, 12, False)
+    narrow.row_stride = 30
+    assert lib.omsf2_to_unit_range(ctypes.byref(narrow), ptr, out.size) == 1
+    assert b"shorter than a row (32 bytes)" in lib.omsf2_last_error()
+    wide = _image(arr, 12, False)
+    wide.row_stride = 1 << 62  # the arithmetic must not wrap round to a small size
+    assert lib.omsf2_to_unit_range(ctypes.byref(wide), ptr, out.size) == 1
+    assert b"pixel buffer holds 640 bytes" in lib.omsf2_last_error()
+
+
 def test_runtime_verifies_the_bundle_and_reads_its_spec(lib, tiny_bundle: Path) -> None:
     rt = ctypes.c_void_p()
     assert lib.omsf2_runtime_create(str(tiny_bundle).encode(), ctypes.byref(rt)) == 0, lib.omsf2_last_error()
@@ -237,8 +289,8 @@ def test_runtime_verifies_the_bundle_and_reads_its_spec(lib, tiny_bundle: Path) 
         im = _image(arr, 12, False)
         res = ctypes.c_void_p()
         st = lib.omsf2_runtime_run(rt, ctypes.byref(im), ctypes.byref(res))
-        if lib.omsf2_has_tensorrt() == 0:
-            assert st == 4 and b"built without TensorRT" in lib.omsf2_last_error() and not res.value
+        assert lib.omsf2_has_openvino() == 0 and lib.omsf2_has_tensorrt() == 0  # built here without either
+        assert st == 4 and b"built without an inference backend" in lib.omsf2_last_error() and not res.value
     finally:
         lib.omsf2_runtime_destroy(rt)
 
@@ -292,12 +344,12 @@ def test_header_is_c(tmp_path: Path) -> None:
 EXAMPLE = CPP.parents[2] / "examples" / "scanner"
 
 
-def _cmake_build(build: Path) -> Path:
+def _cmake_build(build: Path, *options: str) -> Path:
     cmake = shutil.which("cmake")
     if cmake is None:
         pytest.skip("cmake is not installed")
     for cmd in (
-        [cmake, "-S", str(EXAMPLE), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"],
+        [cmake, "-S", str(EXAMPLE), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DOMSF2_WERROR=ON", *options],
         [cmake, "--build", str(build), "-j", "2"],
     ):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -307,7 +359,8 @@ def _cmake_build(build: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def scanner_host(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _cmake_build(tmp_path_factory.mktemp("scanner"))
+    """The host without an inference backend, whatever is installed (OpenVINO's is test_scanner_host.py's)."""
+    return _cmake_build(tmp_path_factory.mktemp("scanner"), "-DCMAKE_DISABLE_FIND_PACKAGE_OpenVINO=ON")
 
 
 def test_example_host_verifies_preprocesses_and_reports_missing_inference(scanner_host, tiny_bundle, tmp_path) -> None:
@@ -340,8 +393,8 @@ def test_example_host_verifies_preprocesses_and_reports_missing_inference(scanne
     )
     got = np.fromfile(dump, np.float32).reshape(ref.shape)
     assert np.abs(got - ref).max() <= 1e-5
-    if "inference unavailable" in proc.stderr:  # built without TensorRT
-        assert proc.returncode == 3 and "built without TensorRT" in proc.stderr
+    assert proc.returncode == 3 and "inference unavailable" in proc.stderr  # built without OpenVINO or TensorRT
+    assert "built without an inference backend" in proc.stderr
     (tiny_bundle / "README.md").write_text("tampered")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: bundle") and "file changed" in proc.stderr

@@ -1,146 +1,23 @@
-// Bundle verification in C++: manifest.json parsing, SHA-256 of every file, the same refusals as
-// omsf2.runtime.bundle.load_bundle (newer format, escaping paths, changed/added/removed files).
-// Self-contained (a small JSON reader and FIPS 180-4 SHA-256) so a scanner links no extra library.
+// Bundle verification in C++: manifest.json read by the strict JSON rule, SHA-256 of every file, the
+// same refusals as omsf2.runtime.bundle.load_bundle (newer format, escaping paths, changed, added or
+// removed files, an unknown task, an invalid preprocessing spec).
+// Self-contained (FIPS 180-4 SHA-256 here, the JSON reader in json.cpp) so a scanner links no extra library.
 #include "omsf2_bundle.hpp"
 
+#include <algorithm>
 #include <array>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
-#include <stdexcept>
+
+#include "omsf2_rules.hpp"
 
 namespace fs = std::filesystem;
 
 namespace omsf2 {
-
-// ------------------------------------------------------------------------------------- JSON
-
-namespace {
-
-struct Parser {
-  const std::string& s;
-  size_t i = 0;
-
-  [[noreturn]] void fail(const char* what) const {
-    throw BundleError(std::string("manifest.json is not valid JSON: ") + what + " at byte " + std::to_string(i));
-  }
-  void ws() {
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t')) ++i;
-  }
-  bool eat(char c) {
-    ws();
-    if (i < s.size() && s[i] == c) {
-      ++i;
-      return true;
-    }
-    return false;
-  }
-  void expect(char c) {
-    if (!eat(c)) fail("unexpected character");
-  }
-  std::string string() {
-    expect('"');
-    std::string out;
-    while (i < s.size() && s[i] != '"') {
-      char c = s[i++];
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (i >= s.size()) fail("unterminated escape");
-      char e = s[i++];
-      switch (e) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'u': {
-          if (i + 4 > s.size()) fail("short \\u escape");
-          unsigned cp = std::stoul(s.substr(i, 4), nullptr, 16);
-          i += 4;
-          if (cp < 0x80) {
-            out += static_cast<char>(cp);
-          } else if (cp < 0x800) {
-            out += static_cast<char>(0xC0 | (cp >> 6));
-            out += static_cast<char>(0x80 | (cp & 0x3F));
-          } else {  // surrogate pairs are kept as two 3-byte sequences: names in omsf2 manifests are ASCII
-            out += static_cast<char>(0xE0 | (cp >> 12));
-            out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-            out += static_cast<char>(0x80 | (cp & 0x3F));
-          }
-          break;
-        }
-        default: out += e;
-      }
-    }
-    if (i >= s.size()) fail("unterminated string");
-    ++i;
-    return out;
-  }
-  Json value() {
-    ws();
-    if (i >= s.size()) fail("unexpected end");
-    Json j;
-    char c = s[i];
-    if (c == '{') {
-      ++i;
-      j.kind = Json::Object;
-      if (eat('}')) return j;
-      do {
-        ws();
-        std::string k = string();
-        expect(':');
-        j.object.emplace_back(std::move(k), value());
-      } while (eat(','));
-      expect('}');
-    } else if (c == '[') {
-      ++i;
-      j.kind = Json::Array;
-      if (eat(']')) return j;
-      do j.array.push_back(value());
-      while (eat(','));
-      expect(']');
-    } else if (c == '"') {
-      j.kind = Json::String;
-      j.str = string();
-    } else if (s.compare(i, 4, "true") == 0 || s.compare(i, 5, "false") == 0) {
-      j.kind = Json::Bool;
-      j.boolean = s[i] == 't';
-      i += j.boolean ? 4 : 5;
-    } else if (s.compare(i, 4, "null") == 0) {
-      i += 4;
-    } else {
-      size_t used = 0;
-      try {
-        j.number = std::stod(s.substr(i, 64), &used);
-      } catch (const std::exception&) {
-        fail("bad number");
-      }
-      j.kind = Json::Number;
-      i += used;
-    }
-    return j;
-  }
-};
-
-}  // namespace
-
-const Json* Json::get(const std::string& key) const {
-  for (const auto& [k, v] : object)
-    if (k == key) return &v;
-  return nullptr;
-}
-
-Json parse_json(const std::string& text) {
-  Parser p{text};
-  Json j = p.value();
-  p.ws();
-  if (p.i != text.size()) p.fail("trailing characters");
-  return j;
-}
 
 // ------------------------------------------------------------------------------------- SHA-256
 
@@ -199,44 +76,51 @@ struct Sha256 {
     unsigned char len[8];
     for (int k = 0; k < 8; ++k) len[k] = static_cast<unsigned char>(total >> (56 - 8 * k));
     update(len, 8);
-    std::ostringstream o;
     static const char* digits = "0123456789abcdef";
+    std::string out;
     for (uint32_t v : h)
-      for (int k = 28; k >= 0; k -= 4) o << digits[(v >> k) & 0xF];
-    return o.str();
+      for (int k = 28; k >= 0; k -= 4) out += digits[(v >> k) & 0xF];
+    return out;
   }
 };
 
-}  // namespace
-
-std::string sha256_bytes(const std::string& data) {
-  Sha256 s;
-  s.update(reinterpret_cast<const unsigned char*>(data.data()), data.size());
-  return s.hex();
-}
-
-std::string sha256_file(const std::string& path) {
+std::string sha256_stream(const fs::path& path) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw BundleError("cannot read '" + path + "'");
+  if (!f) throw BundleError("cannot read '" + path.string() + "'");
   Sha256 s;
   std::vector<char> chunk(1 << 20);
   while (f) {
     f.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
     s.update(reinterpret_cast<const unsigned char*>(chunk.data()), static_cast<size_t>(f.gcount()));
   }
+  if (f.bad()) throw BundleError("cannot read '" + path.string() + "'");
   return s.hex();
 }
 
-// ------------------------------------------------------------------------------------- bundle
+}  // namespace
+
+std::string sha256_bytes(std::string_view data) {
+  Sha256 s;
+  s.update(reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  return s.hex();
+}
+
+// ------------------------------------------------------------------------------------- files
 
 namespace {
 
-std::string read_text(const fs::path& p) {
+std::string slurp(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
-  if (!f) throw BundleError("bundle '" + p.parent_path().string() + "' has no manifest.json");
-  std::ostringstream o;
-  o << f.rdbuf();
-  return o.str();
+  if (!f) throw BundleError("cannot read '" + p.string() + "'");
+  std::string data;
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  if (size < 0) throw BundleError("cannot read '" + p.string() + "'");
+  data.resize(static_cast<size_t>(size));
+  f.seekg(0, std::ios::beg);
+  f.read(data.data(), size);
+  if (f.gcount() != size) throw BundleError("cannot read '" + p.string() + "' (it changed while read)");
+  return data;
 }
 
 fs::path safe_path(const fs::path& root, const std::string& name) {
@@ -251,14 +135,137 @@ fs::path safe_path(const fs::path& root, const std::string& name) {
   std::error_code ec;
   fs::path real = fs::weakly_canonical(full, ec), real_root = fs::weakly_canonical(root, ec);
   auto mismatch = std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
-  if (mismatch.first != real_root.end()) throw BundleError(where + "'" + name + "' resolves outside the bundle folder");
+  if (mismatch.first != real_root.end())
+    throw BundleError(where + "'" + name + "' resolves outside the bundle folder (symlink)");
   return full;
 }
 
+// A listed file that must be a plain file (never a symlink) inside the bundle.
+fs::path plain_file(const fs::path& root, const std::string& name) {
+  const fs::path p = safe_path(root, name);
+  const std::string where = "bundle '" + root.string() + "': '" + name + "'";
+  if (fs::is_symlink(p)) throw BundleError(where + " is a symlink; bundles hold plain files");
+  if (!fs::is_regular_file(p)) throw BundleError(where + " is listed in manifest.json but missing (file removed)");
+  return p;
+}
+
+void verify_files(const fs::path& root, const Json& files) {
+  const std::string where = "bundle '" + root.string() + "': ";
+  if (files.kind != Json::Object || files.object.empty()) throw BundleError(where + "manifest.json lists no files");
+  std::set<std::string> listed;
+  for (const auto& [name, digest] : files.object) {
+    const fs::path p = plain_file(root, name);
+    if (digest.kind != Json::String || sha256_stream(p) != digest.str)
+      throw BundleError(where + "'" + name + "' does not match its sha256 in manifest.json (file changed)");
+    listed.insert(fs::path(name).lexically_normal().generic_string());
+  }
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
+    if (it->is_directory() && !it->is_symlink()) continue;
+    const std::string rel = fs::relative(it->path(), root).generic_string();
+    if (rel != "manifest.json" && !listed.count(rel))
+      throw BundleError(where + "'" + rel + "' is not listed in manifest.json (file added)");
+  }
+}
+
+// ------------------------------------------------------------------------------------- manifest fields
+
 const Json& need(const Json& j, const char* key, Json::Kind kind) {
   const Json* v = j.get(key);
-  if (!v || v->kind != kind) throw BundleError(std::string("manifest.json has no valid '") + key + "'");
+  if (!v || v->kind != kind) throw std::invalid_argument(std::string("no valid '") + key + "'");
   return *v;
+}
+
+// One or `channels` finite numbers, spread over three channels as the runtime uses them.
+void per_channel(const Json* values, int channels, const char* key, float out[3]) {
+  if (!values) return;  // keep the default
+  if (values->kind != Json::Array || (values->array.size() != 1 && values->array.size() != size_t(channels)))
+    throw std::invalid_argument(std::string(key) + " needs 1 or " + std::to_string(channels) + " values");
+  for (int c = 0; c < 3; ++c) {
+    const Json& v = values->array[std::min<size_t>(c, values->array.size() - 1)];
+    if (v.kind != Json::Number || !std::isfinite(v.number))
+      throw std::invalid_argument(std::string(key) + " must be finite");
+    out[c] = static_cast<float>(v.number);
+  }
+}
+
+// omsf2.config.PreprocessSpec.from_dict: Python's defaults for absent keys, unknown keys refused.
+Spec read_spec(const Json& pre) {
+  if (pre.kind != Json::Object) throw std::invalid_argument("preprocess is not an object");
+  static const std::set<std::string> known = {"size", "resize", "mean", "std", "channels", "pad_value"};
+  for (const auto& kv : pre.object)
+    if (!known.count(kv.first)) throw std::invalid_argument("preprocess spec has unknown key '" + kv.first + "'");
+  Spec s;
+  s.height = s.width = 224, s.channels = 1, s.letterbox = true, s.pad_value = 0.0f;
+  if (const Json* size = pre.get("size")) {
+    if (size->kind != Json::Array || size->array.size() != 2) throw std::invalid_argument("size must be [H, W]");
+    for (const Json& v : size->array)
+      if (v.kind != Json::Number || v.number != std::floor(v.number) || v.number < 16 || v.number > 65536)
+        throw std::invalid_argument("size must be two integers >= 16");
+    s.height = static_cast<int>(size->array[0].number), s.width = static_cast<int>(size->array[1].number);
+  }
+  if (const Json* ch = pre.get("channels")) {
+    if (ch->kind != Json::Number || (ch->number != 1 && ch->number != 3))
+      throw std::invalid_argument("channels must be 1 or 3");
+    s.channels = static_cast<int>(ch->number);
+  }
+  if (const Json* r = pre.get("resize")) {
+    if (r->kind != Json::String || (r->str != "letterbox" && r->str != "stretch"))
+      throw std::invalid_argument("resize must be letterbox or stretch");
+    s.letterbox = r->str == "letterbox";
+  }
+  const float mean_default[3] = {0.5f, 0.5f, 0.5f}, std_default[3] = {0.25f, 0.25f, 0.25f};
+  std::copy(mean_default, mean_default + 3, s.mean), std::copy(std_default, std_default + 3, s.std);
+  per_channel(pre.get("mean"), s.channels, "mean", s.mean);
+  per_channel(pre.get("std"), s.channels, "std", s.std);
+  for (float v : s.std)
+    if (!(v > 0.0f)) throw std::invalid_argument("std must be positive");
+  if (const Json* pad = pre.get("pad_value")) {
+    if (pad->kind != Json::Number || !(pad->number >= 0.0 && pad->number <= 1.0))
+      throw std::invalid_argument("pad_value must lie in [0, 1]");
+    s.pad_value = static_cast<float>(pad->number);
+  }
+  return s;
+}
+
+void read_model_fields(const std::string& dir, const Json& m, BundleInfo& info) {
+  try {
+    for (const Json& c : need(m, "classes", Json::Array).array) {
+      if (c.kind != Json::String) throw std::invalid_argument("classes must be strings");
+      info.classes.push_back(c.str);
+    }
+    const Json* pre = m.get("preprocess");
+    if (!pre) throw std::invalid_argument("no 'preprocess'");
+    info.spec = read_spec(*pre);
+  } catch (const std::invalid_argument& e) {
+    throw BundleError("bundle '" + dir + "' has no valid classes/preprocess (" + e.what() + ")");
+  }
+  if (info.classes.empty()) throw BundleError("bundle '" + dir + "' lists no classes");
+  if (const Json* task = m.get("task")) info.task = task->kind == Json::String ? task->str : "?";
+  if (!rules::activation_of(info.task))
+    throw BundleError("bundle '" + dir + "': unknown task '" + info.task + "' (" + rules::task_names() + ")");
+}
+
+Json read_manifest(const fs::path& root) {
+  const fs::path path = root / "manifest.json";
+  if (!fs::is_regular_file(path))
+    throw BundleError("'" + root.string() + "' is not an omsf2 bundle: it has no manifest.json");
+  Json m;
+  try {
+    m = parse_json(slurp(path));
+  } catch (const JsonError& e) {
+    throw BundleError("'" + path.string() + "' is not valid JSON (" + e.what() + ")");
+  }
+  if (m.kind != Json::Object) throw BundleError("'" + path.string() + "' is not a JSON object");
+  const Json* format = m.get("format");
+  if (!format || format->kind != Json::String || format->str != rules::kBundleFormat)
+    throw BundleError("'" + path.string() + "' is not an omsf2 bundle manifest");
+  const Json* version = m.get("format_version");
+  if (!version || version->kind != Json::Number || !version->integer || version->number < 1)
+    throw BundleError("'" + path.string() + "' has no valid format_version");
+  if (version->number > rules::kBundleFormatVersion)
+    throw BundleError("bundle '" + root.string() + "' has format version " + std::to_string(int64_t(version->number)) +
+                      "; this runtime reads up to " + std::to_string(rules::kBundleFormatVersion));
+  return m;
 }
 
 }  // namespace
@@ -266,55 +273,34 @@ const Json& need(const Json& j, const char* key, Json::Kind kind) {
 BundleInfo load_bundle(const std::string& dir) {
   const fs::path root(dir);
   if (!fs::is_directory(root)) throw BundleError("bundle '" + dir + "' is not a folder");
-  const Json m = parse_json(read_text(root / "manifest.json"));
-  if (m.kind != Json::Object || !m.get("format") || m.get("format")->str != "omsf2-bundle")
-    throw BundleError("'" + (root / "manifest.json").string() + "' is not an omsf2 bundle manifest");
-  const int version = static_cast<int>(need(m, "format_version", Json::Number).number);
-  if (version > kBundleFormatVersion)
-    throw BundleError("bundle '" + dir + "' has format version " + std::to_string(version) +
-                      "; this runtime reads up to " + std::to_string(kBundleFormatVersion));
-  const Json& files = need(m, "files", Json::Object);
-  std::set<std::string> listed;
-  for (const auto& [name, digest] : files.object) {
-    fs::path p = safe_path(root, name);
-    if (fs::is_symlink(p)) throw BundleError("bundle '" + dir + "': '" + name + "' is a symlink");
-    if (!fs::is_regular_file(p))
-      throw BundleError("bundle '" + dir + "': '" + name + "' is listed in manifest.json but missing (file removed)");
-    if (sha256_file(p.string()) != digest.str)
-      throw BundleError("bundle '" + dir + "': '" + name + "' does not match its sha256 in manifest.json (file changed)");
-    listed.insert(fs::path(name).lexically_normal().generic_string());
-  }
-  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
-    if (it->is_directory() && !it->is_symlink()) continue;
-    const std::string rel = fs::relative(it->path(), root).generic_string();
-    if (rel != "manifest.json" && !listed.count(rel))
-      throw BundleError("bundle '" + dir + "': '" + rel + "' is not listed in manifest.json (file added)");
-  }
+  const Json m = read_manifest(root);
+  const Json* files = m.get("files");
+  const Json none;
+  verify_files(root, files ? *files : none);
   BundleInfo info;
   info.root = dir;
-  for (const Json& c : need(m, "classes", Json::Array).array) info.classes.push_back(c.str);
-  const Json& pre = need(m, "preprocess", Json::Object);
-  const Json& size = need(pre, "size", Json::Array);
-  if (size.array.size() != 2) throw BundleError("manifest.json: preprocess.size must be [H, W]");
-  info.spec.height = static_cast<int>(size.array[0].number);
-  info.spec.width = static_cast<int>(size.array[1].number);
-  info.spec.channels = static_cast<int>(need(pre, "channels", Json::Number).number);
-  info.spec.letterbox = need(pre, "resize", Json::String).str == "letterbox";
-  info.spec.pad_value = static_cast<float>(need(pre, "pad_value", Json::Number).number);
-  const Json& mean = need(pre, "mean", Json::Array);
-  const Json& stdv = need(pre, "std", Json::Array);
-  if (info.spec.channels < 1 || info.spec.channels > 3 || mean.array.empty() || stdv.array.empty())
-    throw BundleError("manifest.json: preprocess needs 1..3 channels and mean/std values");
-  for (int c = 0; c < 3; ++c) {
-    info.spec.mean[c] = static_cast<float>(mean.array[std::min<size_t>(c, mean.array.size() - 1)].number);
-    info.spec.std[c] = static_cast<float>(stdv.array[std::min<size_t>(c, stdv.array.size() - 1)].number);
+  for (const auto& [name, digest] : files->object) info.files[name] = digest.str;
+  read_model_fields(dir, m, info);
+  const Json* artifacts = m.get("artifacts");
+  if (!artifacts || artifacts->kind != Json::Object || artifacts->object.empty())
+    throw BundleError("bundle '" + dir + "' names no model artifacts");
+  for (const auto& [target, file] : artifacts->object) {
+    if (file.kind != Json::String || !info.files.count(file.str))
+      throw BundleError("bundle '" + dir + "': artifact '" + file.str + "' is not among the hashed files");
+    info.artifacts[target] = file.str;
   }
-  for (const auto& [target, file] : need(m, "artifacts", Json::Object).object) {
-    if (!listed.count(file.str)) throw BundleError("manifest.json: artifact '" + file.str + "' is not a hashed file");
-    info.artifacts[target] = (root / file.str).string();
-  }
-  if (const Json* mb = m.get("max_batch")) info.max_batch = static_cast<int>(mb->number);
   return info;
+}
+
+std::string read_verified(const BundleInfo& bundle, const std::string& name) {
+  const auto listed = bundle.files.find(name);
+  if (listed == bundle.files.end())
+    throw BundleError("bundle '" + bundle.root + "': '" + name + "' is not among the hashed files");
+  std::string data = slurp(plain_file(bundle.root, name));
+  if (sha256_bytes(data) != listed->second)
+    throw BundleError("bundle '" + bundle.root + "': '" + name +
+                      "' does not match its sha256 in manifest.json (file changed)");
+  return data;
 }
 
 }  // namespace omsf2

@@ -1,4 +1,5 @@
 // The C ABI of omsf2_runtime.h over the C++ core: every exception becomes a status and a message.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -6,12 +7,14 @@
 
 #include "omsf2_bundle.hpp"
 #include "omsf2_engine.hpp"
+#include "omsf2_engine_manifest.hpp"
 #include "omsf2_preprocess.hpp"
+#include "omsf2_rules.hpp"
 #include "omsf2_runtime.h"
 
 struct omsf2_runtime {
   omsf2::BundleInfo bundle;
-  std::unique_ptr<omsf2::Engine> engine;
+  omsf2::OpenedEngine engine;
 };
 
 struct omsf2_result {
@@ -24,15 +27,19 @@ namespace {
 
 thread_local std::string g_error;
 
-omsf2_status fail(omsf2_status code, const std::string& msg) {
-  g_error = msg;
+omsf2_status fail(omsf2_status code, const char* msg) noexcept {
+  try {
+    g_error = msg;
+  } catch (...) {  // no memory left for the message: the status still says what happened
+    g_error.clear();
+  }
   return code;
 }
 
 template <class F>
-omsf2_status guard(F&& f) {
+omsf2_status guard(F&& f) noexcept {
   try {
-    g_error.clear();
+    g_error.clear();  // never allocates
     return f();
   } catch (const omsf2::BundleError& e) {
     return fail(OMSF2_ERR_BUNDLE, e.what());
@@ -40,6 +47,8 @@ omsf2_status guard(F&& f) {
     return fail(OMSF2_ERR_UNSUPPORTED, e.what());
   } catch (const omsf2::InferenceError& e) {
     return fail(OMSF2_ERR_INFERENCE, e.what());
+  } catch (const omsf2::JsonError& e) {
+    return fail(OMSF2_ERR_INVALID_ARGUMENT, e.what());
   } catch (const std::invalid_argument& e) {
     return fail(OMSF2_ERR_INVALID_ARGUMENT, e.what());
   } catch (const std::bad_alloc&) {
@@ -57,10 +66,13 @@ omsf2::Image to_image(const omsf2_image* im) {
     throw std::invalid_argument("photometric must be OMSF2_MONOCHROME1 or OMSF2_MONOCHROME2");
   omsf2::Image out;
   out.pixels = im->pixels;
+  out.pixels_len = im->pixels_len;
+  out.row_stride = im->row_stride;
   out.width = im->width;
   out.height = im->height;
   out.bits_allocated = im->bits_allocated;
   out.bits_stored = im->bits_stored;
+  out.pixel_signed = im->pixel_signed != 0;
   out.monochrome1 = im->photometric == OMSF2_MONOCHROME1;
   out.slope = im->rescale_slope;
   out.intercept = im->rescale_intercept;
@@ -98,6 +110,24 @@ void from_spec(const omsf2::Spec& s, omsf2_preprocess_spec* out) {
   for (int c = 0; c < 3; ++c) out->mean[c] = s.mean[c], out->std[c] = s.std[c];
 }
 
+// The engine's outputs checked as omsf2.runtime.predictor checks them, then activated by task.
+omsf2_result* finish(const omsf2_runtime& rt, const omsf2::Image& im, std::vector<float>& logits,
+                     const omsf2::Plane& heat) {
+  if (logits.size() != rt.bundle.classes.size())
+    throw omsf2::InferenceError("the model returned " + std::to_string(logits.size()) + " logits; the bundle has " +
+                                std::to_string(rt.bundle.classes.size()) + " classes");
+  const auto finite = [](float v) { return std::isfinite(v); };
+  if (!std::all_of(logits.begin(), logits.end(), finite) || !std::all_of(heat.v.begin(), heat.v.end(), finite))
+    throw omsf2::InferenceError("the model (" + rt.engine.backend +
+                                ") produced non-finite logits or heat map; the model file or backend is broken");
+  const std::vector<double> p = omsf2::rules::activate(rt.bundle.task, logits.data(), logits.size());
+  auto res = std::make_unique<omsf2_result>();
+  res->label = static_cast<int32_t>(std::max_element(p.begin(), p.end()) - p.begin());  // the first maximum
+  res->probabilities.assign(p.begin(), p.end());
+  res->heatmap = omsf2::unletterbox(heat, im.height, im.width, rt.bundle.spec);
+  return res.release();
+}
+
 }  // namespace
 
 extern "C" {
@@ -105,6 +135,12 @@ extern "C" {
 const char* omsf2_last_error(void) { return g_error.c_str(); }
 int32_t omsf2_abi_version(void) { return OMSF2_RUNTIME_ABI_VERSION; }
 int32_t omsf2_has_tensorrt(void) { return omsf2::has_tensorrt() ? 1 : 0; }
+int32_t omsf2_has_openvino(void) { return omsf2::has_openvino() ? 1 : 0; }
+
+const char* omsf2_rules_json(void) {
+  static const std::string json = omsf2::rules::as_json();  // built once; thread-safe initialisation
+  return json.c_str();
+}
 
 omsf2_status omsf2_to_unit_range(const omsf2_image* image, float* out, size_t out_len) {
   return guard([&] {
@@ -148,16 +184,54 @@ omsf2_status omsf2_unletterbox(const omsf2_preprocess_spec* spec, const float* h
   });
 }
 
-omsf2_status omsf2_runtime_create(const char* bundle_dir, omsf2_runtime** out) {
+omsf2_status omsf2_activate(const char* task, const float* logits, int32_t count, float* out, size_t out_len) {
+  return guard([&] {
+    if (!task || !logits || !out || count < 1 || out_len < static_cast<size_t>(count))
+      throw std::invalid_argument("task, logits and out must not be NULL, count positive and out_len >= count");
+    const std::vector<double> p = omsf2::rules::activate(task, logits, static_cast<size_t>(count));
+    std::copy(p.begin(), p.end(), out);
+    return OMSF2_OK;
+  });
+}
+
+omsf2_status omsf2_check_engine_compatibility(const char* manifest_json, size_t manifest_len, const char* trt_version,
+                                              const char* gpu_name, int32_t cc_major, int32_t cc_minor) {
+  return guard([&] {
+    if (!manifest_json || !trt_version || !gpu_name)
+      throw std::invalid_argument("manifest_json, trt_version and gpu_name must not be NULL");
+    const omsf2::EngineManifest m = omsf2::parse_engine_manifest(std::string_view(manifest_json, manifest_len));
+    const std::string why = omsf2::compatibility_error(m, trt_version, gpu_name, {cc_major, cc_minor});
+    if (!why.empty()) throw omsf2::Unsupported(why);
+    return OMSF2_OK;
+  });
+}
+
+omsf2_status omsf2_check_json(const char* text, size_t len) {
+  return guard([&] {
+    if (!text && len) throw std::invalid_argument("text must not be NULL");
+    omsf2::parse_json(std::string_view(text ? text : "", len));
+    return OMSF2_OK;
+  });
+}
+
+omsf2_status omsf2_runtime_create_with_options(const char* bundle_dir, const omsf2_runtime_options* options,
+                                               omsf2_runtime** out) {
   return guard([&] {
     if (!bundle_dir || !out) throw std::invalid_argument("bundle_dir and out must not be NULL");
     *out = nullptr;
+    const std::string backend = options && options->backend ? options->backend : "auto";
+    const int threads = options ? options->threads : 0;
+    if (threads < 0) throw std::invalid_argument("threads must be 0 or more, got " + std::to_string(threads));
     auto rt = std::make_unique<omsf2_runtime>();
     rt->bundle = omsf2::load_bundle(bundle_dir);
-    rt->engine = omsf2::open_engine(rt->bundle);
+    rt->engine = omsf2::open_engine(rt->bundle, backend, threads);
     *out = rt.release();
     return OMSF2_OK;
   });
+}
+
+omsf2_status omsf2_runtime_create(const char* bundle_dir, omsf2_runtime** out) {
+  return omsf2_runtime_create_with_options(bundle_dir, nullptr, out);
 }
 
 void omsf2_runtime_destroy(omsf2_runtime* runtime) { delete runtime; }
@@ -179,38 +253,29 @@ omsf2_status omsf2_runtime_spec(const omsf2_runtime* runtime, omsf2_preprocess_s
   });
 }
 
+const char* omsf2_runtime_backend(const omsf2_runtime* runtime) {
+  return runtime ? runtime->engine.backend.c_str() : nullptr;
+}
+
+const char* omsf2_runtime_task(const omsf2_runtime* runtime) {
+  return runtime ? runtime->bundle.task.c_str() : nullptr;
+}
+
 omsf2_status omsf2_runtime_run(omsf2_runtime* runtime, const omsf2_image* image, omsf2_result** out) {
   return guard([&] {
     if (!runtime || !out) throw std::invalid_argument("runtime and out must not be NULL");
     *out = nullptr;
-    if (!runtime->engine)
-      throw omsf2::Unsupported("this omsf2 runtime was built without TensorRT: it verifies bundles and preprocesses, "
-                               "but cannot infer");
+    if (!runtime->engine.engine)
+      throw omsf2::Unsupported("this omsf2 runtime was built without an inference backend (OpenVINO or TensorRT): "
+                               "it verifies bundles and preprocesses, but cannot infer");
     const omsf2::Spec& s = runtime->bundle.spec;
     const omsf2::Image im = to_image(image);
     std::vector<float> input(static_cast<size_t>(s.channels) * s.height * s.width);
     omsf2::preprocess(omsf2::to_unit_range(im), s, input.data());
-    auto res = std::make_unique<omsf2_result>();
+    std::vector<float> logits;
     omsf2::Plane heat;
-    runtime->engine->run(input.data(), res->probabilities, heat);
-    if (res->probabilities.size() != runtime->bundle.classes.size())
-      throw omsf2::InferenceError("the engine's logits do not match the bundle's classes");
-    double mx = -INFINITY;
-    for (float v : res->probabilities) {
-      if (!std::isfinite(v)) throw omsf2::InferenceError("the engine produced non-finite logits");
-      mx = std::max(mx, static_cast<double>(v));
-    }
-    for (float v : heat.v)
-      if (!std::isfinite(v)) throw omsf2::InferenceError("the engine produced a non-finite heat map");
-    double sum = 0.0;
-    std::vector<double> e(res->probabilities.size());
-    for (size_t k = 0; k < e.size(); ++k) sum += e[k] = std::exp(res->probabilities[k] - mx);
-    for (size_t k = 0; k < e.size(); ++k) {
-      res->probabilities[k] = static_cast<float>(e[k] / sum);
-      if (res->probabilities[k] > res->probabilities[static_cast<size_t>(res->label)]) res->label = static_cast<int32_t>(k);
-    }
-    res->heatmap = omsf2::unletterbox(heat, im.height, im.width, s);
-    *out = res.release();
+    runtime->engine.engine->run(input.data(), logits, heat);
+    *out = finish(*runtime, im, logits, heat);
     return OMSF2_OK;
   });
 }

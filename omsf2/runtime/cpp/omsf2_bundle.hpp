@@ -5,44 +5,36 @@
 #include <map>
 #include <stdexcept>
 #include <string>
-#include <utility>
+#include <string_view>
 #include <vector>
 
+#include "omsf2_json.hpp"
 #include "omsf2_preprocess.hpp"
 
 namespace omsf2 {
-
-constexpr int kBundleFormatVersion = 1;  // omsf2.runtime.bundle.FORMAT_VERSION
 
 struct BundleError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A parsed JSON value (objects keep their order).
-struct Json {
-  enum Kind { Null, Bool, Number, String, Array, Object } kind = Null;
-  bool boolean = false;
-  double number = 0.0;
-  std::string str;
-  std::vector<Json> array;
-  std::vector<std::pair<std::string, Json>> object;
-  const Json* get(const std::string& key) const;
-};
-
-Json parse_json(const std::string& text);
-std::string sha256_bytes(const std::string& data);
-std::string sha256_file(const std::string& path);
+std::string sha256_bytes(std::string_view data);
 
 struct BundleInfo {
   std::string root;
   std::vector<std::string> classes;
   Spec spec;
-  std::map<std::string, std::string> artifacts;  // export target -> path
-  int max_batch = 32;
+  std::string task = "multiclass";               // the manifest's task (rules: its activation)
+  std::map<std::string, std::string> artifacts;  // export target -> file name inside the bundle
+  std::map<std::string, std::string> files;      // file name -> sha256 listed in manifest.json
 };
 
 // Verify a bundle folder as omsf2.runtime.bundle.load_bundle does; throws BundleError (one line).
 BundleInfo load_bundle(const std::string& dir);
+
+// A bundle file read once into memory, its sha256 checked against manifest.json: the bytes
+// returned are the bytes that were hashed, so what is deserialised is what was verified, whatever
+// happens to the file afterwards. Throws BundleError.
+std::string read_verified(const BundleInfo& bundle, const std::string& name);
 
 }  // namespace omsf2
 

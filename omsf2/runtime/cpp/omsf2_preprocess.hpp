@@ -18,7 +18,10 @@ struct Plane {
 // A stored grayscale buffer and its display attributes (see omsf2_image in omsf2_runtime.h).
 struct Image {
   const void* pixels = nullptr;
+  size_t pixels_len = 0;  // bytes readable at pixels
+  size_t row_stride = 0;  // bytes from one row to the next; 0: width * bits_allocated / 8
   int width = 0, height = 0, bits_allocated = 16, bits_stored = 16;
+  bool pixel_signed = false;  // two's complement in bits_stored bits (Pixel Representation 1)
   int monochrome1 = 0;
   double slope = 1.0, intercept = 0.0;
   bool has_window = false;
@@ -43,6 +46,7 @@ Plane resize(const Plane& img, int out_h, int out_w);
 // omsf2.data.preprocess.letterbox_geometry.
 Letterbox letterbox_geometry(int h, int w, const Spec& spec);
 // Rescale, window (or min-max), MONOCHROME1 inversion and clip to [0, 1]: omsf2.data.io's DICOM path.
+// Every read is bounds-checked against pixels_len: a short buffer is std::invalid_argument.
 Plane to_unit_range(const Image& image);
 // omsf2.data.preprocess.preprocess into out[channels * height * width]; returns the letterbox.
 Letterbox preprocess(const Plane& img, const Spec& spec, float* out);

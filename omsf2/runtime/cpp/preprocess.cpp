@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
+#include <string>
 
 namespace omsf2 {
 
@@ -109,25 +111,77 @@ Letterbox letterbox_geometry(int h, int w, const Spec& spec) {
   return {(spec.height - new_h) / 2, (spec.width - new_w) / 2, new_h, new_w};
 }
 
-// io._dicom_gray + io._apply_window (LINEAR, LINEAR_EXACT, SIGMOID) / io._minmax + read_image's clip, in double, then float32.
-Plane to_unit_range(const Image& im) {
+namespace {
+
+void check_image(const Image& im) {
   if (im.width < 8 || im.height < 8) throw std::invalid_argument("image must be at least 8x8 pixels");
   if (im.bits_allocated != 8 && im.bits_allocated != 16) throw std::invalid_argument("bits_allocated must be 8 or 16");
   if (im.bits_stored < 1 || im.bits_stored > im.bits_allocated)
     throw std::invalid_argument("bits_stored must be in 1..bits_allocated");
   if (im.monochrome1 != 0 && im.monochrome1 != 1) throw std::invalid_argument("invalid photometric interpretation");
   if (!std::isfinite(im.slope) || !std::isfinite(im.intercept)) throw std::invalid_argument("rescale is not finite");
-  const size_t n = static_cast<size_t>(im.width) * im.height;
-  const unsigned mask = im.bits_stored >= 16 ? 0xFFFFu : ((1u << im.bits_stored) - 1u);
-  std::vector<double> x(n);
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned s = im.bits_allocated == 8 ? static_cast<const uint8_t*>(im.pixels)[i]
-                                              : static_cast<const uint16_t*>(im.pixels)[i];
-    x[i] = static_cast<double>(s & mask) * im.slope + im.intercept;
+  if (!im.pixels) throw std::invalid_argument("pixels must not be NULL");
+}
+
+// Bytes from one row to the next, once the buffer is known to hold every row (checked without overflow).
+size_t checked_stride(const Image& im) {
+  const size_t row = static_cast<size_t>(im.width) * static_cast<size_t>(im.bits_allocated / 8);
+  const size_t stride = im.row_stride ? im.row_stride : row;
+  if (stride < row)
+    throw std::invalid_argument("row_stride " + std::to_string(stride) + " is shorter than a row (" +
+                                std::to_string(row) + " bytes)");
+  const size_t rows_before_last = static_cast<size_t>(im.height) - 1;
+  const bool fits = im.pixels_len >= row && (im.pixels_len - row) / stride >= rows_before_last;
+  if (!fits) {
+    const long double need = static_cast<long double>(rows_before_last) * stride + row;
+    throw std::invalid_argument("pixel buffer holds " + std::to_string(im.pixels_len) + " bytes; " +
+                                std::to_string(im.width) + "x" + std::to_string(im.height) + " at " +
+                                std::to_string(im.bits_allocated) + " bits needs " +
+                                std::to_string(static_cast<unsigned long long>(need)));
   }
+  return stride;
+}
+
+// The stored samples through the Modality LUT (rescale), in double, read row by row within the buffer.
+std::vector<double> modality_values(const Image& im) {
+  const size_t stride = checked_stride(im);
+  const unsigned bits = static_cast<unsigned>(im.bits_stored);
+  const uint32_t mask = bits >= 32 ? 0xFFFFFFFFu : ((1u << bits) - 1u);
+  const uint32_t sign = 1u << (bits - 1u);
+  const auto* base = static_cast<const unsigned char*>(im.pixels);
+  std::vector<double> x(static_cast<size_t>(im.width) * im.height);
+  for (int y = 0; y < im.height; ++y) {
+    const unsigned char* row = base + static_cast<size_t>(y) * stride;
+    for (int c = 0; c < im.width; ++c) {
+      uint32_t s = 0;
+      if (im.bits_allocated == 8) {
+        s = row[c];
+      } else {
+        uint16_t v;
+        std::memcpy(&v, row + 2 * static_cast<size_t>(c), 2);  // no alignment is assumed
+        s = v;
+      }
+      s &= mask;
+      const double value = im.pixel_signed && (s & sign) ? static_cast<double>(s) - static_cast<double>(mask) - 1.0
+                                                          : static_cast<double>(s);
+      x[static_cast<size_t>(y) * im.width + c] = value * im.slope + im.intercept;
+    }
+  }
+  return x;
+}
+
+}  // namespace
+
+// io._dicom_gray + io._apply_window (LINEAR, LINEAR_EXACT, SIGMOID) / io._minmax + read_image's clip,
+// in double, then float32.
+Plane to_unit_range(const Image& im) {
+  check_image(im);
+  const size_t n = static_cast<size_t>(im.width) * im.height;
+  const std::vector<double> x = modality_values(im);
   if (im.voi_function < 0 || im.voi_function > 2) throw std::invalid_argument("invalid VOI LUT function");
   const double c = im.window_center, wd = im.window_width;
-  const bool window = im.has_window && std::isfinite(c) && std::isfinite(wd) && (im.voi_function == 0 ? wd >= 1.0 : wd > 0.0);
+  const bool window =
+      im.has_window && std::isfinite(c) && std::isfinite(wd) && (im.voi_function == 0 ? wd >= 1.0 : wd > 0.0);
   std::vector<double> y(n);
   if (window && im.voi_function == 1) {  // LINEAR_EXACT
     for (size_t i = 0; i < n; ++i) y[i] = std::clamp((x[i] - c) / wd + 0.5, 0.0, 1.0);

@@ -1,22 +1,26 @@
 // TensorRT inference for the C++ runtime (built by CMake only where TensorRT and CUDA are found).
 //
-// The same steps as omsf2.runtime.tensorrt_engine: check the engine manifest against this TensorRT
-// and GPU (the rule of omsf2.runtime.engine_manifest.compatibility_error), load the plugin library
-// the manifest names through IPluginRegistry::loadLibrary before deserialising, then run with the
-// TensorRT 10/11 name-based API (setInputShape / setTensorAddress / enqueueV3) on a stream of its
-// own. The engine's file was already hash-checked with the rest of the bundle.
+// The same steps as omsf2.runtime.tensorrt_engine.load_engine: the engine manifest (a bundle file,
+// read once and hash-checked) is judged by the shared compatibility rule against this TensorRT and
+// GPU before TensorRT sees the engine; the plugin library is the rules' file name inside the bundle
+// folder, a plain file whose sha256 must match the manifest's before loadLibrary; the engine's bytes
+// are read once, checked against both manifests and handed as they are to deserializeCudaEngine.
+// Runs with the TensorRT 10/11 name-based API (setInputShape / setTensorAddress / enqueueV3) on a
+// stream of its own. Every TensorRT object, CUDA buffer, the stream and the plugin library are owned
+// by RAII members, declared in the order that tears them down safely.
 #include <NvInferRuntime.h>
 #include <cuda_runtime_api.h>
 
-#include <cstdio>
-#include <fstream>
+#include <filesystem>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "omsf2_engine.hpp"
+#include "omsf2_engine_manifest.hpp"
+#include "omsf2_rules.hpp"
 
 namespace omsf2 {
 
@@ -34,134 +38,176 @@ void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw InferenceError(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InferenceError("cannot read '" + path + "'");
-  std::ostringstream o;
-  o << f.rdbuf();
-  return o.str();
+struct CudaFree {
+  void operator()(void* p) const noexcept { cudaFree(p); }
+};
+using DeviceBuffer = std::unique_ptr<void, CudaFree>;
+
+struct StreamDestroy {
+  void operator()(cudaStream_t s) const noexcept {
+    cudaStreamSynchronize(s);
+    cudaStreamDestroy(s);
+  }
+};
+using Stream = std::unique_ptr<std::remove_pointer_t<cudaStream_t>, StreamDestroy>;
+
+// A plugin library loaded into TensorRT's registry, deregistered when the engine is gone.
+class PluginLibrary {
+ public:
+  PluginLibrary() = default;
+  explicit PluginLibrary(const std::string& path) : handle_(getPluginRegistry()->loadLibrary(path.c_str())) {
+    if (!handle_) throw InferenceError("TensorRT could not load plugin library '" + path + "'");
+  }
+  PluginLibrary(const PluginLibrary&) = delete;
+  PluginLibrary& operator=(const PluginLibrary&) = delete;
+  PluginLibrary& operator=(PluginLibrary&& other) noexcept {
+    std::swap(handle_, other.handle_);
+    return *this;
+  }
+  ~PluginLibrary() {
+    if (handle_) getPluginRegistry()->deregisterLibrary(handle_);
+  }
+
+ private:
+  nvinfer1::IPluginRegistry::PluginLibraryHandle handle_ = nullptr;
+};
+
+// "10.3.0": getInferLibVersion() is (major * 100 + minor) * 100 + patch from TensorRT 10 on.
+std::string running_trt_version() {
+  const int v = getInferLibVersion();
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
 }
 
-int version3(const std::string& v) {  // "10.3.0.30" -> 100300, as getInferLibVersion() for TensorRT >= 10
-  int a = 0, b = 0, c = 0;
-  std::sscanf(v.c_str(), "%d.%d.%d", &a, &b, &c);
-  return a * 10000 + b * 100 + c;
-}
-
-// omsf2.runtime.engine_manifest.compatibility_error, the same rule in C++.
-void check_compatible(const Json& m, const std::string& engine_name) {
-  const Json* build = m.get("build");
-  const bool version_compat = build && build->get("version_compat") && build->get("version_compat")->boolean;
-  const bool hardware_compat = build && build->get("hardware_compat") && build->get("hardware_compat")->boolean;
-  const std::string built_trt = m.get("tensorrt_version") ? m.get("tensorrt_version")->str : "";
-  const int built = version3(built_trt), running = getInferLibVersion();
+void check_compatible(const EngineManifest& m) {
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
   cudaDeviceProp prop{};
-  check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-  const Json* cc = m.get("compute_capability");
-  const int built_cc = cc && cc->array.size() == 2 ? int(cc->array[0].number) * 10 + int(cc->array[1].number) : -1;
-  const int run_cc = prop.major * 10 + prop.minor;
-  std::string why;
-  if (version_compat ? running < built : running != built) why += "TensorRT version differs; ";
-  if (hardware_compat ? run_cc < 80 : run_cc != built_cc) why += "compute capability differs; ";
-  if (!hardware_compat && run_cc == built_cc && m.get("gpu_name") && m.get("gpu_name")->str != prop.name)
-    why += "GPU model differs; ";
-  if (!why.empty())
-    throw Unsupported("engine '" + engine_name + "' was built with TensorRT " + built_trt + " on " +
-                      (m.get("gpu_name") ? m.get("gpu_name")->str : "?") + "; running TensorRT " +
-                      std::to_string(running) + " on " + prop.name + ": " + why + "rebuild it here");
+  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  const std::string why = compatibility_error(m, running_trt_version(), prop.name, {prop.major, prop.minor});
+  if (!why.empty()) throw Unsupported(why);
+}
+
+// The rules' plugin library, inside the bundle, listed and hashed there and matching the engine manifest.
+std::string verified_plugin(const BundleInfo& bundle, const EngineManifest& m, const std::string& engine_name) {
+  if (m.plugin_library != rules::kPluginLibrary)
+    throw Unsupported("engine '" + engine_name + "' names plugin library '" + m.plugin_library + "'; bundles carry '" +
+                      rules::kPluginLibrary + "'");
+  if (!bundle.files.count(rules::kPluginLibrary))
+    throw BundleError("engine '" + engine_name + "' needs plugin library '" + m.plugin_library +
+                      "', which the bundle does not hold");
+  if (sha256_bytes(read_verified(bundle, rules::kPluginLibrary)) != m.plugin_library_sha256)
+    throw BundleError("plugin library '" + m.plugin_library + "' is not the one engine '" + engine_name +
+                      "' was built with (sha256 differs)");
+  // loadLibrary takes a path, not bytes: between this hash and the load, the file is guarded only by
+  // who may write to the bundle folder (a deployment keeps it read-only).
+  return (std::filesystem::path(bundle.root) / rules::kPluginLibrary).string();
 }
 
 class TrtEngine : public Engine {
  public:
-  TrtEngine(const BundleInfo& bundle, const std::string& engine_path) {
-    const std::string name = engine_path.substr(engine_path.find_last_of('/') + 1);
-    const Json manifest = parse_json(slurp(engine_path + ".json"));
-    check_compatible(manifest, name);
-    if (const Json* lib = manifest.get("plugin_library"); lib && lib->kind == Json::String) {
-      const std::string lib_path = bundle.root + "/" + lib->str;
-      if (!getPluginRegistry()->loadLibrary(lib_path.c_str()))
-        throw InferenceError("TensorRT could not load plugin library '" + lib_path + "'");
+  TrtEngine(const BundleInfo& bundle, const std::string& artifact) {
+    const EngineManifest m = read_engine_manifest(bundle, artifact);
+    check_compatible(m);
+    const std::string engine = read_verified(bundle, artifact);
+    if (sha256_bytes(engine) != m.engine_sha256)
+      throw BundleError("engine '" + artifact +
+                        "' does not match its manifest (sha256 differs); rebuild or restore it");
+    if (!m.plugin_library.empty()) plugin_ = PluginLibrary(verified_plugin(bundle, m, artifact));
+    deserialize(engine, m, artifact);
+    bind(bundle.spec);
+  }
+
+  void run(const float* chw, std::vector<float>& logits, Plane& heatmap) override {
+    auto& in = buffers_.at(input_);
+    check(cudaMemcpyAsync(in.first.get(), chw, in.second * sizeof(float), cudaMemcpyHostToDevice, stream_.get()),
+          "copy in");
+    if (!context_->enqueueV3(stream_.get())) throw InferenceError("enqueueV3 failed: " + logger_.last_error);
+    auto& lo = buffers_.at(kLogitsName);
+    auto& hm = buffers_.at(kHeatmapName);
+    logits.resize(lo.second);
+    heatmap.h = heat_h_, heatmap.w = heat_w_;
+    heatmap.v.resize(hm.second);
+    check(cudaMemcpyAsync(logits.data(), lo.first.get(), lo.second * sizeof(float), cudaMemcpyDeviceToHost,
+                          stream_.get()),
+          "copy out");
+    check(cudaMemcpyAsync(heatmap.v.data(), hm.first.get(), hm.second * sizeof(float), cudaMemcpyDeviceToHost,
+                          stream_.get()),
+          "copy out");
+    check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+  }
+
+ private:
+  static EngineManifest read_engine_manifest(const BundleInfo& bundle, const std::string& artifact) {
+    try {
+      return parse_engine_manifest(read_verified(bundle, artifact + ".json"));
+    } catch (const std::invalid_argument& e) {
+      throw BundleError("engine manifest '" + artifact + ".json': " + e.what());
     }
+  }
+
+  void deserialize(const std::string& engine, const EngineManifest& m, const std::string& name) {
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
     if (!runtime_) throw InferenceError("createInferRuntime failed");
-    const Json* build = manifest.get("build");
-    if (build && build->get("version_compat") && build->get("version_compat")->boolean)
-      runtime_->setEngineHostCodeAllowed(true);  // trusted: its sha256 matched the bundle manifest
-    const std::string data = slurp(engine_path);
-    engine_.reset(runtime_->deserializeCudaEngine(data.data(), data.size()));
-    if (!engine_) throw InferenceError("could not deserialize '" + name + "': " + logger_.last_error);
+    // A version-compatible plan carries host code TensorRT runs only when told it is trusted; it
+    // is: its bytes matched the bundle manifest and the engine manifest.
+    if (m.version_compat) runtime_->setEngineHostCodeAllowed(true);
+    engine_.reset(runtime_->deserializeCudaEngine(engine.data(), engine.size()));
+    if (!engine_)
+      throw InferenceError("TensorRT " + running_trt_version() + " could not deserialize '" + name +
+                           "': " + one_line(logger_.last_error));
     context_.reset(engine_->createExecutionContext());
     if (!context_) throw InferenceError("could not create an execution context: " + logger_.last_error);
+  }
+
+  void bind(const Spec& s) {
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {
       const char* t = engine_->getIOTensorName(i);
       if (engine_->getTensorDataType(t) != nvinfer1::DataType::kFLOAT)
         throw Unsupported(std::string("engine tensor '") + t + "' is not float32 (export with float I/O)");
       if (engine_->getTensorIOMode(t) == nvinfer1::TensorIOMode::kINPUT) input_ = t;
     }
-    const Spec& s = bundle.spec;
     if (!context_->setInputShape(input_.c_str(), nvinfer1::Dims4{1, s.channels, s.height, s.width}))
       throw InferenceError("the engine's profile does not take a batch of 1 at the bundle's input size");
-    check(cudaStreamCreate(&stream_), "cudaStreamCreate");
+    cudaStream_t stream = nullptr;
+    check(cudaStreamCreate(&stream), "cudaStreamCreate");
+    stream_.reset(stream);
     alloc(input_, static_cast<size_t>(s.channels) * s.height * s.width);
-    for (const char* out : {"logits", "heatmap"}) {
+    for (const char* out : {kLogitsName, kHeatmapName}) {
       const nvinfer1::Dims d = context_->getTensorShape(out);
       if (d.nbDims < 2) throw Unsupported(std::string("engine has no output '") + out + "'");
       size_t n = 1;
       for (int k = 0; k < d.nbDims; ++k) n *= static_cast<size_t>(d.d[k]);
       alloc(out, n);
-      if (std::string(out) == "heatmap") heat_h_ = d.d[d.nbDims - 2], heat_w_ = d.d[d.nbDims - 1];
+      if (std::string(out) == kHeatmapName) heat_h_ = int(d.d[d.nbDims - 2]), heat_w_ = int(d.d[d.nbDims - 1]);
     }
   }
 
-  ~TrtEngine() override {
-    for (auto& [n, b] : buffers_) cudaFree(b.first);
-    if (stream_) cudaStreamDestroy(stream_);
-  }
-
-  void run(const float* chw, std::vector<float>& logits, Plane& heatmap) override {
-    auto& in = buffers_.at(input_);
-    check(cudaMemcpyAsync(in.first, chw, in.second * sizeof(float), cudaMemcpyHostToDevice, stream_), "copy in");
-    if (!context_->enqueueV3(stream_)) throw InferenceError("enqueueV3 failed: " + logger_.last_error);
-    auto& lo = buffers_.at("logits");
-    auto& hm = buffers_.at("heatmap");
-    logits.resize(lo.second);
-    heatmap.h = heat_h_;
-    heatmap.w = heat_w_;
-    heatmap.v.resize(hm.second);
-    check(cudaMemcpyAsync(logits.data(), lo.first, lo.second * sizeof(float), cudaMemcpyDeviceToHost, stream_), "copy");
-    check(cudaMemcpyAsync(heatmap.v.data(), hm.first, hm.second * sizeof(float), cudaMemcpyDeviceToHost, stream_),
-          "copy");
-    check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-  }
-
- private:
   void alloc(const std::string& name, size_t count) {
     void* p = nullptr;
     check(cudaMalloc(&p, count * sizeof(float)), "cudaMalloc");
-    buffers_[name] = {p, count};
+    buffers_[name] = {DeviceBuffer(p), count};
     if (!context_->setTensorAddress(name.c_str(), p)) throw InferenceError("setTensorAddress failed for " + name);
   }
 
+  // Destroyed bottom to top: buffers and stream, then context, engine, runtime, and the plugin
+  // library only after everything that may call into it; the logger outlives the runtime.
   Logger logger_;
+  PluginLibrary plugin_;
   std::unique_ptr<nvinfer1::IRuntime> runtime_;
   std::unique_ptr<nvinfer1::ICudaEngine> engine_;
   std::unique_ptr<nvinfer1::IExecutionContext> context_;
-  std::map<std::string, std::pair<void*, size_t>> buffers_;
+  Stream stream_;
+  std::map<std::string, std::pair<DeviceBuffer, size_t>> buffers_;
   std::string input_;
-  cudaStream_t stream_ = nullptr;
   int heat_h_ = 0, heat_w_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<Engine> open_engine(const BundleInfo& bundle) {
-  for (const char* target : {"engine_int8", "engine_fp16", "engine_fp32"}) {
-    auto it = bundle.artifacts.find(target);
-    if (it != bundle.artifacts.end()) return std::make_unique<TrtEngine>(bundle, it->second);
-  }
-  return nullptr;  // a bundle without an engine: verify and preprocess only
-}
-
 bool has_tensorrt() { return true; }
+
+std::unique_ptr<Engine> open_tensorrt(const BundleInfo& bundle, const std::string& artifact) {
+  return std::make_unique<TrtEngine>(bundle, artifact);
+}
 
 }  // namespace omsf2
