@@ -6,7 +6,9 @@ Usage (from the repository root, with the package installed in .venv):
     .venv/bin/python bench/bench_scenarios.py h100          # on a GPU machine (see GPU_SCENARIOS)
 
 ``demo`` benches the README demo's export (``runs/demo/export``, trained weights) on its test
-split. ``r18-<size>`` benches ``omsf2_r18`` with RANDOM weights (latency does not depend on the
+split. Every CPU scenario runs with ``--check-core``: each runtime row is timed again as
+``Predictor.from_bundle(...).run_batch`` opened on its own, in the same rounds, so the record shows
+that the bench times what ships. ``r18-<size>`` benches ``omsf2_r18`` with RANDOM weights (latency does not depend on the
 weights; accuracy columns are then meaningless and the INT8 gate is opened with --max-drop 100,
 said in the record), exported at <size> px with INT8 calibrated on the demo's train phantoms.
 Each scenario writes ``bench/results/bench-<scenario>-<machine>.json|md|png`` (the bench's own
@@ -72,7 +74,7 @@ def _r18(size: int) -> tuple[list[list[str]], Path, str]:
                      str(DEMO / "data" / "train"), "--eval-data", str(gate),
                      "--calib-count", "64", "--max-drop", "100"])  # fmt: skip
     cmds.append([OMSF2, "bench", str(export), "--backends", CPU_BACKENDS, "--batch", "1", "--warmup-s", "3",
-                 "--duration-s", "20", "--rounds", "20", "--out", str(work / "bench")])  # fmt: skip
+                 "--duration-s", "20", "--rounds", "20", "--check-core", "--out", str(work / "bench")])  # fmt: skip
     about = (f"omsf2_r18 at {size} px, batch 1, RANDOM weights (latency only; accuracy columns are not "
              "meaningful, INT8 gate opened with --max-drop 100 on 32 test phantoms), INT8 calibrated on 64 demo "
              "phantoms")  # fmt: skip
@@ -82,7 +84,7 @@ def _r18(size: int) -> tuple[list[list[str]], Path, str]:
 def _demo() -> tuple[list[list[str]], Path, str]:
     out = REPO / "runs" / "bench-demo"
     cmd = [OMSF2, "bench", str(DEMO / "export"), "--eval-data", str(DEMO / "data" / "test"), "--batch", "1,8",
-           "--warmup-s", "2", "--duration-s", "8", "--out", str(out)]  # fmt: skip
+           "--warmup-s", "2", "--duration-s", "8", "--check-core", "--out", str(out)]  # fmt: skip
     about = ("the README demo's export (omsf2_tiny, 224 px, trained 6 epochs), accuracy on its 400-image test split; "
              f"the recommendation allows the export gate's {DEFAULT_MAX_DROP:g} point of accuracy loss vs PyTorch "
              "FP32")  # fmt: skip

@@ -35,10 +35,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device; none on this machine"))
         if "needs_trt" in item.keywords and not trt:
             item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA device; not on this machine"))
-    # The training tests that send this process a real SIGINT/SIGTERM run first: once a test has
-    # loaded OpenVINO into the process (bench, runtime sessions), such a signal during training
-    # crashed pytest with SIGSEGV (seen in the full suite; not yet understood, see the README's Status).
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/train/") else 1)  # stable: order kept otherwise
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)])

@@ -29,7 +29,6 @@ def demo_bench(
         backends=tuple(names),
         plan=RoundsPlan(warmup_s=1.0, duration_s=3.0, rounds=3),
         eval_data=None if eval_dir is None else str(eval_dir),
-        gemm_n=1024,
         command=f"omsf2 demo (short bench: {','.join(names)}, batch 1, 3 rounds, 3 s per backend)",
     )
     if on_stage:
@@ -42,11 +41,12 @@ def demo_bench_isolated(
 ) -> BenchResult | str:
     """:func:`demo_bench` in a fresh interpreter (``spawn``); returns its result, or why it did not finish.
 
-    The demo benches right after training in the same process. There, with torch's OpenMP pool
-    already running, loading OpenVINO's and onnxruntime's thread pools beside it crashed the
-    interpreter (SIGSEGV) on this machine, while the same bench in a fresh process ran; a fresh
-    interpreter also gives every backend the same cold start as ``omsf2 bench``. A crash of the
-    bench is reported and does not take the demo (whose artifacts are already written) down with it.
+    The demo would otherwise bench in the process that just trained. A fresh interpreter measures what
+    ``omsf2 bench`` measures: no training left behind (torch's thread settings, allocator state, the
+    SIGCHLD handler of torch's DataLoader), every backend loaded from cold. And a crash in a native
+    backend is reported instead of taking the demo down before it writes ``summary.json``. (The
+    SIGSEGV that first moved the bench here was OpenVINO's signal stack, fixed in
+    :mod:`omsf2.runtime.openvino_core`; the bench now also runs in the training process.)
     """
     import concurrent.futures as cf
     import multiprocessing as mp

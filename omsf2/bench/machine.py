@@ -19,12 +19,13 @@ import os
 import platform
 import re
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omsf2._version import __version__
-from omsf2.bench.peak import CpuInfo, Peak
+from omsf2.bench.peak import Peak
+from omsf2.runtime.cpu import cpu_flags
 
 # /proc/cpuinfo flag -> the ISA name the table prints, in the order printed.
 ISA_FLAGS: tuple[tuple[str, str], ...] = (
@@ -38,19 +39,14 @@ ISA_FLAGS: tuple[tuple[str, str], ...] = (
 )
 
 
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The ``flags`` of the first CPU in ``/proc/cpuinfo`` (empty where there is none)."""
-    return set((CpuInfo.read() if cpuinfo is None else CpuInfo.parse(cpuinfo)).flags)
-
-
-def cpu_isa(flags: set[str]) -> list[str]:
+def cpu_isa(flags: Collection[str]) -> list[str]:
     """Vector ISA names present in ``flags``, e.g. ``["AVX2", "AVX-512", "AVX512-VNNI"]``."""
     return [name for flag, name in ISA_FLAGS if flag in flags]
 
 
-def has_int8_dot(flags: set[str]) -> bool:
+def has_int8_dot(flags: Collection[str]) -> bool:
     """Whether the CPU has an INT8 dot-product instruction (VNNI or AMX): INT8 should then win by far."""
-    return bool(flags & {"avx_vnni", "avx512_vnni", "amx_int8"})
+    return bool(set(flags) & {"avx_vnni", "avx512_vnni", "amx_int8"})
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
@@ -318,7 +314,9 @@ def _openvino(threads: int, shape: GemmShape, int8: bool) -> CeilingCall:
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    core = ov.Core()
+    from omsf2.runtime.openvino_core import openvino_core
+
+    core = openvino_core()  # never a Core of its own: see omsf2.runtime.openvino_core
     onnx_bytes, x_shape = _openvino_model(shape, int8)
     cfg = {props.inference_num_threads: threads, hints.performance_mode: hints.PerformanceMode.LATENCY,
            props.num_streams: 1, hints.inference_precision: ov.Type.f32}  # fmt: skip

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import math
 import platform
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from omsf2.metrics import paired_bootstrap_interval, wilson_interval
+from omsf2.runtime.cpu import cpu_flags
 
 DEFAULT_MAX_DROP = 0.5  # accuracy points; the INT8 issue's bound on real held-out radiographs
 DEFAULT_MIN_AGREEMENT = 0.98
@@ -60,19 +60,6 @@ class GateSpec:
             raise ValueError(f"--max-drop must be a number of accuracy points in [0, 100], got {self.max_drop!r}")
         if not (math.isfinite(self.min_agreement) and 0 <= self.min_agreement <= 1):
             raise ValueError(f"--min-agreement must be a fraction in [0, 1], got {self.min_agreement!r}")
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags of this machine (``/proc/cpuinfo``; empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def kernel_path(flags: frozenset[str] | None = None) -> dict[str, Any]:

@@ -8,7 +8,9 @@ session). Each is built from the bytes the bundle verified, never from a second 
 * onnxruntime (:class:`OrtSession`): one ``InferenceSession`` with every graph optimisation,
   sequential execution, ``threads`` intra-op threads and one inter-op thread; ``run`` is
   thread-safe. CPU, CUDA or TensorRT execution provider by backend.
-* OpenVINO (:class:`OpenVinoSession`): the model compiled for the CPU with the LATENCY hint, one
+* OpenVINO (:class:`OpenVinoSession`): the model compiled for the CPU on the process's one ``Core``
+  (:mod:`omsf2.runtime.openvino_core`: a released CPU plugin must not leave a thread's signal stack
+  unmapped) with the LATENCY hint, one
   stream and f32 (or bf16) inference precision, reshaped to a static ``[N, C, H, W]`` for each batch
   size it meets (the bundle fixes C, H, W): the configuration ``omsf2 bench`` found fastest. Each
   compiled model keeps a pool of infer requests, so concurrent callers each take one and none is
@@ -293,7 +295,10 @@ class OpenVinoSession:
         import openvino.properties as props
         import openvino.properties.hint as hints
 
-        model = ov.Core().read_model(self._graph, b"") if isinstance(self._graph, bytes) else self._graph
+        from omsf2.runtime.openvino_core import openvino_core
+
+        core = openvino_core()  # the process's one Core (why: omsf2.runtime.openvino_core)
+        model = core.read_model(self._graph, b"") if isinstance(self._graph, bytes) else self._graph
         dim = batch if batch is not None else ov.Dimension(1, self.max_batch)
         model.reshape({0: ov.PartialShape([dim, *self._chw])})
         # f32 for what is not INT8 unless asked: OpenVINO defaults to bf16 on CPUs with AVX512-BF16 or AMX,
@@ -307,7 +312,7 @@ class OpenVinoSession:
             config[props.inference_num_threads] = self._options.threads
         if self._options.profile_dir is not None:
             config[props.enable_profiling] = True
-        return _Compiled(ov.Core().compile_model(model, "CPU", config))
+        return _Compiled(core.compile_model(model, "CPU", config))
 
     def _model_for(self, batch: int) -> _Compiled:
         key: int | None = batch

@@ -20,9 +20,10 @@ from omsf2.train.loop import LogReporter, lr_at
 class SigintAt(LogReporter):
     """Sends a real SIGINT (or another signal) to this process at (epoch, step): what Ctrl-C does.
 
-    ``signal.raise_signal`` delivers it to the main thread. ``os.kill(getpid())`` lets the kernel pick
-    any thread, and after the bench tests have loaded OpenVINO in this process, a delivery on one of
-    its worker threads crashed the whole pytest process (SIGSEGV) in the full suite.
+    ``signal.raise_signal`` and ``os.kill(os.getpid(), sig)`` do alike here: Python runs the handler on
+    the main thread either way. These tests may run after others have loaded and released OpenVINO in
+    this process; that once made such a signal kill pytest with SIGSEGV (the cause and its regression
+    test: tests/test_signals_with_backends.py).
     """
 
     def __init__(self, epoch: int, step: int, sig: int = signal.SIGINT) -> None:
