@@ -138,10 +138,12 @@ def measure_size(
             if now is not None:
                 rss[name] = max(rss.get(name, 0.0), now)
 
-        calls: dict[str, Callable[[], object]] = {n: c for n, (_, c, _, _) in built.items()}
+        core = _core_calls(plan.runnable, built, ctx, x) if spec.check_core else {}
+        calls: dict[str, Callable[[], object]] = {}
+        for n, (_, c, _, _) in built.items():  # each --check-core twin right after its row: the closest in time
+            calls[n] = c
+            calls.update({k: v for k, v in core.items() if k == n + CORE_SUFFIX})
         calls.update({c.name: c.call for c in ceilings.values()})
-        if spec.check_core:
-            calls.update(_core_calls(plan.runnable, built, ctx, x))
         say(f"timing {len(built)} backends and {len(ceilings)} ceilings at batch {batch}, {size} px")
         measured = interleaved_rounds(calls, spec.plan, on_round=on_round)
         by_call = {n: c.macs / (measured[n].stats.p50_ms / 1e3) for n, c in ceilings.items() if n in measured}
@@ -163,8 +165,10 @@ def measure_size(
                 runner, _, load_s, row.rss_load_mb = built[backend.name]
                 _fill(row, measured, rates, backend, load_s, rss.get(backend.name))
                 row.note = runner.note
-                if (core := measured.get(backend.name + CORE_SUFFIX)) is not None and row.p50_ms:
-                    row.core_p50_ms, row.core_ratio = core.stats.p50_ms, core.stats.p50_ms / row.p50_ms
+                if (twin := measured.get(backend.name + CORE_SUFFIX)) is not None:
+                    # Paired per round, as x torch is: a round's drift in machine speed cancels.
+                    row.core_p50_ms = twin.stats.p50_ms
+                    row.core_ratio = paired_speedup(twin, measured[backend.name])
                 gpu = getattr(runner, "gpu_ms", None)
                 if gpu:
                     row.gpu_compute_ms = float(np.median(gpu))

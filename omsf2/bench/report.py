@@ -262,7 +262,8 @@ def core_lines(rows: list[Row]) -> list[str]:
     lines = [
         "",
         "The bench's row beside `Predictor.from_bundle(...).run_batch` opened on its own and timed in the same "
-        f"rounds (--check-core; they agree when p50 differs by at most {CORE_TOLERANCE:.0%}):",
+        "rounds, right after the row (--check-core; ratio: the median over rounds of each round's p50 ratio, "
+        f"twin / row; they agree when it is within {CORE_TOLERANCE:.0%} of 1):",
         "",
         "| backend | batch | size | row p50 ms | run_batch p50 ms | ratio | agree |",
         "|---|---:|---:|---:|---:|---:|---|",

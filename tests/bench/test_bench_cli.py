@@ -115,7 +115,7 @@ def test_check_core_times_an_independent_predictor_beside_each_runtime_row(bench
     assert rows["torch"]["core_ratio"] is None
     for name in ("ort", "ort-int8-trt", "openvino-int8"):
         r = rows[name]
-        assert r["core_p50_ms"] > 0 and r["core_ratio"] == pytest.approx(r["core_p50_ms"] / r["p50_ms"])
+        assert r["core_p50_ms"] > 0 and r["core_ratio"] > 0  # paired per round: not recomputable from the p50s
     assert rows["ort-int8-trt"]["artifact"] == "model.int8.onnx"  # the TensorRT contract, through ort-int8
     assert "ort-int8-trt @ Predictor.run_batch" not in {r["backend"] for r in rows.values()}
     md = (out / "results.md").read_text()
