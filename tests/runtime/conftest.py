@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +97,72 @@ def _write_dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2", 
 def write_dicom():
     """``write_dicom(path, arr, photometric="MONOCHROME2", modality="DX", **elements) -> path``."""
     return _write_dicom
+
+
+CPP = Path(__file__).resolve().parents[2] / "omsf2" / "runtime" / "cpp"
+#: The C library without an inference backend (no OpenVINO, no TensorRT): what g++ alone builds.
+CPP_SOURCES = (
+    "preprocess.cpp",
+    "json.cpp",
+    "rules.cpp",
+    "bundle.cpp",
+    "engine_manifest.cpp",
+    "engine.cpp",
+    "capi.cpp",
+    "no_engine.cpp",
+)
+
+
+@pytest.fixture(scope="session")
+def cpp_lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    """``libomsf2_runtime.so`` built once with the system g++ (warnings are errors), its C ABI typed."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler (g++) on this machine")
+    out = tmp_path_factory.mktemp("cpp") / "libomsf2_runtime.so"
+    flags = ["-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror"]
+    proc = subprocess.run(
+        [cxx, *flags, "-o", str(out), *(str(CPP / s) for s in CPP_SOURCES)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    lib = ctypes.CDLL(str(out))
+    for name in ("omsf2_last_error", "omsf2_runtime_class_name", "omsf2_rules_json", "omsf2_runtime_task"):
+        getattr(lib, name).restype = ctypes.c_char_p
+    lib.omsf2_check_engine_compatibility.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_int32,
+        ctypes.c_int32,
+    ]
+    lib.omsf2_check_json.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    lib.omsf2_activate.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_size_t]
+    return lib
+
+
+def require(what: str) -> None:
+    """Skip where a tool is missing; under CI (CI=true) fail instead, saying what to install."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(what)
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def comma_locale(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """``{"LOCPATH": ..., "LC_ALL": "de_DE.UTF-8"}``: a decimal-comma locale compiled here with localedef.
+
+    Built from ``/usr/share/i18n`` (Debian's ``locales``, which .ci/run installs); skipped where that is
+    missing, failed under CI.
+    """
+    localedef = shutil.which("localedef")
+    if localedef is None or not Path("/usr/share/i18n/locales/de_DE").is_file():
+        require("no de_DE locale source (apt-get install locales)")
+    root = tmp_path_factory.mktemp("locale")
+    subprocess.run([localedef, "-i", "de_DE", "-f", "UTF-8", str(root / "de_DE.UTF-8")], capture_output=True)
+    env = {"LOCPATH": str(root), "LC_ALL": "de_DE.UTF-8"}
+    probe = "import locale; locale.setlocale(locale.LC_ALL, ''); print(locale.localeconv()['decimal_point'])"
+    proc = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **env}, capture_output=True, text=True)
+    if proc.stdout.strip() != ",":
+        require(f"localedef could not build de_DE.UTF-8 ({proc.stderr.strip()[-200:]})")
+    return env

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import locale
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,16 +20,6 @@ from omsf2.data.io import read_image
 from omsf2.data.preprocess import preprocess, unletterbox
 
 CPP = Path(__file__).resolve().parents[2] / "omsf2" / "runtime" / "cpp"
-SOURCES = [
-    "preprocess.cpp",
-    "json.cpp",
-    "rules.cpp",
-    "bundle.cpp",
-    "engine_manifest.cpp",
-    "engine.cpp",
-    "capi.cpp",
-    "no_engine.cpp",
-]
 CXX = shutil.which("g++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) on this machine")
 
@@ -70,28 +61,9 @@ class Box(ctypes.Structure):
 
 
 @pytest.fixture(scope="module")
-def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    out = tmp_path_factory.mktemp("cpp") / "libomsf2_runtime.so"
-    cmd = [
-        CXX,
-        "-std=c++17",
-        "-O2",
-        "-ffp-contract=off",
-        "-fPIC",
-        "-shared",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-o",
-        str(out),
-        *(str(CPP / s) for s in SOURCES),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    lib = ctypes.CDLL(str(out))
-    lib.omsf2_last_error.restype = ctypes.c_char_p
-    lib.omsf2_runtime_class_name.restype = ctypes.c_char_p
-    return lib
+def lib(cpp_lib: ctypes.CDLL) -> ctypes.CDLL:
+    """The C library (tests/runtime/conftest.py builds it once per session)."""
+    return cpp_lib
 
 
 def _spec(pre: PreprocessSpec) -> Spec:
@@ -327,6 +299,38 @@ def test_runtime_refuses_tampered_bundles(lib, tiny_bundle: Path) -> None:
     assert st == 2 and b"format version 2; this runtime reads up to 1" in msg
     manifest.write_text(json.dumps(m))
     assert _create(lib, tiny_bundle)[0] == 0
+
+
+def _spec_of(lib, bundle: Path) -> tuple[tuple[int, ...], ...]:
+    rt = ctypes.c_void_p()
+    assert lib.omsf2_runtime_create(str(bundle).encode(), ctypes.byref(rt)) == 0, lib.omsf2_last_error()
+    spec = Spec()
+    assert lib.omsf2_runtime_spec(rt, ctypes.byref(spec)) == 0
+    lib.omsf2_runtime_destroy(rt)
+    return (spec.height, spec.width, spec.channels), (spec.pad_value,) * 3, tuple(spec.mean), tuple(spec.std)
+
+
+def test_a_comma_locale_in_the_host_changes_nothing(lib, tiny_bundle: Path, comma_locale, monkeypatch) -> None:
+    """The host process sets de_DE.UTF-8 before creating the runtime: the manifest's numbers read the same."""
+    manifest = tiny_bundle / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["preprocess"].update(mean=[0.485], std=[0.229], pad_value=0.25)
+    manifest.write_text(json.dumps(m))
+    before = _spec_of(lib, tiny_bundle)
+    assert np.allclose(before[1:], [[0.25] * 3, [0.485] * 3, [0.229] * 3])
+    monkeypatch.setenv("LOCPATH", comma_locale["LOCPATH"])
+    old = locale.setlocale(locale.LC_ALL)
+    try:
+        locale.setlocale(locale.LC_ALL, comma_locale["LC_ALL"])
+        assert locale.localeconv()["decimal_point"] == ","
+        libc = ctypes.CDLL(None)
+        libc.strtod.restype = ctypes.c_double
+        assert libc.strtod(b"0.485", None) == 0.0  # what a locale-following parser would read
+        assert _spec_of(lib, tiny_bundle) == before
+        doc = b'{"a": [0.485, 1e-3]}'
+        assert lib.omsf2_check_json(doc, len(doc)) == 0
+    finally:
+        locale.setlocale(locale.LC_ALL, old)
 
 
 def test_header_is_c(tmp_path: Path) -> None:

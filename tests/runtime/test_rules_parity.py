@@ -12,10 +12,6 @@ from __future__ import annotations
 import ctypes
 import itertools
 import json
-import locale
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -24,44 +20,11 @@ import pytest
 from omsf2.runtime import rules
 from omsf2.runtime.engine_manifest import EngineManifest, TensorInfo, compatibility_error
 
-CPP = Path(__file__).resolve().parents[2] / "omsf2" / "runtime" / "cpp"
-SOURCES = [
-    "preprocess.cpp",
-    "json.cpp",
-    "rules.cpp",
-    "bundle.cpp",
-    "engine_manifest.cpp",
-    "engine.cpp",
-    "capi.cpp",
-    "no_engine.cpp",
-]
-CXX = shutil.which("g++")
-pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) on this machine")
-
 
 @pytest.fixture(scope="module")
-def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    out = tmp_path_factory.mktemp("rules") / "libomsf2_runtime.so"
-    flags = ["-std=c++17", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror"]
-    proc = subprocess.run(
-        [CXX, *flags, "-o", str(out), *(str(CPP / s) for s in SOURCES)], capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr
-    lib = ctypes.CDLL(str(out))
-    lib.omsf2_last_error.restype = ctypes.c_char_p
-    lib.omsf2_rules_json.restype = ctypes.c_char_p
-    lib.omsf2_runtime_task.restype = ctypes.c_char_p
-    lib.omsf2_check_engine_compatibility.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_char_p,
-        ctypes.c_char_p,
-        ctypes.c_int32,
-        ctypes.c_int32,
-    ]
-    lib.omsf2_check_json.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    lib.omsf2_activate.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_size_t]
-    return lib
+def lib(cpp_lib: ctypes.CDLL) -> ctypes.CDLL:
+    """The C library (tests/runtime/conftest.py builds it once per session)."""
+    return cpp_lib
 
 
 def test_the_tables_are_equal(lib) -> None:
@@ -231,72 +194,3 @@ def test_task_is_read_and_an_unknown_task_refused(lib, tiny_bundle: Path) -> Non
                 lib.omsf2_last_error().decode()
             )
         lib.omsf2_runtime_destroy(rt)
-
-
-# --------------------------------------------------------------------------- locale
-
-
-def _require(what: str) -> None:
-    """Skip where a tool is missing; under CI (CI=true) fail instead, saying what to install."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(what)
-    pytest.skip(what)
-
-
-@pytest.fixture(scope="module")
-def comma_locale(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """(LOCPATH, name) of de_DE.UTF-8 compiled here with localedef from /usr/share/i18n (Debian's `locales`)."""
-    localedef = shutil.which("localedef")
-    if localedef is None or not Path("/usr/share/i18n/locales/de_DE").is_file():
-        _require("no de_DE locale source (apt-get install locales)")
-    root = tmp_path_factory.mktemp("locale")
-    proc = subprocess.run(
-        [localedef, "-i", "de_DE", "-f", "UTF-8", str(root / "de_DE.UTF-8")], capture_output=True, text=True
-    )
-    if not (root / "de_DE.UTF-8").is_dir():
-        _require(f"localedef could not build de_DE.UTF-8: {proc.stderr.strip()}")
-    return str(root), "de_DE.UTF-8"
-
-
-class Spec(ctypes.Structure):
-    _fields_ = [
-        ("height", ctypes.c_int32),
-        ("width", ctypes.c_int32),
-        ("channels", ctypes.c_int32),
-        ("letterbox", ctypes.c_int32),
-        ("pad_value", ctypes.c_float),
-        ("mean", ctypes.c_float * 3),
-        ("std", ctypes.c_float * 3),
-    ]
-
-
-def _spec_of(lib, bundle: Path) -> tuple[tuple[int, ...], ...]:
-    rt = ctypes.c_void_p()
-    assert lib.omsf2_runtime_create(str(bundle).encode(), ctypes.byref(rt)) == 0, lib.omsf2_last_error()
-    spec = Spec()
-    assert lib.omsf2_runtime_spec(rt, ctypes.byref(spec)) == 0
-    lib.omsf2_runtime_destroy(rt)
-    return (spec.height, spec.width, spec.channels), (spec.pad_value,) * 3, tuple(spec.mean), tuple(spec.std)
-
-
-def test_a_comma_locale_in_the_host_changes_nothing(lib, tiny_bundle: Path, comma_locale, monkeypatch) -> None:
-    """The host process sets de_DE.UTF-8 before creating the runtime: the manifest's numbers read the same."""
-    manifest = tiny_bundle / "manifest.json"
-    m = json.loads(manifest.read_text())
-    m["preprocess"].update(mean=[0.485], std=[0.229], pad_value=0.25)
-    manifest.write_text(json.dumps(m))
-    before = _spec_of(lib, tiny_bundle)
-    assert np.allclose(before[1:], [[0.25] * 3, [0.485] * 3, [0.229] * 3])
-    monkeypatch.setenv("LOCPATH", comma_locale[0])
-    old = locale.setlocale(locale.LC_ALL)
-    try:
-        locale.setlocale(locale.LC_ALL, comma_locale[1])
-        assert locale.localeconv()["decimal_point"] == ","
-        libc = ctypes.CDLL(None)
-        libc.strtod.restype = ctypes.c_double
-        assert libc.strtod(b"0.485", None) == 0.0  # what a locale-following parser would read
-        assert _spec_of(lib, tiny_bundle) == before
-        doc = b'{"a": [0.485, 1e-3]}'
-        assert lib.omsf2_check_json(doc, len(doc)) == 0
-    finally:
-        locale.setlocale(locale.LC_ALL, old)
