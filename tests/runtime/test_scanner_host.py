@@ -23,7 +23,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "scanner"
-CXR_REAL = REPO.parent / "shared" / "data" / "cxr-real"
 TOLERANCE = 1e-4
 
 
@@ -160,11 +159,11 @@ def _chest_dicom(png: Path, out: Path, kind: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cxr_dicoms(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def cxr_dicoms(tmp_path_factory: pytest.TempPathFactory, cxr_real: Path) -> list[Path]:
     """The 150 cxr-real val images as DX chest DICOMs (a third each of the three kinds of _chest_dicom)."""
-    pngs = sorted((CXR_REAL / "val").glob("*/*.png"))
+    pngs = sorted((cxr_real / "val").glob("*/*.png"))
     if len(pngs) != 150:
-        _require(f"cxr-real's val split (150 PNGs) is not at {CXR_REAL}")
+        _require(f"cxr-real's val split at {cxr_real} does not hold 150 PNGs")
     out = tmp_path_factory.mktemp("cxr_dcm")
     return [_chest_dicom(p, out / f"{p.parent.name}_{p.stem}.dcm", i % 3) for i, p in enumerate(pngs)]
 
