@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from omsf2.op_contract import CUSTOM_OPS
 from omsf2.runtime.rules import AUTO_ORDER, BACKEND_RULES, BackendRule, backend_rule
 
 INPUT_NAME = "image"
@@ -107,7 +108,7 @@ def _graph(model: bytes | Any) -> bytes | Any:
         from omsf2.runtime.ort_custom_ops import expand_plugins, has_plugins
 
         return expand_plugins(model).SerializeToString() if has_plugins(model) else model.SerializeToString()
-    if b"omsf2" not in model:  # no custom-op domain anywhere in the file: nothing to expand
+    if not any(op.encode() in model for op in CUSTOM_OPS):  # no custom op's name in the file: nothing to expand
         return bytes(model)
     try:
         import onnx
