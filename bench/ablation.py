@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import ablation_folds as kfold
 from common import RESULTS, curve_stability, machine
 
 from omsf2.fileio import atomic_write, write_json
@@ -70,9 +71,16 @@ REPORTED = ("accuracy", "macro_f1")
 # Each variant is compared with the full model seed by seed (same seed: same split, same phantom draw,
 # same batch order), which removes the seed-to-seed spread the cells' own std carries.
 REFERENCE = "full"
-# (source, key): the final epoch's macro-F1 and the mean over the last third of the epochs.
-PAIRED = (("final", "macro_f1"), ("late", "last_third_mean"))
-PAIRED_NAMES = {"macro_f1": "final val macro-F1", "last_third_mean": "val macro-F1 averaged over the last third"}
+# (source, key): the final epoch's macro-F1 and the mean over the last third of the epochs (on val),
+# and with --folds the final epoch's macro-F1 on the held-out fold (the decision rule's endpoint).
+# (name in the record, source, key)
+PAIRED = (("macro_f1", "final", "macro_f1"), ("last_third_mean", "late", "last_third_mean"))
+PAIRED_FOLDS = (("fold_macro_f1", "final_fold", "macro_f1"), *PAIRED)
+PAIRED_NAMES = {
+    "macro_f1": "final val macro-F1",
+    "last_third_mean": "val macro-F1 averaged over the last third",
+    "fold_macro_f1": "final macro-F1 on the held-out fold (the decision rule's primary endpoint)",
+}
 # 15 epochs, not the 30 of `omsf2 train`'s default: 42 runs (7 variants x 3 seeds x 2 datasets) must
 # fit in a few hours on 2 cores (4-7 min for `plain`, 10-11 for an OMSF2 variant, at 1 thread with 2
 # jobs side by side and nothing else running: about 3.5 hours in all).
@@ -93,44 +101,65 @@ def _data_args(dataset: str, a: argparse.Namespace) -> list[str]:
     return ["--data", "synthetic", "--synthetic-n", str(a.phantoms)]
 
 
-def _run_dir(a: argparse.Namespace, dataset: str, variant: str, seed: int) -> Path:
-    return a.runs / dataset / variant / ("cv" if a.folds else f"seed-{seed}")
+Unit = int | str  # a seed, or a fold's key ("fold-<i>") with --folds
 
 
-def _finished(run: Path, a: argparse.Namespace) -> list[dict[str, Any]] | None:
-    """The metrics.json dicts of a finished run (one, or one per fold), else None."""
-    files = [run / f"fold-{i}" / "metrics.json" for i in range(a.folds)] if a.folds else [run / "metrics.json"]
-    out = []
-    for f in files:
-        try:
-            m = json.loads(f.read_text())
-        except (OSError, ValueError):
-            return None
-        if len(m.get("history", [])) < a.epochs and not m.get("stopped_early"):
-            return None
-        out.append(m)
-    if a.folds and not (run / "cv.json").is_file():
+def _units(a: argparse.Namespace) -> list[Unit]:
+    """What one cell is made of: its seeds, or its folds."""
+    return [kfold.fold_key(i) for i in range(a.folds)] if a.folds else list(a.seed_list)
+
+
+def _run_dir(a: argparse.Namespace, dataset: str, variant: str, unit: Unit) -> Path:
+    if a.folds:  # the layout of `omsf2 train --folds K --out .../cv`
+        return a.runs / dataset / variant / "cv" / str(unit)
+    return a.runs / dataset / variant / f"seed-{unit}"
+
+
+def _finished(run: Path, a: argparse.Namespace) -> dict[str, Any] | None:
+    """The metrics.json dict of a finished run (a seed's, or one fold's), else None."""
+    try:
+        m = json.loads((run / "metrics.json").read_text())
+    except (OSError, ValueError):
         return None
-    return out
+    if m.get("interrupted") or (len(m.get("history", [])) < a.epochs and not m.get("stopped_early")):
+        return None
+    return m
 
 
-def _command(a: argparse.Namespace, dataset: str, variant: str, seed: int, run: Path) -> list[str]:
-    last = run / "last.pt"
-    if not a.folds and last.is_file():  # an interrupted run continues exactly where it stopped
-        return [OMSF2, "train", "--resume", str(last), "--workers", "0"]
+def _train_flags(a: argparse.Namespace, dataset: str, variant: str, seed: int, out: Path) -> list[str]:
+    """The ``omsf2 train`` flags of a new run (without the program and the subcommand)."""
     model, extra = VARIANTS[variant]
-    cmd = [OMSF2, "train", *_data_args(dataset, a), "--model", model, "--epochs", str(a.epochs)]
-    cmd += ["--img-size", str(a.img_size), "--seed", str(seed), "--workers", "0", "--out", str(run), *extra]
+    cmd = [*_data_args(dataset, a), "--model", model, "--epochs", str(a.epochs)]
+    cmd += ["--img-size", str(a.img_size), "--seed", str(seed), "--workers", "0", "--out", str(out), *extra]
     cmd += ["--device", a.device]
     if a.batch_size:
         cmd += ["--batch-size", str(a.batch_size)]
     if a.select_fraction:
         cmd += ["--select-fraction", str(a.select_fraction)]
+    return cmd + (["--folds", str(a.folds)] if a.folds else [])
+
+
+def _fold_options(a: argparse.Namespace, dataset: str, variant: str) -> dict[str, Any]:
+    """The options of :func:`_train_flags` by parameter name, for bench/cv_fold.py (seed 0)."""
+    data = {"data": str(a.data)} if dataset == "cxr-real" else {"data": "synthetic", "synthetic_n": a.phantoms}
+    opts = {**data, **kfold.VARIANT_OPTIONS[variant], "epochs": a.epochs, "img_size": a.img_size, "seed": 0}
+    opts |= {"workers": 0, "device": a.device}
+    return opts | ({"batch_size": a.batch_size} if a.batch_size else {})
+
+
+def _command(a: argparse.Namespace, dataset: str, variant: str, unit: Unit, run: Path) -> tuple[list[str], str]:
+    """The command that trains (or continues) one run, and how it is shown."""
     if a.folds:
-        cmd += ["--folds", str(a.folds)]  # finished folds are kept, an interrupted one resumed
-    elif run.exists():
-        cmd += ["--overwrite"]  # a run that died before its first last.pt: start again
-    return cmd
+        fold = int(str(unit).rsplit("-", 1)[1])
+        cmd = kfold.fold_command(OMSF2, _fold_options(a, dataset, variant), a.folds, fold, run.parent)
+        return cmd, kfold.shown_fold_command(cmd, _train_flags(a, dataset, variant, 0, run.parent), fold)
+    last = run / "last.pt"
+    if last.is_file():  # an interrupted run continues exactly where it stopped
+        cmd = [OMSF2, "train", "--resume", str(last), "--workers", "0"]
+    else:
+        cmd = [OMSF2, "train", *_train_flags(a, dataset, variant, int(unit), run)]
+        cmd += ["--overwrite"] if run.exists() else []  # a run that died before its first last.pt: start again
+    return cmd, " ".join(shlex.quote(c if c != OMSF2 else "omsf2") for c in cmd)
 
 
 def _train(cmd: list[str], threads: int) -> tuple[int, float, str]:
@@ -140,22 +169,33 @@ def _train(cmd: list[str], threads: int) -> tuple[int, float, str]:
     return proc.returncode, time.perf_counter() - t0, (proc.stdout[-2000:] + proc.stderr[-2000:])
 
 
-def _run_record(metrics: list[dict[str, Any]], folds: int) -> dict[str, Any]:
-    """What one seed (or one cross-validation) contributes to its cell."""
-    if folds:  # each fold is one sample: its model's val figures at the final epoch and at best.pt
-        finals = [scalar_metrics(m["history"][-1]) for m in metrics]
-        bests = [scalar_metrics(m["best"]) for m in metrics]
-    else:
-        finals, bests = [scalar_metrics(metrics[0]["history"][-1])], [scalar_metrics(metrics[0]["best"])]
-    return {
-        "final": finals,
-        "best": bests,
-        "late": [curve_stability(m["history"]) for m in metrics],  # in points
-        "train_s": [sum(h.get("epoch_s", 0.0) for h in m["history"]) for m in metrics],
-        "params": metrics[0]["params"],
-        "selected_on": metrics[0].get("selected_on", "val"),
-        "val_size": metrics[0]["val_size"],
+def _run_record(m: dict[str, Any], finished_at: str) -> dict[str, Any]:
+    """What one seed (or one fold) contributes to its cell: its val figures at the final epoch and at best.pt.
+
+    A fold also gives its final epoch's figures on its held-out patients (``final_fold``). The lists
+    hold one entry (records of an older layout held one per fold). ``finished_at``: when its
+    metrics.json was last written.
+    """
+    last = m["history"][-1]
+    rec: dict[str, Any] = {
+        "final": [scalar_metrics(last)],
+        "best": [scalar_metrics(m["best"])],
+        "late": [curve_stability(m["history"])],  # in points
+        "train_s": [sum(h.get("epoch_s", 0.0) for h in m["history"])],
+        "params": m["params"],
+        "selected_on": m.get("selected_on", "val"),
+        "val_size": m["val_size"],
+        "finished_at": finished_at,
     }
+    if "fold_macro_f1" in last:
+        rec["final_fold"] = [{"accuracy": last["fold_accuracy"], "macro_f1": last["fold_macro_f1"]}]
+        rec["fold_size"] = m.get("select_size")
+    return rec
+
+
+def _record_of(run: Path, m: dict[str, Any]) -> dict[str, Any]:
+    mtime = (run / "metrics.json").stat().st_mtime
+    return _run_record(m, time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(mtime)))
 
 
 def _recorded_runs(a: argparse.Namespace, path: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -185,14 +225,15 @@ def _cell(records: list[dict[str, Any]], planned: int) -> dict[str, Any]:
         "selected_on": records[0]["selected_on"] if records else None,
         "val_size": records[0]["val_size"] if records else None,
         "final": mean_std(finals),
+        "final_fold": mean_std(r for rec in records for r in rec.get("final_fold", [])),
         "best": mean_std(bests),
         "late": mean_std(r for rec in records for r in rec.get("late", [])),  # older records lack it
         "train_s": mean_std({"train_s": t} for t in times).get("train_s"),
     }
 
 
-def _paired(by_variant: dict[str, dict[int, dict[str, Any]]], source: str, key: str) -> dict[str, dict[str, Any]]:
-    """Per variant: ``full - variant`` on ``run[source][i][key]``, in points, paired by seed (and fold).
+def _paired(by_variant: dict[str, dict[Unit, dict[str, Any]]], source: str, key: str) -> dict[str, dict[str, Any]]:
+    """Per variant: ``full - variant`` on ``run[source][i][key]``, in points, paired by seed (or fold).
 
     Returns ``{variant: {"n", "values", "mean", "std", "reference_better", "ci95", "p"}}``; ``ci95``
     and ``p`` come from a one-sample t-test of the differences (a paired t-test), None below two
@@ -200,7 +241,7 @@ def _paired(by_variant: dict[str, dict[int, dict[str, Any]]], source: str, key: 
     """
     from scipy import stats
 
-    scale = 100.0 if source == "final" else 1.0  # final figures are fractions, "late" ones points
+    scale = 100.0 if source.startswith("final") else 1.0  # final figures are fractions, "late" ones points
     ref = by_variant.get(REFERENCE, {})
     out: dict[str, dict[str, Any]] = {}
     for variant, by_seed in by_variant.items():
@@ -227,14 +268,14 @@ def _pm(stat: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> s
     return f"{stat['mean'] * scale:.{digits}f} ± {stat['std'] * scale:.{digits}f}"
 
 
-def _paired_markdown(paired: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """One table per paired figure: the full model minus each variant, in points, paired by seed."""
+def _paired_markdown(paired: dict[str, dict[str, dict[str, Any]]], unit: str = "seed") -> list[str]:
+    """One table per paired figure: the full model minus each variant, in points, paired by ``unit``."""
     lines: list[str] = []
     for key, by_variant in paired.items():
         if not by_variant:
             continue
         lines += [
-            f"Paired by seed, `{REFERENCE}` minus the variant, {PAIRED_NAMES.get(key, key)} (points; positive: "
+            f"Paired by {unit}, `{REFERENCE}` minus the variant, {PAIRED_NAMES.get(key, key)} (points; positive: "
             "what the variant lacks helped; p: paired t-test, not corrected for the several comparisons):",
             "",
             "| variant | pairs | differences | mean ± std | 95% CI | p | full better in |",
@@ -263,19 +304,24 @@ def _markdown(rec: dict[str, Any]) -> str:
         "**final** = the last epoch on val (no selection, unbiased); **best** = best.pt on val "
         f"(chosen on {p['selected_on']}; optimistic when that is val); **last-third** = val macro-F1 averaged "
         "over the last third of the epochs (no selection); **worst late dip** = how far the worst epoch after the "
-        "first third falls below the run's best (points). Time: training + validation per run.",
+        "first third falls below the run's best (points). Time: training + validation per run."
+        + (" **fold final** = the last epoch on the run's held-out fold (no selection)." if p["folds"] else ""),
         "",
     ]
+    lines += kfold.decision_markdown(rec)
     for dataset, cells in rec["cells"].items():
         classes = list(dict.fromkeys(k for c in cells.values() for k in c["final"] if k.startswith("recall[")))
         lines += [f"## {dataset}", ""]
-        head = ["variant", "runs", "params (M)", "final acc", "final macro-F1", *classes, "best acc", "best macro-F1"]
+        folds = any(c.get("final_fold") for c in cells.values())
+        head = ["variant", "runs", "params (M)", *(["fold final macro-F1"] if folds else [])]
+        head += ["final acc", "final macro-F1", *classes, "best acc", "best macro-F1"]
         head += ["last-third macro-F1", "worst late dip"]
         lines += ["| " + " | ".join([*head, "train time (s)"]) + " |", "|" + "---|" * (len(head) + 1)]
         for variant, c in cells.items():
             runs = f"{c['runs_done']}/{c['runs_planned']}" + ("" if c["complete"] else " (incomplete)")
             params = f"{c['params'] / 1e6:.2f}" if c["params"] else "—"
-            row = [variant, runs, params, _pm(c["final"].get("accuracy")), _pm(c["final"].get("macro_f1"))]
+            row = [variant, runs, params, *([_pm(c.get("final_fold", {}).get("macro_f1"))] if folds else [])]
+            row += [_pm(c["final"].get("accuracy")), _pm(c["final"].get("macro_f1"))]
             row += [_pm(c["final"].get(k)) for k in classes]
             row += [_pm(c["best"].get("accuracy")), _pm(c["best"].get("macro_f1"))]
             late = c.get("late", {})
@@ -283,7 +329,7 @@ def _markdown(rec: dict[str, Any]) -> str:
             row += [_pm(c["train_s"], 1.0, 0)]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-        lines += _paired_markdown(rec.get("paired", {}).get(dataset, {}))
+        lines += _paired_markdown(rec.get("paired", {}).get(dataset, {}), "fold" if p["folds"] else "seed")
     return "\n".join(lines)
 
 
@@ -313,12 +359,17 @@ def _plot(rec: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-Records = dict[str, dict[str, dict[int, dict[str, Any]]]]  # dataset -> variant -> seed -> run record
+Records = dict[str, dict[str, dict[Unit, dict[str, Any]]]]  # dataset -> variant -> seed/fold -> run record
 
 
 def _write(a: argparse.Namespace, records: Records, slug: str, desc: str) -> Path:
-    planned = 1 if a.folds else len(a.seed_list)
-    rec = {
+    planned = len(_units(a))
+    paired = {
+        d: {name: _paired(records[d], source, key) for name, source, key in (PAIRED_FOLDS if a.folds else PAIRED)}
+        for d in a.dataset_list
+        if REFERENCE in a.variant_list
+    }
+    rec: dict[str, Any] = {
         "scenario": "ablation",
         "machine": desc,
         "date": time.strftime("%Y-%m-%d"),
@@ -337,11 +388,7 @@ def _write(a: argparse.Namespace, records: Records, slug: str, desc: str) -> Pat
             d: {v: _cell([records[d][v][s] for s in sorted(records[d][v])], planned) for v in a.variant_list}
             for d in a.dataset_list
         },
-        "paired": {
-            d: {key: _paired(records[d], source, key) for source, key in PAIRED}
-            for d in a.dataset_list
-            if REFERENCE in a.variant_list
-        },
+        "paired": paired,
         "pinned": _pinned(a),
         # Each finished run's contribution, so that the record alone lets a later run continue.
         "runs": {
@@ -349,8 +396,15 @@ def _write(a: argparse.Namespace, records: Records, slug: str, desc: str) -> Pat
             for d, cells in records.items()
         },
     }
-    a.results.mkdir(parents=True, exist_ok=True)
     out = _record_path(a, slug)
+    if a.folds:  # the rule registered before the runs, and what it decides once every fold is paired
+        try:
+            old = json.loads(out.read_text())
+        except (OSError, ValueError):
+            old = None
+        rec["decision_rule"] = kfold.registered_rule(old)
+        rec["decisions"] = {d: kfold.decide(pr["fold_macro_f1"], a.folds) for d, pr in paired.items()}
+    a.results.mkdir(parents=True, exist_ok=True)
     write_json(out, rec)
     text = _markdown(rec)
 
@@ -378,7 +432,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=1, help="training runs side by side")
     ap.add_argument("--record-only", action="store_true", help="write the record from finished runs; train nothing")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--runs", type=Path, default=REPO / "runs" / "ablation", help="where the runs are kept")
+    ap.add_argument("--runs", type=Path, default=None, help="where the runs are kept (runs/ablation[-folds<K>])")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where ablation-<machine>.* are written")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 variants, 1 seed, 1 epoch, 32 phantoms, 64 px")
     a = ap.parse_args(argv)
@@ -396,6 +450,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         raise SystemExit(
             "error: need --folds 0 or >= 2, --epochs >= 1, --threads >= 1, --jobs >= 1 and at least one seed"
         )
+    if a.runs is None:
+        a.runs = REPO / "runs" / (f"ablation-folds{a.folds}" if a.folds else "ablation")
     if "cxr-real" in a.dataset_list and not a.data.is_dir():
         raise SystemExit(f"error: cxr-real folder '{a.data}' does not exist; give it with --data")
     return a
@@ -425,21 +481,43 @@ def _claim_runs(a: argparse.Namespace) -> None:
     write_json(path, proto)
 
 
-def _execute(a: argparse.Namespace, dataset: str, variant: str, seed: int) -> tuple[str, list[dict[str, Any]] | None]:
-    """Train (or continue) one run; its shown command and its metrics when it finished."""
-    run = _run_dir(a, dataset, variant, seed)
-    cmd = _command(a, dataset, variant, seed, run)
-    shown = " ".join(shlex.quote(c if c != OMSF2 else "omsf2") for c in cmd)
+def _execute(a: argparse.Namespace, dataset: str, variant: str, unit: Unit) -> tuple[str, dict[str, Any] | None]:
+    """Train (or continue) one run; its shown command and its record when it finished."""
+    run = _run_dir(a, dataset, variant, unit)
+    cmd, shown = _command(a, dataset, variant, unit, run)
     code, wall, tail = _train(cmd, a.threads)
     print(f"{shown}: exit {code}, {wall:.0f}s", flush=True)
     done = _finished(run, a) if code == 0 else None
     if done is None:
         print(tail, file=sys.stderr)
-    return shown, done
+    return shown, None if done is None else _record_of(run, done)
 
 
 def _record_path(a: argparse.Namespace, slug: str) -> Path:
-    return a.results / f"ablation-{slug}.json"
+    return a.results / (f"ablation-folds{a.folds}-{slug}.json" if a.folds else f"ablation-{slug}.json")
+
+
+def _plan(a: argparse.Namespace, carried: dict[str, Any], records: Records) -> list[tuple[str, str, Unit]]:
+    """Fill ``records`` with the finished runs (in the runs folder, else in the record); the rest to train.
+
+    Seed- (or fold-) major: an interrupted ablation has every variant at the first seed (fold), so a
+    partial one is still paired.
+    """
+    todo = []
+    for unit in _units(a):
+        for dataset in a.dataset_list:
+            for variant in a.variant_list:
+                run = _run_dir(a, dataset, variant, unit)
+                done = _finished(run, a)
+                kept = carried.get(dataset, {}).get(variant, {}).get(str(unit))
+                if done is not None:
+                    records[dataset][variant][unit] = _record_of(run, done)
+                elif kept is not None and not run.exists():  # finished in a runs folder that is gone
+                    records[dataset][variant][unit] = kept
+                    print(f"kept from the record: {run.relative_to(a.runs)}", flush=True)
+                elif not a.record_only:
+                    todo.append((dataset, variant, unit))
+    return todo
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -450,34 +528,24 @@ def main(argv: Sequence[str] | None = None) -> Path:
     slug = f"quick-{slug}" if a.quick else slug
     carried = _recorded_runs(a, _record_path(a, slug))
     records: Records = {d: {v: {} for v in a.variant_list} for d in a.dataset_list}
-    todo = []
-    # Seed-major: an interrupted ablation has every variant at the first seed.
-    for seed in a.seed_list:
-        for dataset in a.dataset_list:
-            for variant in a.variant_list:
-                run = _run_dir(a, dataset, variant, seed)
-                done = _finished(run, a)
-                kept = carried.get(dataset, {}).get(variant, {}).get(str(seed))
-                if done is not None:
-                    records[dataset][variant][seed] = _run_record(done, a.folds)
-                elif kept is not None and not run.exists():  # finished in a runs folder that is gone
-                    records[dataset][variant][seed] = kept
-                    print(f"kept from the record: {dataset}/{variant}/seed-{seed}", flush=True)
-                elif not a.record_only:
-                    todo.append((dataset, variant, seed))
+    todo = _plan(a, carried, records)
+    _write(a, records, slug, desc)  # before any run: with --folds this registers the decision rule
     failed = []
     # --jobs runs train side by side, each with --threads threads (on 2 cores: 2 jobs x 1 thread
     # keep both cores busier than 1 job x 2 threads, whose data steps are single-threaded).
-    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=a.jobs)
+    try:
         futures = {pool.submit(_execute, a, *task): task for task in todo}
         for fut in as_completed(futures):
-            dataset, variant, seed = futures[fut]
+            dataset, variant, unit = futures[fut]
             shown, done = fut.result()
             if done is None:
                 failed.append(shown)
                 continue
-            records[dataset][variant][seed] = _run_record(done, a.folds)
+            records[dataset][variant][unit] = done
             _write(a, records, slug, desc)
+    finally:  # Ctrl-C: the running runs save their state; nothing queued starts
+        pool.shutdown(wait=True, cancel_futures=True)
     out = _write(a, records, slug, desc)
     print(f"wrote {out} (.md, .png)")
     if failed:

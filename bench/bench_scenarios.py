@@ -8,8 +8,8 @@ Usage (from the repository root, with the package installed in .venv):
 ``demo`` benches the README demo's export (``runs/demo/export``, trained weights) on its test
 split. Every CPU scenario runs with ``--check-core``: each runtime row is timed again as
 ``Predictor.from_bundle(...).run_batch`` opened on its own, in the same rounds, so the record shows
-that the bench times what ships. ``r18-<size>`` benches ``omsf2_r18`` with RANDOM weights (latency does not depend on the
-weights; accuracy columns are then meaningless and the INT8 gate is opened with --max-drop 100,
+that the bench times what ships. ``r18-<size>`` benches ``omsf2_r18`` with RANDOM weights (latency does not
+depend on the weights; accuracy columns are then meaningless and the INT8 gate is opened with --max-drop 100,
 said in the record), exported at <size> px with INT8 calibrated on the demo's train phantoms.
 Each scenario writes ``bench/results/bench-<scenario>-<machine>.json|md|png`` (the bench's own
 results.json plus the commands that produced it) and regenerates ``bench/results/README.md``.
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, summarize
+from common import RESULTS, summarize, written_by
 
 from omsf2.export.gate import DEFAULT_MAX_DROP
 
@@ -120,7 +120,7 @@ def run(name: str) -> Path:
         steps.append({"command": shown.replace(OMSF2, "omsf2"), "wall_s": round(time.perf_counter() - t0, 1)})
     result = json.loads((out / "results.json").read_text())
     slug = _slug(result["fingerprint"])
-    record = {"scenario": name, "about": about, "steps": steps, **result}
+    record = {"scenario": name, "about": about, "written_by": written_by(__file__, [name]), "steps": steps, **result}
     dest = RESULTS / f"bench-{name}-{slug}"
     dest.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     md = (out / "results.md").read_text()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import RESULTS, machine
+from common import RESULTS, machine, written_by
 
 from omsf2.config import PreprocessSpec
 from omsf2.export.calibration import (
@@ -174,6 +174,7 @@ def main() -> None:
                 "eval_count": len(evaluation)}  # fmt: skip
     rec = {
         "scenario": "calibration",
+        "written_by": written_by(__file__),
         "machine": desc,
         "date": date.today().isoformat(),
         "about": "Is a calibration method's accuracy a property of the method or of the images it happened to see?",

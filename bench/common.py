@@ -10,6 +10,8 @@ import json
 import os
 import platform
 import re
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,18 @@ def machine() -> tuple[str, str]:
     desc = f"{cpu}, {cores} cores, {mem:.0f} GiB RAM, {gpu}, torch {torch.__version__}"
     slug = re.sub(r"[^a-z0-9]+", "-", f"{cpu}-{cores}c-{'gpu' if torch.cuda.is_available() else 'cpu'}".lower())
     return slug.strip("-"), desc
+
+
+def written_by(script_file: str, argv: list[str] | None = None) -> dict[str, str]:
+    """The ``written_by`` field of every record: the script (repository path) and the command that ran it.
+
+    Args:
+        script_file: the script's ``__file__``.
+        argv: its arguments (default: this process's).
+    """
+    rel = Path(script_file).resolve().relative_to(REPO).as_posix()
+    args = sys.argv[1:] if argv is None else argv
+    return {"script": rel, "command": " ".join(["python", rel, *(shlex.quote(a) for a in args)])}
 
 
 def curve_stability(history: list[dict[str, Any]]) -> dict[str, Any]:

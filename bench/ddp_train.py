@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine
+from common import RESULTS, machine, written_by
 
 CASES = [  # (processes, threads per process)
     (1, 2),
@@ -126,6 +126,7 @@ def main() -> None:
         rows = [_case(n, t, a, tmp / "ph", tmp) for n, t in CASES]
     result = {
         "scenario": "ddp-train",
+        "written_by": written_by(__file__),
         "machine": desc,
         "date": datetime.date.today().isoformat(),
         "setup": f"omsf2_tiny, {a.img_size} px, {a.train_n} phantoms, global batch {a.batch_size}, "

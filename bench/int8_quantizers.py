@@ -28,7 +28,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine
+from common import RESULTS, machine, written_by
 
 REPO = Path(__file__).resolve().parents[1]
 OMSF2 = str(Path(sys.executable).with_name("omsf2"))
@@ -144,6 +144,7 @@ def main() -> None:
     slug, desc = machine()
     rec = {
         "scenario": "int8-quantizers",
+        "written_by": written_by(__file__),
         "about": (
             "The CPU flavour (`model.int8-cpu.onnx`, U8S8, 7-bit weights) of `omsf2 export --int8` with default "
             "settings, by `--quantizer ort` (onnxruntime's quantize_static + omsf2's mixed-precision search) and "

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import RESULTS, machine, summarize
+from common import RESULTS, machine, summarize, written_by
 
 
 def _parse() -> argparse.Namespace:
@@ -25,6 +25,7 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--iters", type=int, default=200, help="timed iterations per row")
     ap.add_argument("--plugin-lib", type=Path, default=None, help="libomsf2_plugins.so for the plugin engine rows")
     ap.add_argument("--no-write", action="store_true", help="print only; do not record the result")
+    ap.add_argument("--out", type=Path, default=None, help="write the record here instead of bench/results (no README)")
     return ap.parse_args()
 
 
@@ -40,12 +41,13 @@ def main() -> None:
         print(f"{r['op']:16s} {r['case']:40s} {r['backend']:20s} {r['dtype']:5s} {r['status']:11s} {ms}")
     record = {"about": record["about"], "machine": desc, **record}
     record["command"] = " ".join(["python", "bench/kernel_bench.py", *sys.argv[1:]])
+    record["written_by"] = written_by(__file__)
     if args.no_write:
         return
-    out = RESULTS / f"kernels-{slug}.json"
+    out = args.out or RESULTS / f"kernels-{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}\nwrote {summarize()}")
+    print(f"wrote {out}" + ("" if args.out else f"\nwrote {summarize()}"))
     if any(r["status"] in ("MISMATCH", "error") for r in record["rows"]):
         raise SystemExit("some kernels failed their check; see the table")
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from common import RESULTS, machine
+from common import RESULTS, machine, written_by
 from PIL import Image
 
 from omsf2.data import preprocess as pre
@@ -90,6 +90,7 @@ def main() -> None:
     slug, desc = machine()
     record = {
         "scenario": "preprocess-resize",
+        "written_by": written_by(__file__),
         "about": f"{SRC}x{SRC} -> {DST}x{DST} float32 resize, median of {args.runs} runs",
         "machine": desc,
         "date": datetime.date.today().isoformat(),

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, summarize
+from common import RESULTS, summarize, written_by
 
 from omsf2.runtime.openvino_core import openvino_core
 
@@ -181,7 +181,7 @@ def main() -> None:
     x = np.random.default_rng(0).standard_normal((1, report["preprocess"]["channels"], s, s), dtype=np.float32)
     fp = fingerprint(args.threads)
     rec = {"name": args.name, "export": str(args.export), "img_size": s, "fingerprint": fp, "iters": args.iters,
-           "command": " ".join(["python", "bench/profile_cpu.py", *sys.argv[1:]]),
+           "command": " ".join(["python", "bench/profile_cpu.py", *sys.argv[1:]]), "written_by": written_by(__file__),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average": list(os.getloadavg()),
            "onnxruntime": {}, "openvino": {}}  # fmt: skip
     for f in FILES:

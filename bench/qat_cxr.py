@@ -34,7 +34,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine, summarize
+from common import RESULTS, machine, summarize, written_by
 
 REPO = Path(__file__).resolve().parents[1]
 OMSF2 = str(Path(sys.executable).with_name("omsf2"))
@@ -186,6 +186,7 @@ def main() -> None:
     slug, desc = machine()
     rec = {
         "scenario": "qat-cxr",
+        "written_by": written_by(__file__),
         "about": (
             f"`omsf2_tiny` (30 epochs at 224 px on {data.name}, `{_shown([str(args.ckpt.resolve())])}`: the checkpoint "
             "on which post-training S8S8 quantization missed the 0.5-point bound even with mixed precision), "

@@ -31,7 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from common import RESULTS, machine  # noqa: E402
+from common import RESULTS, machine, written_by  # noqa: E402
 
 CXR = REPO.parent / "shared" / "data" / "cxr-real"
 TOKEN = "omsf2-bench"
@@ -225,6 +225,7 @@ def main() -> None:
             proc.wait(90)
     result = {
         "scenario": "triton-serve",
+        "written_by": written_by(__file__),
         "about": (f"omsf2 serve triton (PyTriton's tritonserver, dynamic batching, onnxruntime FP32 with "
                   f"{args.threads} thread(s)) on omsf2_tiny at 224 px; gRPC clients, one file per request, "
                   f"{about_inputs}; latency is the client's round trip (decode + preprocess + model + transport)"),

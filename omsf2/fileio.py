@@ -3,6 +3,10 @@
 Each writer goes to a temporary sibling in the same folder, is flushed and fsynced, then
 replaces the target with ``os.replace`` (atomic on POSIX and Windows). On any error the
 temporary is removed and the target is left as it was.
+
+The temporary gets the mode any new file would (``0666`` minus the umask) through ``fchmod`` on its
+descriptor. The umask is read without changing it (``/proc/self/status`` on Linux): setting it to 0
+and back, the usual idiom, opens a window in which a file another thread creates gets mode 0666.
 """
 
 from __future__ import annotations
@@ -15,6 +19,42 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+def _umask_now() -> int | None:
+    """The process umask read from ``/proc/self/status`` (Linux 4.7+), or None where it cannot be read."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_at_import() -> int:
+    now = _umask_now()
+    if now is not None:
+        return now
+    # No /proc: set and restore once, while importing (one thread, before any writer starts).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _umask_at_import()
+
+
+def process_umask() -> int:
+    """The process umask, read without changing it (the value at import where /proc is missing)."""
+    now = _umask_now()
+    return _UMASK_AT_IMPORT if now is None else now
+
+
+def default_mode(folder: bool = False) -> int:
+    """The mode ``open``/``mkdir`` would give a new file (0666) or folder (0777) under the umask."""
+    return (0o777 if folder else 0o666) & ~process_umask()
 
 
 @contextlib.contextmanager
@@ -30,13 +70,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as e:
         raise ValueError(f"cannot write '{target}': {e.strerror or e}") from e
-    os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp creates 0600; artifacts get the permissions any new file would (0666 minus umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     try:
+        try:
+            os.fchmod(fd, default_mode())  # mkstemp creates 0600; artifacts get what any new file would
+        finally:
+            os.close(fd)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

@@ -191,6 +191,27 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return float(lo), float(hi)
 
 
+def images_to_show(bound: float, level: float = 0.95) -> int | None:
+    """Fewest items on which a perfect record's Wilson interval lies wholly at or above ``bound``.
+
+    With ``n`` items all agreeing, the Wilson lower bound is ``n / (n + z^2)``; it reaches ``bound``
+    from ``n = z^2 * bound / (1 - bound)`` on. Below that, even a flawless result cannot show that
+    the true rate meets the bound (35 items for 0.9, 189 for 0.98, 381 for 0.99, at 95 %).
+
+    Returns:
+        That count, or None for a bound of 1 (no finite set shows it); 0 for a bound <= 0.
+
+    Raises:
+        ValueError: ``level`` outside (0, 1).
+    """
+    z = _z(level)
+    if bound <= 0:
+        return 0
+    if bound >= 1:
+        return None
+    return int(np.ceil(z * z * bound / (1 - bound) - 1e-9))
+
+
 def paired_bootstrap_interval(
     diff: np.ndarray, level: float = 0.95, n_boot: int = 2000, seed: int = 0
 ) -> tuple[float, float]:

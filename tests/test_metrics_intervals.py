@@ -30,3 +30,13 @@ def test_paired_bootstrap_is_seeded_and_covers_the_mean() -> None:
     assert paired_bootstrap_interval(np.zeros(50)) == (0.0, 0.0)
     with pytest.raises(ValueError, match="at least one"):
         paired_bootstrap_interval(np.array([]))
+
+
+def test_images_to_show_is_where_a_perfect_record_first_reaches_the_bound() -> None:
+    from omsf2.metrics import images_to_show
+
+    for bound, expected in ((0.9, 35), (0.98, 189), (0.99, 381)):
+        n = images_to_show(bound)
+        assert n == expected
+        assert wilson_interval(n, n)[0] >= bound > wilson_interval(n - 1, n - 1)[0]
+    assert images_to_show(1.0) is None and images_to_show(0.0) == 0

@@ -7,15 +7,20 @@
 //   scanner_host [OPTIONS] BUNDLE --raw FILE WIDTH HEIGHT BITS_STORED [RAW OPTIONS]
 //
 // OPTIONS: --backend auto|openvino|openvino-int8|tensorrt, --threads N (CPU inference threads, 0:
-// OpenVINO's default), --any-modality (accept DICOMs that are not CR/DX/DR), --dump-input OUT.f32
-// (the preprocessed model input of the one image), --help.
+// OpenVINO's default), --any-modality (skip the Modality rule), --allow-missing body-part|view (an
+// image without that attribute passes the gating; repeat), --dump-input OUT.f32
+// (the preprocessed model input of the one image), --expect-sha256 DIGEST (run only the bundle whose
+// manifest has this sha256), --trust PUBKEY.pem (run only bundles signed by this Ed25519 key; repeat;
+// needs a library built with OpenSSL), --help.
 // RAW OPTIONS: --mono1, --signed, --rescale SLOPE INTERCEPT, --window CENTER WIDTH,
 // --voi-function LINEAR|LINEAR_EXACT|SIGMOID. A raw file holds little-endian uint16 samples (uint8
 // when BITS_STORED <= 8), row by row, nothing else.
 //
-// DICOM input mirrors omsf2.data.io and omsf2.runtime.predictor: the file must be DICOM (the "DICM"
-// preamble), its Modality CR, DX or DR, single-frame, MONOCHROME1/MONOCHROME2 with one sample per
-// pixel, 8 or 16 bits allocated, its pixel data as long as Rows x Columns x BitsAllocated / 8;
+// DICOM input mirrors omsf2.data.io and omsf2 predict: the file must be DICOM (the "DICM" preamble)
+// and pass the clinical input gating the library shares with Python (omsf2_runtime_check_input:
+// Modality, BodyPartExamined and ViewPosition among what the bundle accepts, MONOCHROME1/MONOCHROME2
+// with one sample per pixel, 8 or 16 bits allocated; the reason word for word as omsf2 predict gives
+// it), be single-frame, and hold pixel data as long as Rows x Columns x BitsAllocated / 8;
 // compressed pixel data is decoded when DCMTK can (RLE, JPEG, JPEG-LS). This host refuses, where
 // `omsf2 predict` would convert or apply them, colour images (RGB, YBR, palette), 32-bit samples and
 // Modality or VOI LUT sequences: the C runtime takes gray samples and a window only.
@@ -78,7 +83,7 @@ const char* kUsage =
     "                    [--rescale SLOPE INTERCEPT] [--window CENTER WIDTH]\n"
     "                    [--voi-function LINEAR|LINEAR_EXACT|SIGMOID]\n"
     "options: --backend auto|openvino|openvino-int8|tensorrt  --threads N  --any-modality\n"
-    "         --dump-input OUT.f32  --help\n"
+    "         --allow-missing body-part|view  --dump-input OUT.f32  --expect-sha256 DIGEST  --trust PUBKEY.pem  --help\n"
     "exit codes: 0 predicted, 1 bad argument or image, 2 bundle (or library) refused,\n"
     "            3 inference unavailable, 4 inference failed\n";
 
@@ -90,9 +95,10 @@ struct Raw {
 };
 
 struct Options {
-  std::string bundle, backend = "auto", dump;
+  std::string bundle, backend = "auto", dump, expect_sha256;
+  std::vector<std::string> trust;  // PEM public keys the bundle must be signed by one of
   int threads = 0;
-  bool any_modality = false;
+  uint32_t gate_flags = 0;  // OMSF2_GATE_*: --any-modality, --allow-missing
   std::vector<std::string> dicoms;
   bool has_raw = false;
   Raw raw;
@@ -177,9 +183,22 @@ bool parse_option(std::string_view a, ArgReader& args, Options& o) {
   } else if (a == "--threads") {
     o.threads = int(parse_int(args.values(a, 1, "a thread count")[0], 0, 1024, "--threads"));
   } else if (a == "--any-modality") {
-    o.any_modality = true;
+    o.gate_flags |= OMSF2_GATE_ANY_MODALITY;
+  } else if (a == "--allow-missing") {
+    const std::string_view what = args.values(a, 1, "body-part or view")[0];
+    if (what == "body-part") {
+      o.gate_flags |= OMSF2_GATE_ALLOW_MISSING_BODY_PART;
+    } else if (what == "view") {
+      o.gate_flags |= OMSF2_GATE_ALLOW_MISSING_VIEW;
+    } else {
+      refuse("--allow-missing takes body-part or view, got '" + std::string(what) + "'");
+    }
   } else if (a == "--dump-input") {
     o.dump = std::string(args.values(a, 1, "OUT.f32")[0]);
+  } else if (a == "--expect-sha256") {
+    o.expect_sha256 = std::string(args.values(a, 1, "a manifest sha256")[0]);
+  } else if (a == "--trust") {
+    o.trust.emplace_back(args.values(a, 1, "PUBKEY.pem")[0]);
   } else {
     return parse_raw_option(a, args, o);
   }
@@ -301,12 +320,27 @@ void check_dicom_file(const std::string& path) {
   if (!f || !f.read(head, sizeof head) || std::memcmp(head + 128, "DICM", 4) != 0) refuse("not a DICOM file");
 }
 
-// omsf2.runtime.predictor.dicom_modality_problem, word for word.
-void check_modality(DcmDataset* ds) {
-  const std::string m = text_of(ds, DCM_Modality);
-  if (m == "CR" || m == "DX" || m == "DR") return;
-  refuse("DICOM modality '" + (m.empty() ? std::string("missing") : m) +
-         "' is not a projection radiograph (CR, DR, DX); pass --any-modality to run it anyway");
+Uint16 optional_us(DcmDataset* ds, const DcmTagKey& tag) {
+  Uint16 v = 0;
+  ds->findAndGetUint16(tag, v);
+  return v;  // 0: absent, as omsf2_input_attributes reads it
+}
+
+// The clinical input gating (omsf2.runtime.gating, through the library): what omsf2 predict refuses,
+// with its reason word for word. Read from the header, before any pixel is decoded.
+void check_applicable(omsf2_runtime* rt, DcmDataset* ds, uint32_t flags) {
+  const std::string modality = text_of(ds, DCM_Modality), body_part = text_of(ds, DCM_BodyPartExamined);
+  const std::string view = text_of(ds, DCM_ViewPosition), photometric = text_of(ds, DCM_PhotometricInterpretation);
+  const auto c = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
+  const omsf2_input_attributes attrs{c(modality),
+                                     c(body_part),
+                                     c(view),
+                                     c(photometric),
+                                     optional_us(ds, DCM_SamplesPerPixel),
+                                     optional_us(ds, DCM_BitsAllocated),
+                                     optional_us(ds, DCM_BitsStored)};
+  const omsf2_status st = omsf2_runtime_check_input(rt, &attrs, flags);
+  if (st != OMSF2_OK) refuse(omsf2_last_error());
 }
 
 void check_frames_and_decode(DcmFileFormat& file, DcmDataset* ds) {
@@ -405,7 +439,7 @@ void read_pixels(DcmDataset* ds, omsf2_image& im) {
   im.row_stride = 0;
 }
 
-Input read_dicom(const std::string& path, bool any_modality) {
+Input read_dicom(omsf2_runtime* rt, const std::string& path, uint32_t gate_flags) {
   check_dicom_file(path);
   Input in;
   in.source = path;
@@ -414,7 +448,7 @@ Input read_dicom(const std::string& path, bool any_modality) {
   if (st.good()) st = in.dicom->loadAllDataIntoMemory();  // large values too: the file is read once, now
   if (st.bad()) refuse(std::string("corrupt or truncated DICOM file (DCMTK: ") + st.text() + ")");
   DcmDataset* ds = in.dicom->getDataset();
-  if (!any_modality) check_modality(ds);
+  check_applicable(rt, ds, gate_flags);
   check_frames_and_decode(*in.dicom, ds);
   read_layout(ds, in.image);
   read_transforms(ds, in.image);
@@ -422,7 +456,7 @@ Input read_dicom(const std::string& path, bool any_modality) {
   return in;
 }
 #else
-Input read_dicom(const std::string&, bool) {
+Input read_dicom(omsf2_runtime*, const std::string&, uint32_t) {
   refuse("this scanner_host was built without DCMTK; use --raw (or install libdcmtk-dev and rebuild)");
 }
 #endif
@@ -483,9 +517,14 @@ Runtime open_runtime(const Options& o) {
     refuse("libomsf2_runtime has ABI " + std::to_string(omsf2_abi_version()) + "; this host was built for " +
                std::to_string(OMSF2_RUNTIME_ABI_VERSION),
            kBundle);
+  if (!o.trust.empty() && !omsf2_has_signatures())
+    refuse("--trust needs a libomsf2_runtime built with OpenSSL (libssl-dev); pin --expect-sha256 instead", kBundle);
   const omsf2_runtime_options options{o.backend.c_str(), o.threads};
+  std::vector<const char*> keys;
+  for (const std::string& k : o.trust) keys.push_back(k.c_str());
+  const omsf2_trust trust{o.expect_sha256.empty() ? nullptr : o.expect_sha256.c_str(), keys.data(), keys.size()};
   omsf2_runtime* raw = nullptr;
-  const omsf2_status st = omsf2_runtime_create_with_options(o.bundle.c_str(), &options, &raw);
+  const omsf2_status st = omsf2_runtime_create_trusted(o.bundle.c_str(), &options, &trust, &raw);
   Runtime rt(raw);
   if (st == OMSF2_ERR_UNSUPPORTED) refuse(std::string("inference unavailable: ") + omsf2_last_error(), kNoInference);
   if (st == OMSF2_ERR_INVALID_ARGUMENT) refuse(omsf2_last_error());
@@ -496,6 +535,9 @@ Runtime open_runtime(const Options& o) {
   std::printf("bundle %s: %d classes, input %dx%dx%d, task %s, backend %s\n", o.bundle.c_str(),
               omsf2_runtime_num_classes(rt.get()), spec.channels, spec.height, spec.width, omsf2_runtime_task(rt.get()),
               backend.empty() ? "none" : backend.c_str());
+  const std::string signer = omsf2_runtime_signer(rt.get());
+  std::printf("bundle sha256 %s, %s%s\n", omsf2_runtime_digest(rt.get()),
+              signer.empty() ? "unsigned" : "signed by key ", signer.substr(0, 16).c_str());
   return rt;
 }
 
@@ -507,7 +549,7 @@ void report(const Refusal& r, const std::string* source) {
 // One DICOM: read, gate and predict it; a refusal is printed and its exit code returned.
 int run_dicom(omsf2_runtime* rt, const Options& o, const std::string& path) {
   try {
-    predict(rt, read_dicom(path, o.any_modality), o.dump);
+    predict(rt, read_dicom(rt, path, o.gate_flags), o.dump);
     return kOk;
   } catch (const Refusal& r) {
     report(r, &path);

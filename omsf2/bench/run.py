@@ -71,6 +71,8 @@ class BenchSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.backends, str):
+            if not self.backends.strip():  # an empty list is a mistake, not "every backend"
+                raise ValueError(f"--backends is empty; name one or more of {', '.join(BY_NAME)}, or leave it out")
             parsed = parse_backends(self.backends)
             object.__setattr__(self, "backends", None if parsed is None else tuple(parsed))
         elif self.backends is not None:
@@ -201,7 +203,8 @@ def run_bench(spec: BenchSpec, on_stage: Callable[[str], None] | None = None) ->
         libraries: dict[str, str] = {}
         for size in plan.sizes:
             export_dir = plan.source.export_dir
-            if plan.source.kind == "checkpoint":
+            # A checkpoint is exported only when a backend runs an artifact (PyTorch rows alone need none).
+            if plan.source.kind == "checkpoint" and (spec.calib_data or any(a for _, a in plan.runnable)):
                 export_dir = _export_checkpoint(spec, plan, size, stage, say)
             got = measure_size(spec, plan, size, export_dir, say)
             rows += got.rows

@@ -64,11 +64,15 @@ class Context:
 
 
 class TorchRunner:
-    """PyTorch eager FP32; channels_last when a quick probe finds it faster on this machine."""
+    """PyTorch eager FP32 on the backend's device; channels_last when a quick probe finds it faster there.
+
+    On CUDA each timed call waits for the GPU (host latency, what the rounds time) and CUDA events
+    around the forward give the GPU's own time (``gpu_ms``, the row's ``gpu_compute_ms``).
+    """
 
     compile_model = False
 
-    def __init__(self, ctx: Context, artifact: str | None) -> None:
+    def __init__(self, ctx: Context, artifact: str | None, backend: Backend | None = None) -> None:
         import torch
 
         from omsf2.models.checkpoint import load_checkpoint, model_from_checkpoint
@@ -77,29 +81,40 @@ class TorchRunner:
             raise ValueError("no checkpoint to build the PyTorch model from")
         torch.set_num_threads(ctx.threads)
         self._torch = torch
-        self.model: Any = cast(Any, model_from_checkpoint(load_checkpoint(ctx.checkpoint)).eval())
+        self.device = backend.device if backend is not None else "cpu"
+        self.gpu_ms: list[float] = []
+        model = model_from_checkpoint(load_checkpoint(ctx.checkpoint)).eval().to(self.device)
+        self.model: Any = cast(Any, model)
         self.memory_format = self._pick_layout(ctx) if not self.compile_model else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.note = "channels_last" if self.memory_format == torch.channels_last else "contiguous (NCHW)"
         if self.compile_model:
             self.model = torch.compile(self.model, backend="inductor", dynamic=False)
             self.note = "inductor, dynamic=False"
+        if self.device == "cuda":
+            self.note += f", {torch.cuda.get_device_name(0)}"
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            self._torch.cuda.synchronize()
 
     def _pick_layout(self, ctx: Context) -> Any:
         import time
 
         torch = self._torch
-        x = torch.zeros(ctx.batch, ctx.channels, ctx.img_size, ctx.img_size)
+        x = torch.zeros(ctx.batch, ctx.channels, ctx.img_size, ctx.img_size, device=self.device)
         best: tuple[float, Any] | None = None
         for fmt in (torch.contiguous_format, torch.channels_last):
             m: Any = self.model.to(memory_format=fmt)
             xi = x.contiguous(memory_format=fmt)
             with torch.inference_mode():
                 m(xi)
+                self._sync()
                 times = []
                 for _ in range(3):
                     t0 = time.perf_counter()
                     m(xi)
+                    self._sync()
                     times.append(time.perf_counter() - t0)
             if best is None or min(times) < best[0]:
                 best = (min(times), fmt)
@@ -109,16 +124,32 @@ class TorchRunner:
         with self._torch.inference_mode():
             return self.model(xt)
 
+    def _input(self, x: np.ndarray) -> Any:
+        xt = self._torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        return xt.contiguous(memory_format=self.memory_format)
+
     def bind(self, x: np.ndarray) -> Any:
         """See :class:`Runner`."""
-        xt = self._torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=self.memory_format)
-        return lambda: self._forward(xt)
+        xt = self._input(x)
+        if self.device != "cuda":
+            return lambda: self._forward(xt)
+        torch = self._torch
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def call() -> Any:
+            start.record()
+            out = self._forward(xt)
+            end.record()
+            end.synchronize()
+            self.gpu_ms.append(start.elapsed_time(end))
+            return out
+
+        return call
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """See :class:`Runner`."""
-        xt = self._torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=self.memory_format)
-        logits, _ = self._forward(xt)
-        return logits.float().numpy()
+        logits, _ = self._forward(self._input(x))
+        return logits.float().cpu().numpy()
 
 
 class TorchCompileRunner(TorchRunner):
@@ -230,6 +261,11 @@ BACKENDS: tuple[Backend, ...] = (
         "openvino-int8", _RT, ("onnx_int8_cpu", "onnx_int8"), "int8", "cpu", ("openvino",),
         "OpenVINO INT8 (Q/DQ ONNX)", "openvino-int8",
     ),
+    Backend("torch-cuda", TorchRunner, (), "fp32", "cuda", ("torch",), "PyTorch eager FP32 on CUDA"),
+    Backend(
+        "torch-compile-cuda", TorchCompileRunner, (), "fp32", "cuda", ("torch",),
+        "torch.compile (inductor) FP32 on CUDA",
+    ),
     Backend("ort-cuda", _RT, ("onnx",), "fp32", "cuda", ("onnxruntime",), "onnxruntime CUDA EP FP32", "ort-cuda"),
     Backend(
         "ort-trt", _RT, ("onnx_int8",), "int8", "cuda", ("onnxruntime",), "onnxruntime TensorRT EP (Q/DQ INT8)",
@@ -325,5 +361,5 @@ def unavailable_reason(backend: Backend, export_dir: Path | None, planned: set[s
 
 def build_runner(backend: Backend, ctx: Context, artifact: str | None) -> Runner:
     """Instantiate ``backend``'s runner for ``ctx``."""
-    runner: Runner = backend.runner(ctx, artifact, backend) if backend.runtime else backend.runner(ctx, artifact)
+    runner: Runner = backend.runner(ctx, artifact, backend)
     return runner

@@ -36,6 +36,8 @@ from omsf2.config import (
 )
 from omsf2.export.calibration import DEFAULT_CALIB_COUNT
 from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
+from omsf2.export.gate_data import DEFAULT_GATE_FRACTION
+from omsf2.export.onnx import OPSETS
 from omsf2.export.quantize import CalibMethod, Quantizer
 from omsf2.export.targets import EngineVia, ExportFormat
 
@@ -293,14 +295,28 @@ def export(
         int, typer.Option(help="Calibration images, stratified by class (>= 64).")
     ] = DEFAULT_CALIB_COUNT,
     eval_data: Annotated[
-        Path | None, typer.Option(help="Labelled DIR/<class>/* for parity and the INT8 accuracy gate.")
+        Path | None,
+        typer.Option(
+            help="Labelled DIR/<class>/*: parity, and split by patient into the INT8 search part and the gate part."
+        ),
     ] = None,
+    gate_data: Annotated[
+        Path | None,
+        typer.Option(help="Labelled DIR/<class>/* that judges instead (then all of --eval-data is searched on)."),
+    ] = None,
+    gate_fraction: Annotated[
+        float, typer.Option(help="Share of --eval-data's patients (per class) in the gate part.")
+    ] = DEFAULT_GATE_FRACTION,
     max_drop: Annotated[
         float, typer.Option(help="Accuracy points (>= 0) an INT8 flavour may lose vs FP32 ONNX.")
     ] = DEFAULT_MAX_DROP,
     min_agreement: Annotated[
-        float, typer.Option(help="Least top-1 agreement of an INT8 flavour with FP32.")
+        float, typer.Option(help="Least top-1 agreement of an INT8 flavour (or engine) with FP32.")
     ] = DEFAULT_MIN_AGREEMENT,
+    min_group_agreement: Annotated[
+        float | None,
+        typer.Option(help="Least top-1 agreement in every subgroup large enough to judge (default: not gated)."),
+    ] = None,
     mixed_precision: Annotated[
         bool,
         typer.Option(
@@ -315,7 +331,7 @@ def export(
         bool, typer.Option("--overwrite", help="Export into a non-empty folder that no omsf2 export wrote.")
     ] = False,
     batch: Annotated[str, typer.Option(help="TensorRT profile batch sizes MIN,OPT,MAX.")] = "1,8,32",
-    opset: Annotated[int, typer.Option(help="ONNX opset (19-23).")] = 19,
+    opset: Annotated[int, typer.Option(min=OPSETS.start, max=OPSETS.stop - 1, help="ONNX opset (19-23).")] = 19,
     plugins: Annotated[
         bool, typer.Option("--plugins/--no-plugins", help="Fused neck ops as omsf2 custom ops (TensorRT plugins).")
     ] = False,
@@ -356,6 +372,9 @@ def export(
         mixed_precision=mixed_precision,
         sensitivity=sensitivity,
         overwrite=overwrite,
+        gate_data=None if gate_data is None else str(gate_data),
+        gate_fraction=gate_fraction,
+        min_group_agreement=min_group_agreement,
     )
     res = run_export(spec, lambda s: console.print(f"[bold]>[/] {s}"))
     print_export(res.report)
@@ -365,13 +384,26 @@ def export(
 @app.command()
 @cli_errors
 def info() -> None:
-    """Show versions, devices and which optional stacks are installed."""
+    """Show versions, devices and which optional stacks are installed (works without torch)."""
     from omsf2.info import environment
 
     table = Table(show_header=False)
     for k, v in environment().items():
-        table.add_row(k, str(v))
+        table.add_row(escape(k), escape(str(v)))
     console.print(table)
+
+
+@app.command()
+@cli_errors
+def keygen(
+    out: Annotated[Path, typer.Option(help="Key pair prefix: writes PREFIX.key (private, mode 0600) and PREFIX.pub.")],
+) -> None:
+    """Make an Ed25519 key pair to sign bundles with (omsf2 bundle --sign) and trust them by (--trust)."""
+    from omsf2.runtime.trust import generate_keypair, key_id, load_public_key
+
+    key, pub = generate_keypair(out)
+    console.print(f"wrote {key} (private: keep it off the machines that run bundles) and {pub}", highlight=False)
+    console.print(f"key id {key_id(load_public_key(pub))}", highlight=False)
 
 
 # -- registration: sub-apps and command modules, one line each ----------------------------------

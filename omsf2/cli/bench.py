@@ -24,8 +24,9 @@ def bench_cmd(
     backends: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated: torch, torch-compile, ort, ort-int8, ort-int8-trt, openvino, "
-            "openvino-int8, openvino-bf16, ort-cuda, ort-trt, tensorrt (default: every one this machine can run)."
+            help="Comma-separated: torch, torch-compile, ort, ort-int8, ort-int8-trt, openvino, openvino-int8, "
+            "openvino-bf16, torch-cuda, torch-compile-cuda, ort-cuda, ort-trt, tensorrt (default: every one this "
+            "machine can run)."
         ),
     ] = None,
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
@@ -35,7 +36,7 @@ def bench_cmd(
     threads: Annotated[int | None, typer.Option(help="CPU threads per runtime (default: all cores).")] = None,
     warmup_s: Annotated[float, typer.Option(help="Warm-up seconds per backend.")] = 2.0,
     duration_s: Annotated[float, typer.Option(help="Timed seconds per backend (over all rounds).")] = 10.0,
-    iters: Annotated[int | None, typer.Option(help="Timed calls per backend instead of --duration-s.")] = None,
+    iters: Annotated[int | None, typer.Option(min=1, help="Timed calls per backend instead of --duration-s.")] = None,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds.")] = 5,
     eval_data: Annotated[
         Path | None, typer.Option(help="Labelled DIR/<class>/* for the accuracy and agreement columns.")

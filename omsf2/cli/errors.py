@@ -56,6 +56,7 @@ EXTRAS = {
     "onnxscript": "onnx",
     "onnxslim": "onnx",
     "onnxruntime": "runtime",
+    "cryptography": "runtime",
     "pynetdicom": "dicom",
     "highdicom": "dicom",
 }

@@ -1,8 +1,10 @@
 """``omsf2 predict``: stage radiographs with a bundle, an export folder or a checkpoint.
 
 Parses, opens one :class:`omsf2.runtime.Predictor`, streams files through it and prints. A file
-that cannot be read, or a DICOM that is not a projection radiograph, is reported in the results
-with its reason while the rest are processed; the exit code is 1 if any file failed. A tampered
+that cannot be read, or a DICOM the clinical gating declines (:mod:`omsf2.runtime.gating`: not a
+CR/DX chest PA/AP radiograph the bundle accepts), is reported in the results with its reason while
+the rest are processed; the exit code is 1 if any file failed. A folder is scanned recursively for
+image files by suffix and for DICOM files by content (``IM0001`` without a suffix). A tampered
 bundle is a one-line error before any file is read. Only ``--model CKPT`` needs torch (the
 checkpoint is exported to ONNX in a temporary folder first).
 """
@@ -26,9 +28,31 @@ from rich.markup import escape
 from rich.table import Table
 
 from omsf2.cli.errors import console, err, fail
-from omsf2.data.io import IMAGE_SUFFIXES
+from omsf2.data.io import IMAGE_SUFFIXES, find_images
 
 PROGRESS_AFTER = 8  # files; fewer finish before a bar would be useful
+
+#: ``--trust`` and ``--expect-sha256``, shared by predict and the serve commands.
+TrustOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--trust",
+        help="Run only bundles signed by this Ed25519 public key (omsf2 keygen's .pub; repeat for several).",
+    ),
+]
+ExpectSha256Option = Annotated[
+    str | None,
+    typer.Option(
+        "--expect-sha256", help="Run only the bundle whose manifest has this sha256 (omsf2 bundle prints it)."
+    ),
+]
+
+
+def trust_policy(trust: list[Path] | None, expect_sha256: str | None) -> Any:
+    """The :class:`~omsf2.runtime.trust.TrustPolicy` of ``--trust`` / ``--expect-sha256`` (keys read now)."""
+    from omsf2.runtime.trust import TrustPolicy
+
+    return TrustPolicy.from_options([str(p) for p in trust or ()], expect_sha256)
 
 
 class Backend(str, enum.Enum):
@@ -46,23 +70,17 @@ class Backend(str, enum.Enum):
     TENSORRT = "tensorrt"
     ORT_CUDA = "ort-cuda"
     ORT_TRT = "ort-trt"
+    TRITON = "triton"
 
 
 def collect_inputs(inputs: list[str]) -> list[str]:
-    """Files as given, folders expanded recursively (image suffixes, no hidden files), ``-``: paths on stdin."""
+    """Files as given, folders expanded recursively (:func:`omsf2.data.io.find_images`), ``-``: paths on stdin."""
     out: list[str] = []
     for item in inputs:
         if item == "-":
             out += [line.strip() for line in sys.stdin if line.strip()]
         elif Path(item).is_dir():
-            found = sorted(
-                p
-                for p in Path(item).rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(item).parts)
-            )
-            out += [str(p) for p in found]
+            out += [str(p) for p in find_images(item)]
         else:
             out.append(item)  # missing or unreadable files are reported per file
     return out
@@ -85,13 +103,34 @@ def _check_output(path: Path | None, what: str, folder: bool = False) -> None:
         raise fail(f"{what} '{path}': '{parent}' is not writable")
 
 
-def _open_predictor(model: Path, backend: str, threads: int, tmp: Path) -> Any:
+def _not_a_checkpoint(model: Path) -> str | None:
+    """Why ``model`` cannot be a checkpoint (an image, or not the zip archive torch saves), or None."""
+    try:
+        with open(model, "rb") as f:
+            head = f.read(132)
+    except OSError as e:
+        return f"--model '{model}' cannot be read: {e.strerror or e}"
+    if model.suffix.lower() in IMAGE_SUFFIXES or head.startswith((b"\x89PNG", b"\xff\xd8")) or head[128:] == b"DICM":
+        return (
+            f"--model '{model}' is an image, not a model: pass a bundle folder, an export folder or a checkpoint (.pt)"
+        )
+    if not head.startswith(b"PK\x03\x04"):
+        return f"--model '{model}' is not a checkpoint (torch saves a zip archive), a bundle folder or an export folder"
+    return None
+
+
+def _open_predictor(model: Path, backend: str, threads: int, tmp: Path, trust: Any, options: Any = None) -> Any:
     from omsf2.runtime.predictor import Predictor
 
     if model.is_dir():
-        return Predictor.from_bundle(model, backend=backend, threads=threads)
+        return Predictor.from_bundle(model, backend=backend, threads=threads, trust=trust, options=options)
     if not model.is_file():
         raise fail(f"--model '{model}' does not exist (a bundle folder, an export folder or a checkpoint)")
+    why = _not_a_checkpoint(model)
+    if why is not None:
+        raise fail(why)
+    if trust.configured:
+        raise fail(f"--model '{model}' is a checkpoint; --trust and --expect-sha256 need a signed bundle folder")
     if importlib.util.find_spec("torch") is None:
         raise fail(
             f"--model '{model}' is a checkpoint, which needs torch (pip install 'omsf2[train]'); "
@@ -156,11 +195,21 @@ def predict_cmd(
     overlay: Annotated[Path | None, typer.Option(help="Folder for heat-map-over-image PNGs.")] = None,
     json_path: Annotated[str | None, typer.Option("--json", help="Write results as JSON to PATH, or '-'.")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV to PATH.")] = None,
-    batch: Annotated[int | None, typer.Option(help="Images per inference call [default: the bundle's].")] = None,
+    batch: Annotated[int | None, typer.Option(help="Images per inference call (default: the bundle's).")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for onnxruntime/OpenVINO (0: default).")] = 0,
     any_modality: Annotated[
-        bool, typer.Option("--any-modality", help="Accept DICOMs that are not CR/DX/DR radiographs.")
+        bool, typer.Option("--any-modality", help="Accept DICOMs of any Modality (research; the other rules apply).")
     ] = False,
+    allow_missing: Annotated[
+        list[str] | None,
+        typer.Option("--allow-missing", help="Accept DICOMs without this attribute: body-part or view (repeat)."),
+    ] = None,
+    triton_url: Annotated[
+        str | None, typer.Option(help="With --backend triton: the omsf2 serve triton server, HOST:PORT (gRPC).")
+    ] = None,
+    triton_model: Annotated[str, typer.Option(help="With --backend triton: its --model-name.")] = "omsf2",
+    trust: TrustOption = None,
+    expect_sha256: ExpectSha256Option = None,
 ) -> None:
     """Predict the stage of radiographs: a table, optional JSON/CSV and heat-map overlays; exit 1 if any failed."""
     if batch is not None and batch < 1:
@@ -172,15 +221,24 @@ def predict_cmd(
         raise fail("--overlay needs matplotlib for its colormap (pip install matplotlib)")
     _check_output(None if json_path is None else Path(json_path), "--json")
     _check_output(csv_path, "--csv")
+    if (backend == Backend.TRITON) != (triton_url is not None):
+        raise fail("--backend triton and --triton-url HOST:PORT go together")
+    from omsf2.runtime.sessions import SessionOptions
+
+    options = SessionOptions(threads=threads, triton_url=triton_url, triton_model=triton_model)
+    policy = trust_policy(trust, expect_sha256)
     files = collect_inputs(inputs)
     if not files:
-        raise fail("no input images (give files, folders with PNG/JPEG/DICOM files, or '-' for paths on stdin)")
+        raise fail(
+            "no input images (give files, folders with PNG/JPEG/TIFF/BMP/DICOM files, or '-' for paths on stdin)"
+        )
     out = err if json_path == "-" else console
     with tempfile.TemporaryDirectory(prefix="omsf2-predict-") as tmp:
-        predictor = _open_predictor(model, backend.value, threads, Path(tmp))
+        predictor = _open_predictor(model, backend.value, threads, Path(tmp), policy, options)
         if batch is not None:
             predictor.max_batch = min(batch, predictor.max_batch)
-        results = _run(predictor, files, any_modality, out)
+        gate = predictor.gate_policy(any_modality=any_modality, allow_missing=allow_missing or ())
+        results = _run(predictor, files, gate, out)
     overlays = _write_overlays(results, overlay) if overlay is not None else {}
     _print_table(results, out)
     rows = list(_rows(results, overlays))
@@ -195,14 +253,14 @@ def predict_cmd(
         raise fail(f"{failed} file(s) could not be predicted (see the table)")
 
 
-def _run(predictor: Any, files: list[str], any_modality: bool, out: Console) -> list[Any]:
+def _run(predictor: Any, files: list[str], gate: Any, out: Console) -> list[Any]:
     if len(files) < PROGRESS_AFTER:
-        return list(predictor.predict_files(files, any_modality=any_modality))
+        return list(predictor.predict_files(files, policy=gate))
     from rich.progress import Progress
 
     with Progress(console=err, transient=True) as prog:
         task = prog.add_task("predicting", total=len(files))
-        return list(predictor.predict_files(files, any_modality=any_modality, on_result=lambda _: prog.advance(task)))
+        return list(predictor.predict_files(files, policy=gate, on_result=lambda _: prog.advance(task)))
 
 
 def _write_overlays(results: list[Any], folder: Path) -> dict[str, str]:
@@ -223,6 +281,7 @@ def _write_overlays(results: list[Any], folder: Path) -> dict[str, str]:
 def _write_json(dest: str, rows: list[dict[str, Any]], predictor: Any) -> None:
     doc = {
         "model": str(predictor.bundle.root),
+        "algorithm": {"name": predictor.bundle.name, "version": predictor.bundle.version},
         "bundle_sha256": predictor.bundle.digest,
         "backend": predictor.backend,
         "classes": list(predictor.classes),

@@ -1,4 +1,9 @@
-"""``omsf2 serve triton``: serve a bundle with Triton Inference Server through PyTriton."""
+"""``omsf2 serve triton``: serve a bundle with Triton Inference Server through PyTriton.
+
+Two models: ``NAME`` (encoded images in, labels and probabilities out: any client) and
+``NAME_logits`` (preprocessed tensors in, checked logits, heat maps and the bundle's sha256 out:
+what ``omsf2 predict`` and ``omsf2 serve dicom`` use with ``--backend triton --triton-url``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Annotated
 import typer
 
 from omsf2.cli.errors import console
+from omsf2.cli.predict import ExpectSha256Option, TrustOption, trust_policy
 
 
 def serve_triton_cmd(
@@ -20,7 +26,7 @@ def serve_triton_cmd(
         str, typer.Option(help="Predictor backend: auto, ort, ort-int8, openvino, tensorrt ...")
     ] = "auto",
     model_name: Annotated[str, typer.Option(help="The Triton model name.")] = "omsf2",
-    max_batch: Annotated[int | None, typer.Option(help="Largest dynamic batch [default: the bundle's].")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Largest dynamic batch (default: the bundle's).")] = None,
     max_queue_delay_us: Annotated[int, typer.Option(help="How long the batcher waits to fill a batch (µs).")] = 2000,
     threads: Annotated[int, typer.Option(help="CPU threads of the backend session (0: its default).")] = 0,
     access_token: Annotated[
@@ -28,9 +34,11 @@ def serve_triton_cmd(
         typer.Option(
             envvar="OMSF2_TRITON_ACCESS_TOKEN",
             show_default=False,
-            help="Token for Triton's protected endpoints (statistics ...) [default: a random one].",
+            help="Token for Triton's protected endpoints (statistics ...; default: a random one).",
         ),
     ] = None,
+    trust: TrustOption = None,
+    expect_sha256: ExpectSha256Option = None,
 ) -> None:
     """Serve the bundle's Predictor on Triton (HTTP and gRPC) until Ctrl-C or SIGTERM; needs omsf2[triton-serve]."""
     from omsf2.serve.triton import TritonServeSpec, serve_triton
@@ -47,11 +55,13 @@ def serve_triton_cmd(
         max_queue_delay_us=max_queue_delay_us,
         threads=threads,
         access_token=access_token,
+        trust=trust_policy(trust, expect_sha256),
     )
 
     def ready(predictor: object) -> None:
         console.print(
-            f"serving '{spec.model_name}' ({getattr(predictor, 'backend', '?')}) on http://{host}:{http_port} "
+            f"serving '{spec.model_name}' and '{spec.model_name}_logits' ({getattr(predictor, 'backend', '?')}, "
+            f"bundle sha256 {getattr(getattr(predictor, 'bundle', None), 'digest', '?')}) on http://{host}:{http_port} "
             f"and grpc {host}:{grpc_port}; Ctrl-C stops",
             highlight=False,
             soft_wrap=True,

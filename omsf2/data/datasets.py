@@ -168,7 +168,15 @@ def synthetic_split(spec: DataSpec, split: str) -> LabeledSet:
     )
 
 
-def _read_patients(root: Path) -> dict[str, str]:
+def read_patients(root: Path) -> dict[str, str]:
+    """``root/labels.csv`` as file (relative to ``root``) -> patient (``split_group``, else ``patient_id``).
+
+    Returns:
+        The mapping; empty when there is no such file or it names no patients.
+
+    Raises:
+        ValueError: the CSV cannot be read.
+    """
     path = root / "labels.csv"
     if not path.is_file():
         return {}
@@ -222,7 +230,7 @@ def folder_split(spec: DataSpec, split: str) -> LabeledSet:
         raise ValueError(f"data folder '{root}' is empty; expected {root}/train/<class>/*.png|jpg|dcm")
     train_dir = root / "train"
     split_dir = root / split
-    patients = _read_patients(root)
+    patients = read_patients(root)
     own_folder = split_dir.is_dir() and not (split == "train" and not (root / "val").is_dir())
     if own_folder and split != "train":
         classes = [p.name for p in _folder_classes(train_dir)] if train_dir.is_dir() else None

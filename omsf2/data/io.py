@@ -31,14 +31,23 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "list_images", "probe_image", "read_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageReadError",
+    "find_images",
+    "is_dicom_file",
+    "is_image_file",
+    "list_images",
+    "probe_image",
+    "read_image",
+]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
-"""File suffixes :func:`list_images` picks up (compared case-insensitively)."""
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+"""File suffixes a folder scan picks up (compared case-insensitively); DICOM files are also found by content."""
 
-_PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+_PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 _MIN_SIDE = 8
 # ITU-R BT.601-2 luma weights, the same that Pillow's "L" conversion uses.
@@ -156,6 +165,31 @@ def probe_image(path: str | os.PathLike[str]) -> tuple[int, int]:
     return hw
 
 
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a folder scan takes ``path``: a regular file with an image suffix, or a DICOM file by content.
+
+    PACS exports name files ``IM0001`` or ``1.2.840...`` without a suffix: a file whose suffix is not
+    an image suffix is taken when it carries DICOM's preamble (``DICM`` at byte 128), which costs one
+    132-byte read. A TIFF or BMP is taken as PNG and JPEG are (and read the same way when named).
+    """
+    p = Path(path)
+    if not p.is_file():
+        return False
+    return p.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(p)
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is DICOM: a DICOM suffix (``.dcm``, ``.dicom``) or DICOM's preamble (``DICM`` at byte 128)."""
+    p = Path(path)
+    if p.suffix.lower() in _DICOM_SUFFIXES:
+        return True
+    try:
+        with open(p, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     """List the image files directly inside a folder.
 
@@ -163,8 +197,8 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         folder: the directory to list (not recursed into).
 
     Returns:
-        Sorted paths of the regular files whose suffix is in :data:`IMAGE_SUFFIXES`
-        (case-insensitive); hidden files (names starting with ".") are skipped.
+        Sorted paths of the regular files :func:`is_image_file` takes (an image suffix,
+        case-insensitive, or DICOM content); hidden files (names starting with ".") are skipped.
 
     Raises:
         ValueError: the folder does not exist or is not a directory.
@@ -175,9 +209,23 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         raise ValueError(f"image folder '{os.fspath(folder)}' does not exist")
     if not root.is_dir():
         raise ValueError(f"image folder '{os.fspath(folder)}' is not a directory")
-    return sorted(
-        p for p in root.iterdir() if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and is_image_file(p))
+
+
+def find_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files under a folder, recursively (:func:`is_image_file`), sorted; hidden files and folders skipped.
+
+    Raises:
+        ValueError: the folder does not exist or is not a directory.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"image folder '{os.fspath(folder)}' does not exist or is not a directory")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in filenames if not f.startswith(".") and is_image_file(Path(dirpath) / f)]
+    return sorted(found)
 
 
 # --------------------------------------------------------------------------------------------

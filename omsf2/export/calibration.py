@@ -55,13 +55,28 @@ class CalibMethod(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class ImageSet:
-    """Preprocessed images, their labels (-1 where unknown) and where they came from."""
+    """Preprocessed images, their labels (-1 where unknown) and where they came from.
 
-    images: np.ndarray  # float32 (N, C, H, W)
-    labels: np.ndarray  # int64 (N,)
+    Attributes:
+        images: float32 (N, C, H, W), through the checkpoint's preprocessing.
+        labels: int64 (N,) class indices, -1 where unknown.
+        paths: one file per image (the image's id).
+        classes: class names of the labels.
+        root: the folder the images came from.
+        patients: one patient (or split-group) id per image where known, else empty
+            (:func:`omsf2.export.gate_data.annotate` fills it in).
+        attributes: per-image values of the DICOM attributes the gate groups by (``modality``,
+            ``manufacturer``, ``photometric_interpretation``), each a tuple of N strings; empty
+            for PNG/JPEG sets.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
     paths: tuple[str, ...]
     classes: tuple[str, ...]
     root: str
+    patients: tuple[str, ...] = ()
+    attributes: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, compare=False)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -69,6 +84,19 @@ class ImageSet:
     def per_class(self) -> dict[str, int]:
         """Images per class (empty for an unlabelled set)."""
         return {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
+
+    def subset(self, index: np.ndarray | list[int], root: str | None = None) -> ImageSet:
+        """The images at ``index`` (in that order), with their labels, ids, patients and attributes."""
+        idx = np.asarray(index, dtype=np.int64)
+        return ImageSet(
+            self.images[idx],
+            self.labels[idx],
+            tuple(self.paths[i] for i in idx),
+            self.classes,
+            self.root if root is None else root,
+            tuple(self.patients[i] for i in idx) if self.patients else (),
+            {k: tuple(v[i] for i in idx) for k, v in self.attributes.items()},
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +210,7 @@ def load_eval(root: str | os.PathLike[str], pre: PreprocessSpec, classes: tuple[
     return ImageSet(images, np.array([k for k, _ in files], np.int64), tuple(str(f) for _, f in files), cls, str(root))
 
 
-def check_disjoint(calib: ImageSet, evaluation: ImageSet) -> None:
+def check_disjoint(calib: ImageSet, evaluation: ImageSet, what: str = "--eval-data") -> None:
     """The gate means nothing on images the ranges were fitted to.
 
     Raises:
@@ -191,7 +219,7 @@ def check_disjoint(calib: ImageSet, evaluation: ImageSet) -> None:
     shared = {os.path.realpath(p) for p in calib.paths} & {os.path.realpath(p) for p in evaluation.paths}
     if shared:
         raise ValueError(
-            f"--eval-data shares {len(shared)} image(s) with --calib-data (e.g. '{sorted(shared)[0]}'); "
+            f"{what} shares {len(shared)} image(s) with --calib-data (e.g. '{sorted(shared)[0]}'); "
             "the accuracy gate needs images that calibration did not see"
         )
 

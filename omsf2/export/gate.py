@@ -16,6 +16,10 @@ and the top-1 agreement with FP32. On a few hundred images an unchanged accuracy
 flipped answers, so agreement is gated too. Each comes with a 95 % interval: Wilson for the
 agreement, a paired bootstrap for the drop (:mod:`omsf2.metrics`). The pass/fail decision uses
 the point estimates, as the thresholds were set on them; the intervals say how far to trust it.
+:func:`gate_record` adds the per-group figures (:mod:`omsf2.export.subgroups`) and the
+:func:`caveats`: when FP32 itself is at chance on the gate images (agreement with a model that
+guesses says nothing about accuracy) or the set is too small for its bounds to be decided, the
+gate says so in ``report.json`` and in its printed line, whatever its verdict.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from omsf2.metrics import paired_bootstrap_interval, wilson_interval
+from omsf2.export.calibration import ImageSet
+from omsf2.metrics import images_to_show, paired_bootstrap_interval, wilson_interval
 from omsf2.runtime.cpu import cpu_flags
 
 DEFAULT_MAX_DROP = 0.5  # accuracy points; the INT8 issue's bound on real held-out radiographs
@@ -50,16 +55,22 @@ class GateSpec:
     Attributes:
         max_drop: accuracy points (0-100) a flavour may lose against FP32; at least 0.
         min_agreement: least top-1 agreement with FP32, in [0, 1].
+        min_group_agreement: least top-1 agreement in every subgroup large enough to judge, in
+            [0, 1]; None: groups are reported, not gated.
     """
 
     max_drop: float = DEFAULT_MAX_DROP
     min_agreement: float = DEFAULT_MIN_AGREEMENT
+    min_group_agreement: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_drop) and 0 <= self.max_drop <= 100):
             raise ValueError(f"--max-drop must be a number of accuracy points in [0, 100], got {self.max_drop!r}")
         if not (math.isfinite(self.min_agreement) and 0 <= self.min_agreement <= 1):
             raise ValueError(f"--min-agreement must be a fraction in [0, 1], got {self.min_agreement!r}")
+        g = self.min_group_agreement
+        if g is not None and not (math.isfinite(g) and 0 <= g <= 1):
+            raise ValueError(f"--min-group-agreement must be a fraction in [0, 1], got {g!r}")
 
 
 def kernel_path(flags: frozenset[str] | None = None) -> dict[str, Any]:
@@ -146,26 +157,100 @@ def judge(labels: np.ndarray, fp32_logits: np.ndarray, logits: np.ndarray, spec:
     }
 
 
+def caveats(labels: np.ndarray, fp32_logits: np.ndarray, spec: GateSpec) -> list[str]:
+    """Why this gate set cannot mean much, one sentence each (empty when it can).
+
+    * FP32 at chance: the Wilson interval of FP32's accuracy reaches down to the share of the
+      commonest class (what always giving that answer scores). Agreement with FP32 then says
+      nothing about accuracy: a model that guesses agrees with anything that guesses alike.
+    * Too few images for ``--min-agreement``: even full agreement has a 95 % interval that reaches
+      below the bound (:func:`omsf2.metrics.images_to_show`).
+    * One image worth more than ``--max-drop``: the bound then allows no net lost image.
+    """
+    n = len(labels)
+    if n == 0:
+        return ["the gate set holds no images"]
+    out = []
+    right = int((fp32_logits.argmax(1) == labels).sum())
+    lo, hi = wilson_interval(right, n, CONFIDENCE)
+    chance = float(np.bincount(labels[labels >= 0]).max(initial=0)) / n
+    if lo <= chance:
+        out.append(
+            f"FP32 is at chance level on the {n} gate images (accuracy {100 * right / n:.1f}%, 95% CI "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}], vs {100 * chance:.1f}% for always answering the commonest class): "
+            "agreement with it says nothing about accuracy"
+        )
+    need = images_to_show(spec.min_agreement, CONFIDENCE)
+    if need is None or n < need:
+        out.append(
+            f"{n} gate images cannot decide --min-agreement {100 * spec.min_agreement:g}%: even full agreement "
+            f"has a 95% interval down to {100 * n / (n + _z2()):.1f}%"
+            + (f" (about {need} images are needed)" if need else "")
+        )
+    if 0 < spec.max_drop < 100 / n:
+        out.append(
+            f"one gate image is {100 / n:.2f} points, more than --max-drop {spec.max_drop:g}: the bound allows "
+            "no net lost image"
+        )
+    return out
+
+
+def _z2() -> float:
+    """The square of :data:`CONFIDENCE`'s z (the Wilson lower bound of n of n is n / (n + z^2))."""
+    lo, _ = wilson_interval(1, 1, CONFIDENCE)
+    return 1 / lo - 1
+
+
+def gate_record(images: ImageSet, fp32_logits: np.ndarray, logits: np.ndarray, spec: GateSpec) -> dict[str, Any]:
+    """:func:`judge` on ``images`` plus its subgroups (with ``spec.min_group_agreement``) and :func:`caveats`.
+
+    Raises:
+        ValueError: non-finite logits.
+    """
+    from omsf2.export.subgroups import apply_group_bound, group_table
+
+    rec = judge(images.labels, fp32_logits, logits, spec)
+    bound = spec.min_group_agreement
+    apply_group_bound(rec, group_table(images, fp32_logits, logits, bound), bound)
+    rec["caveats"] = caveats(images.labels, fp32_logits, spec)
+    return rec
+
+
 def gate_message(r: dict[str, Any], mixed_precision: bool) -> str:
     """One line saying why a flavour failed its gate, with the numbers, what was tried and what to do."""
     lo, hi = r["accuracy_drop_ci95"]
     mixed = r.get("mixed_precision")
-    if mixed:
+    search = r.get("search") or {}
+    if mixed and mixed.get("float_groups"):
+        tried = (
+            f"; {len(mixed['float_groups'])} group(s) kept in float passed the search part ({search.get('n')} "
+            f"images: drop {search.get('accuracy_drop', 0):.2f} points, agreement "
+            f"{100 * search.get('top1_agreement', 0):.1f}%) but not the gate part"
+        )
+    elif mixed:
         best = min(mixed["tried"], key=lambda t: (t["accuracy_drop"], -t["top1_agreement"]))
         tried = (
-            f"; keeping up to {mixed['max_float_groups']} of the most sensitive node groups in float did not help "
-            f"(closest: {best['float_groups']} group(s), drop {best['accuracy_drop']:.2f} points, agreement "
-            f"{100 * best['top1_agreement']:.1f}%)"
+            f"; keeping up to {mixed['max_float_groups']} of the most sensitive node groups in float did not pass the "
+            f"search part (closest: {best['float_groups']} group(s), drop {best['accuracy_drop']:.2f} points, "
+            f"agreement {100 * best['top1_agreement']:.1f}%)"
+        )
+    elif search.get("passed") and r.get("figures_on") == "gate part":
+        tried = (
+            f"; full INT8 passed the search part ({search.get('n')} images: drop {search.get('accuracy_drop', 0):.2f} "
+            f"points, agreement {100 * search.get('top1_agreement', 0):.1f}%), so no group was kept in float, but "
+            "not the gate part"
         )
     elif not mixed_precision:
         tried = "; --mixed-precision (the default) would keep the most sensitive layers in float"
     else:
         tried = ""
     one = 100 / max(1, r["eval_count"])
+    caution = f"; caution: {r['caveats'][0]}" if r.get("caveats") else ""
     return (
         f"INT8 accuracy gate failed for {r['file']} (calibration method {r['method']!r}, {r['calib_count']} "
         f"images, {r['eval_mode']}): {'; '.join(r['failed_because'])} — accuracy {100 * r['int8_accuracy']:.2f}% vs "
-        f"FP32 {100 * r['fp32_accuracy']:.2f}% on {r['eval_count']} eval images (drop 95% CI [{lo:.2f}, {hi:.2f}]), "
-        f"top-1 agreement {100 * r['top1_agreement']:.1f}%{tried}; one eval image is {one:.2f} points: more "
-        "--eval-data images measure the drop better, --max-drop sets what is accepted, --sensitivity shows the ranking"
+        f"FP32 {100 * r['fp32_accuracy']:.2f}% on {r['eval_count']} gate images (drop 95% CI [{lo:.2f}, {hi:.2f}]), "
+        f"top-1 agreement {100 * r['top1_agreement']:.1f}%{tried}; one gate image is {one:.2f} points: more "
+        "--eval-data images (or a larger --gate-data) measure the drop better, --max-drop sets what is accepted, "
+        f"--sensitivity shows the ranking{caution}"
     )

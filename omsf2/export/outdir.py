@@ -1,6 +1,6 @@
 """An export's output folder: who owns it, where work is staged, and how the result moves in.
 
-Rules (README, "Export"):
+Rules (docs/export-and-int8.md):
 
 - **An export owns its OUT.** OUT may be absent, empty, or hold an earlier omsf2 export (its
   ``report.json`` lists the files it wrote). Files of that earlier export which this one does not

@@ -7,6 +7,12 @@ they need (an INT8 engine needs the S8S8 Q/DQ ONNX, which needs the FP32 ONNX). 
 is adding a row, not another boolean. :func:`run_export` runs one function per stage
 (:data:`STAGES`: ONNX, INT8, engines) for the selected rows.
 
+Labelled images serve two jobs, kept apart (:mod:`omsf2.export.gate_data`): ``--eval-data`` is cut
+by patient into a search part, on which mixed precision and NNCF choose, and a gate part, which
+judges and which nothing chose on; ``--gate-data`` names a separate gate set instead. Every
+engine built is judged on the gate part too, on the GPU that built it
+(:mod:`omsf2.export.engine_gate`).
+
 Nothing half-written ever appears in ``OUT``, and an export owns its ``OUT``: the rules are in
 :mod:`omsf2.export.outdir`. Targets that need a GPU are checked before any work, so
 ``--format engine`` on a machine without TensorRT fails at once, saying which ONNX files are
@@ -27,6 +33,7 @@ from omsf2._version import __version__
 from omsf2.config import parse_enum
 from omsf2.export.calibration import DEFAULT_CALIB_COUNT, MIN_CALIB_IMAGES, CalibMethod, ImageSet
 from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateSpec
+from omsf2.export.gate_data import DEFAULT_GATE_FRACTION, GateData
 from omsf2.export.onnx import DEFAULT_OPSET
 from omsf2.export.outdir import REPORT
 from omsf2.export.quantize import Quantizer
@@ -150,6 +157,10 @@ class ExportSpec:
         overwrite: export into a non-empty folder that no omsf2 export wrote.
         fail_on_gate: a failed gate is an error (the command); off, the flavours that passed are
             written and the result names the failed ones (the demo).
+        gate_data: a labelled ``DIR/<class>/*`` that judges (then all of ``eval_data`` is searched on);
+            None: ``gate_fraction`` of ``eval_data``'s patients judge.
+        gate_fraction: share of ``eval_data``'s patients (per class) in the gate part, in (0, 1).
+        min_group_agreement: least top-1 agreement in every subgroup large enough to judge; None: off.
     """
 
     checkpoint: str
@@ -174,6 +185,9 @@ class ExportSpec:
     sensitivity: bool = False
     overwrite: bool = False
     fail_on_gate: bool = True
+    gate_data: str | None = None
+    gate_fraction: float = DEFAULT_GATE_FRACTION
+    min_group_agreement: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "format", parse_enum(ExportFormat, self.format, "format"))
@@ -182,7 +196,9 @@ class ExportSpec:
         object.__setattr__(self, "batch", parse_batch(self.batch))
         object.__setattr__(self, "via", parse_enum(EngineVia, self.via, "--via"))
         engines = self.format is not ExportFormat.ONNX
-        GateSpec(self.max_drop, self.min_agreement)  # validates both
+        GateSpec(self.max_drop, self.min_agreement, self.min_group_agreement)  # validates the bounds
+        if not 0 < self.gate_fraction < 1:
+            raise ValueError(f"--gate-fraction must lie strictly between 0 and 1, got {self.gate_fraction!r}")
         if self.via is EngineVia.TORCH_TENSORRT and not engines:
             raise ValueError("--via torch-tensorrt builds TensorRT engines; add --format engine or all (or drop --via)")
         if self.sensitivity and not self.int8:
@@ -219,6 +235,13 @@ class ExportSpec:
             raise ValueError("--plugins with --int8 is not supported yet; export INT8 with --no-plugins")
         if self.calib_count < self.min_calib:
             raise ValueError(f"--calib-count must be at least {self.min_calib}, got {self.calib_count}")
+        if engines and not (self.eval_data or self.gate_data):
+            raise ValueError(
+                "--format engine judges every engine on labelled images on the GPU that builds it: add "
+                "--eval-data DIR/<class>/* (or --gate-data DIR)"
+            )
+        if self.gate_data and not (self.int8 or engines):
+            raise ValueError("--gate-data judges INT8 flavours and engines; add --int8 or --format engine|all")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +302,9 @@ class _Run:
     on_stage: Callable[[str], None] | None
     calib: ImageSet | None = None
     evaluation: ImageSet | None = None
+    gates: GateData | None = None
+    pre: Any = None  # the checkpoint's PreprocessSpec
+    engine_gate: Any = None  # omsf2.export.engine_gate.EngineGateSpec, made for the first engine
     produced: dict[str, Path] = dataclasses.field(default_factory=dict)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     gate_failed: tuple[str, ...] = ()
@@ -293,7 +319,8 @@ def _stage_onnx(run: _Run) -> None:
     from omsf2.export.onnx import OnnxExportSpec, export_onnx
 
     spec = run.spec
-    parity_images = run.evaluation.images if run.evaluation is not None else (run.calib.images if run.calib else None)
+    labelled = run.evaluation if run.evaluation is not None else run.gates.gate if run.gates else None
+    parity_images = labelled.images if labelled is not None else (run.calib.images if run.calib else None)
     run.say(f"exporting {Path(spec.checkpoint).name} to ONNX (opset {spec.opset}{', plugins' if spec.plugins else ''})")
     res = export_onnx(
         OnnxExportSpec(
@@ -301,7 +328,7 @@ def _stage_onnx(run: _Run) -> None:
         )
     )
     run.produced["onnx"] = res.path
-    run.report["onnx_parity"] = {**res.parity, "data_dir": spec.eval_data or spec.calib_data}
+    run.report["onnx_parity"] = {**res.parity, "data_dir": spec.eval_data or spec.gate_data or spec.calib_data}
     run.report["onnx_nodes"] = res.nodes
     run.timings.update({f"onnx_{k}": v for k, v in res.timings.items()})
 
@@ -310,8 +337,8 @@ def _stage_int8(run: _Run) -> None:
     from omsf2.export.onnx import images_hash
     from omsf2.export.quantize import GateError, QuantizeSpec, quantize_int8
 
-    spec, calib, evaluation = run.spec, run.calib, run.evaluation
-    if calib is None or evaluation is None:
+    spec, calib, gates = run.spec, run.calib, run.gates
+    if calib is None or gates is None:
         raise ValueError("--int8 needs calibration and evaluation images")
     calib_sha = images_hash(calib.paths)
     method = "nncf (its own ranges)" if spec.quantizer is Quantizer.NNCF else spec.calib_method.value
@@ -324,12 +351,15 @@ def _stage_int8(run: _Run) -> None:
     }
     run.report["calibration_sha256"] = calib_sha  # engine manifests read it from here
     flavours = tuple(t.flavour for t in run.targets if t.flavour)
-    run.say(f"INT8: calibrating on {len(calib)} images ({method}), gating on {len(evaluation)}")
+    run.say(
+        f"INT8: calibrating on {len(calib)} images ({method}), searching on {len(gates.search)}, gating on "
+        f"{len(gates.gate)} that nothing chose on"
+    )
     qspec = QuantizeSpec(
         str(run.produced["onnx"]),
         str(run.stage_dir),
         calib,
-        evaluation,
+        gates.search,
         spec.calib_method,
         spec.max_drop,
         spec.quantizer,
@@ -337,6 +367,8 @@ def _stage_int8(run: _Run) -> None:
         min_agreement=spec.min_agreement,
         mixed_precision=spec.mixed_precision,
         sensitivity=spec.sensitivity,
+        gate_set=gates.gate,
+        min_group_agreement=spec.min_group_agreement,
     )
     try:
         q = quantize_int8(qspec)
@@ -358,7 +390,9 @@ def _stage_int8(run: _Run) -> None:
 
 
 def _stage_engines(run: _Run) -> None:
+    """Build each selected engine in the staging folder, then judge each on the gate images on this GPU."""
     spec = run.spec
+    gated: dict[str, dict[str, Any]] = {}
     for t in run.targets:
         if t.stage != "engine":
             continue
@@ -388,6 +422,41 @@ def _stage_engines(run: _Run) -> None:
                 source = to_fp16_onnx(source, run.stage_dir / FP16_ONNX)
             run.produced[t.name] = build_engine(source, engine_spec, out, onnx_report=run.report)
         run.timings[f"{t.name}_s"] = time.perf_counter() - te
+        gated[t.name] = _gate_engine(run, t)
+    if gated:
+        _settle_engines(run, gated)
+
+
+def _gate_engine(run: _Run, t: Target) -> dict[str, Any]:
+    """One staged engine through the runtime on the gate images (:mod:`omsf2.export.engine_gate`)."""
+    from omsf2.export.engine_gate import EngineGateSpec, gate_engine
+    from omsf2.export.onnx import ort_session, run_session
+
+    if run.gates is None or run.pre is None:
+        raise ValueError("--format engine needs gate images (--eval-data or --gate-data)")
+    images = run.gates.gate
+    if run.engine_gate is None:
+        fp32 = run_session(ort_session(run.produced["onnx"]), images.images)[0]
+        bounds = GateSpec(run.spec.max_drop, run.spec.min_agreement, run.spec.min_group_agreement)
+        run.engine_gate = EngineGateSpec(tuple(images.classes), run.report["task"], run.pre, run.spec.batch, images,
+                                         fp32, bounds)  # fmt: skip
+    run.say(f"gating {t.filename} on {len(images)} gate images on this GPU (Predictor.run_batch, tensorrt)")
+    te = time.perf_counter()
+    rec = gate_engine(run.produced[t.name], t.name, t.precision, run.engine_gate)
+    run.timings[f"{t.name}_gate_s"] = time.perf_counter() - te
+    return rec
+
+
+def _settle_engines(run: _Run, gated: dict[str, dict[str, Any]]) -> None:
+    from omsf2.export.engine_gate import settle
+
+    if (msg := settle(gated, run.produced, run.stage_dir / FP16_ONNX, run.report)) is None:
+        return
+    if run.spec.fail_on_gate:
+        raise ValueError(msg)
+    run.gate_failed = (*run.gate_failed, *(n for n, r in gated.items() if not r["passed"]))
+    run.report["gate_failed"] = list(run.gate_failed)
+    run.say(msg)
 
 
 STAGES: dict[str, Callable[[_Run], None]] = {"onnx": _stage_onnx, "int8": _stage_int8, "engine": _stage_engines}
@@ -405,10 +474,14 @@ def _check_finite_weights(ckpt: dict[str, Any], path: str) -> None:
         )
 
 
-def _load_images(spec: ExportSpec, pre: Any, classes: list[str]) -> tuple[ImageSet | None, ImageSet | None]:
+def _load_images(
+    spec: ExportSpec, pre: Any, classes: list[str], engines: bool
+) -> tuple[ImageSet | None, ImageSet | None, GateData | None]:
+    """Calibration images, ``--eval-data`` and the search / gate parts (:mod:`omsf2.export.gate_data`)."""
     from omsf2.export.calibration import CalibrationSpec, check_disjoint, load_calibration, load_eval
+    from omsf2.export.gate_data import gate_data, judge_only
 
-    calib = evaluation = None
+    calib = evaluation = gate = gates = None
     if spec.int8:
         if spec.calib_data is None or spec.eval_data is None:  # ExportSpec checks this too
             raise ValueError("--int8 needs --calib-data DIR and --eval-data DIR")
@@ -419,9 +492,17 @@ def _load_images(spec: ExportSpec, pre: Any, classes: list[str]) -> tuple[ImageS
     if spec.eval_data:
         log.info("reading eval images from %s", spec.eval_data)
         evaluation = load_eval(spec.eval_data, pre, classes)
-    if calib is not None and evaluation is not None:
-        check_disjoint(calib, evaluation)
-    return calib, evaluation
+    if spec.gate_data:
+        log.info("reading gate images from %s", spec.gate_data)
+        gate = load_eval(spec.gate_data, pre, classes)
+    if spec.int8 and evaluation is not None:
+        gates = gate_data(evaluation, gate, spec.gate_fraction)
+    elif engines and (labelled := gate if gate is not None else evaluation) is not None:
+        gates = judge_only(labelled, "--gate-data" if gate is not None else "--eval-data")
+    for labelled, what in ((evaluation, "--eval-data"), (gate, "--gate-data")):
+        if calib is not None and labelled is not None:
+            check_disjoint(calib, labelled, what)
+    return calib, evaluation, gates
 
 
 def _preflight(spec: ExportSpec, targets: list[Target]) -> None:
@@ -477,7 +558,7 @@ def _execute(spec: ExportSpec, targets: list[Target], stage_dir: Path, on_stage:
     _check_finite_weights(ckpt, spec.checkpoint)
     _, classes, task, pre = checkpoint_info(ckpt)
     del ckpt
-    calib, evaluation = _load_images(spec, pre, classes)
+    calib, evaluation, gates = _load_images(spec, pre, classes, any(t.needs_gpu for t in targets))
     report: dict[str, Any] = {
         "omsf2_version": __version__,
         "checkpoint": {"path": str(spec.checkpoint), "sha256": sha256_file(spec.checkpoint)},
@@ -489,7 +570,9 @@ def _execute(spec: ExportSpec, targets: list[Target], stage_dir: Path, on_stage:
         "plugins": spec.plugins,
         "targets": [t.name for t in targets],
     }
-    run = _Run(spec, targets, stage_dir, report, on_stage, calib, evaluation)
+    run = _Run(spec, targets, stage_dir, report, on_stage, calib, evaluation, gates, pre)
+    if gates is not None:
+        report["gate_data"] = gates.record
     if calib is not None:
         run.timings["load_images_s"] = time.perf_counter() - t0
     for name in dict.fromkeys(t.stage for t in targets):

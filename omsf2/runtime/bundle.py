@@ -11,8 +11,14 @@ which file each export target became, and the sha256 of every other file in the 
 the folder (absolute, ``..``, a symlink out), a file that was changed, added or removed are each
 refused with one line (:class:`BundleError`). The manifest itself is not listed (it holds the
 hashes); its own sha256 is the bundle's :attr:`Bundle.digest`, which a deployment can pin.
-The trade-off: hashing reads every file once per load (an INT8 engine is tens of MB, well under a
-second), in exchange for never running a file other than the one that was exported and gated.
+Then the manifest is held to every model file it names (:mod:`omsf2.runtime.model_check`: classes,
+task, preprocessing, the source checkpoint and the I/O shapes against the ONNX's ``omsf2.*``
+metadata or the engine's manifest), since nothing hashes the manifest itself. With a
+:class:`~omsf2.runtime.trust.TrustPolicy` (a pinned digest, trusted Ed25519 keys) the manifest's
+bytes are checked before any other file is read, and ``manifest.sig`` (``make_bundle`` with
+``sign``) carries the signature. The trade-off: hashing reads every file once per load, and each
+ONNX a second time for its metadata (an INT8 file is a few MB, well under a second), in exchange
+for never running a file other than the one that was exported and gated.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ from typing import Any
 
 from omsf2._version import __version__
 from omsf2.config import PreprocessSpec
-from omsf2.fileio import sha256_file
+from omsf2.fileio import default_mode, sha256_file
+from omsf2.runtime.gating import Accepts
+from omsf2.runtime.model_check import ModelMismatch, check_model, engine_model_info, onnx_model_info
 from omsf2.runtime.rules import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, PLUGIN_LIBRARY, ManifestJSONError, loads_json
+from omsf2.runtime.trust import SIGNATURE_FILE, TrustError, TrustPolicy, sign_manifest, verify_manifest
 
 FORMAT = BUNDLE_FORMAT
 FORMAT_VERSION = BUNDLE_FORMAT_VERSION
@@ -62,6 +71,9 @@ class Bundle:
         digest: sha256 of ``manifest.json`` (of ``report.json`` for an export folder).
         metadata: the whole manifest.
         artifact_sha256: export target -> the sha256 its file must have.
+        signer: the id (sha256 of the raw public key) of the key that signed the manifest, or None.
+        accepts: what the model accepts (modalities, body parts, views: the clinical input gating,
+            :mod:`omsf2.runtime.gating`); the defaults for an export folder or an older manifest.
     """
 
     root: Path
@@ -73,6 +85,18 @@ class Bundle:
     digest: str
     metadata: dict[str, Any] = dataclasses.field(repr=False, compare=False)
     artifact_sha256: dict[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    signer: str | None = None
+    accepts: Accepts = dataclasses.field(default_factory=Accepts, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The model's name from the manifest (``omsf2 bundle --name``); ``unnamed`` where it has none."""
+        return str(self.metadata.get("name") or "unnamed")
+
+    @property
+    def version(self) -> str:
+        """The model's version from the manifest (``omsf2 bundle --version``); ``unversioned`` where it has none."""
+        return str(self.metadata.get("version") or "unversioned")
 
     def read_artifact(self, target: str) -> bytes:
         """The bytes of the ``target`` artifact, read once and checked against its recorded sha256.
@@ -128,7 +152,9 @@ def _present_files(root: Path) -> set[str]:
     return found
 
 
-def verify_files(root: Path, files: dict[str, str], exempt: frozenset[str] = frozenset({MANIFEST})) -> None:
+def verify_files(
+    root: Path, files: dict[str, str], exempt: frozenset[str] = frozenset({MANIFEST, SIGNATURE_FILE})
+) -> None:
     """Hold the folder to ``files`` (name -> sha256): nothing added, removed, changed or escaping.
 
     Raises:
@@ -167,7 +193,8 @@ def _model_fields(root: Path, meta: dict[str, Any], what: str) -> tuple[tuple[st
     return classes, pre, task
 
 
-def _read_json(path: Path, what: str) -> tuple[dict[str, Any], str]:
+def _read_json(path: Path, what: str) -> tuple[dict[str, Any], bytes]:
+    """The JSON object in ``path`` and the bytes it was parsed from."""
     if not path.is_file():
         raise BundleError(f"'{path.parent}' is not an omsf2 {what}: it has no {path.name}")
     data = path.read_bytes()
@@ -177,19 +204,60 @@ def _read_json(path: Path, what: str) -> tuple[dict[str, Any], str]:
         raise BundleError(f"'{path}' is not valid JSON ({e})") from e
     if not isinstance(meta, dict):
         raise BundleError(f"'{path}' is not a JSON object")
-    return meta, hashlib.sha256(data).hexdigest()
+    return meta, data
 
 
-def load_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Read and verify a bundle folder (see the module docstring for what is refused).
+def _check_models(root: Path, meta: dict[str, Any], artifacts: dict[str, Path], checkpoint: Any, what: str) -> None:
+    """Hold each model file to the manifest's classes, task, preprocessing and identity (sorted by target).
 
     Raises:
-        BundleError: not a bundle, a newer format, or files that do not match the manifest.
+        BundleError: the first mismatch (:mod:`omsf2.runtime.model_check`), or an unreadable model file.
+    """
+    fields = {
+        "classes": list(meta["classes"]),
+        "task": str(meta.get("task", "multiclass")),
+        "preprocess": meta["preprocess"],
+        "checkpoint_sha256": checkpoint.get("sha256") if isinstance(checkpoint, dict) else None,
+    }
+    for target in sorted(artifacts):
+        path = artifacts[target]
+        try:
+            if path.suffix == ".engine":
+                side = path.with_name(path.name + ".json")
+                info = engine_model_info(loads_json(side.read_bytes())) if side.is_file() else None
+            else:
+                info = onnx_model_info(path.read_bytes())
+        except (OSError, ValueError) as e:
+            raise BundleError(f"{what} '{root}': '{path.name}' is not a readable model file ({e})") from None
+        if info is None:
+            continue  # an engine without its manifest: the session refuses it when it opens
+        try:
+            check_model(fields, info, path.name, MANIFEST if what == "bundle" else REPORT)
+        except ModelMismatch as e:
+            raise BundleError(f"{what} '{root}': {e}") from None
+
+
+def load_bundle(path: str | os.PathLike[str], trust: TrustPolicy | None = None) -> Bundle:
+    """Read and verify a bundle folder (see the module docstring for what is refused).
+
+    Args:
+        path: the bundle folder.
+        trust: a pinned digest and/or trusted signing keys, checked on the manifest's bytes before
+            any other file is read (None: no signature or digest required).
+
+    Raises:
+        BundleError: not a bundle, a newer format, files that do not match the manifest, a manifest
+            that does not match its model files, or a bundle the trust policy refuses.
     """
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"bundle '{root}' is not a folder")
-    meta, digest = _read_json(root / MANIFEST, "bundle")
+    meta, raw = _read_json(root / MANIFEST, "bundle")
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        signer = verify_manifest(root, raw, trust or TrustPolicy())
+    except TrustError as e:
+        raise BundleError(str(e)) from None
     if meta.get("format") != FORMAT:
         raise BundleError(f"'{root / MANIFEST}' is not an omsf2 bundle manifest (format {meta.get('format')!r})")
     version = meta.get("format_version")
@@ -212,19 +280,31 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         resolved[str(target)] = _safe_relpath(root, name)
         hashes[str(target)] = str(meta["files"][name])
     max_batch = int(meta.get("max_batch", DEFAULT_MAX_BATCH))
-    return Bundle(root, classes, pre, resolved, max(1, max_batch), task, digest, meta, hashes)
+    try:
+        accepts = Accepts.from_manifest(meta)
+    except ValueError as e:
+        raise BundleError(f"bundle '{root}': {e}") from None
+    _check_models(root, meta, resolved, (meta.get("export") or {}).get("checkpoint"), "bundle")
+    return Bundle(root, classes, pre, resolved, max(1, max_batch), task, digest, meta, hashes, signer, accepts)
 
 
-def load_export(path: str | os.PathLike[str]) -> Bundle:
+def load_export(path: str | os.PathLike[str], trust: TrustPolicy | None = None) -> Bundle:
     """Read an ``omsf2 export`` folder as a bundle, its artifacts verified against ``report.json``.
 
     Files other than the artifacts may sit in an export folder; only the artifacts are checked.
 
     Raises:
-        BundleError: no report.json, or an artifact that is missing or changed.
+        BundleError: no report.json, an artifact that is missing, changed or does not match the
+            report's classes, task or preprocessing, or a trust policy (export folders are not signed).
     """
     root = Path(path)
-    report, digest = _read_json(root / REPORT, "export folder")
+    if trust is not None and trust.configured:
+        raise BundleError(
+            f"'{root}' is an export folder, which is not signed: --trust and --expect-sha256 need a bundle "
+            "(omsf2 bundle EXPORT --out BUNDLE --sign KEY)"
+        )
+    report, raw = _read_json(root / REPORT, "export folder")
+    digest = hashlib.sha256(raw).hexdigest()
     classes, pre, task = _model_fields(root, report, "export folder")
     arts = report.get("artifacts")
     if not isinstance(arts, dict) or not arts:
@@ -240,15 +320,21 @@ def load_export(path: str | os.PathLike[str]) -> Bundle:
             raise BundleError(f"export folder '{root}': '{info['file']}' does not match its sha256 in {REPORT}")
         resolved[str(target)] = p
         hashes[str(target)] = str(info["sha256"])
+    _check_models(root, report, resolved, report.get("checkpoint"), "export folder")
     return Bundle(root, classes, pre, resolved, DEFAULT_MAX_BATCH, task, digest, report, hashes)
 
 
-def load_model_folder(path: str | os.PathLike[str]) -> Bundle:
-    """A bundle (``manifest.json``) or an export folder (``report.json``), verified."""
+def is_bundle(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is read as a bundle (it has ``manifest.json``, or no ``report.json`` either)."""
     root = Path(path)
-    if (root / MANIFEST).is_file() or not (root / REPORT).is_file():
-        return load_bundle(root)
-    return load_export(root)
+    return (root / MANIFEST).is_file() or not (root / REPORT).is_file()
+
+
+def load_model_folder(path: str | os.PathLike[str], trust: TrustPolicy | None = None) -> Bundle:
+    """A bundle (``manifest.json``) or an export folder (``report.json``), verified (and held to ``trust``)."""
+    if is_bundle(path):
+        return load_bundle(path, trust)
+    return load_export(path, trust)
 
 
 # --------------------------------------------------------------------------- writing
@@ -261,35 +347,53 @@ class BundleSpec:
     Attributes:
         export_dir: an ``omsf2 export`` output folder (with ``report.json``).
         out: the bundle folder to create; it must not exist (or be empty).
-        name: model name for the manifest [default: the checkpoint's file stem].
-        version: model version string.
+        name: the algorithm's name, as every result names it (``omsf2 bundle --name``; at most 64
+            characters); None writes ``unnamed`` (never a file name).
+        version: the algorithm's version (``--version``); None writes ``unversioned``.
         intended_use: one paragraph on what the model is for (and is not).
         data_source: where the training data came from.
         references: citations (papers, repositories).
         max_batch: the most images the runtime sends in one inference call.
         plugin_library: ``libomsf2_plugins.so`` for engines built with the custom ops, when it is
             not in the export folder (checked against the engine manifest's hash).
+        sign: an Ed25519 private key (``omsf2 keygen``'s ``.key``) to sign the manifest with
+            (``manifest.sig``); None: unsigned.
+        accepts: the modalities, body parts and views the model accepts (the manifest's ``accepts``).
     """
 
     export_dir: str
     out: str
     name: str | None = None
-    version: str = "0.1.0"
+    version: str | None = None
     intended_use: str = DEFAULT_INTENDED_USE
     data_source: str = ""
     references: tuple[str, ...] = ()
     max_batch: int = DEFAULT_MAX_BATCH
     plugin_library: str | None = None
+    sign: str | None = None
+    accepts: Accepts = dataclasses.field(default_factory=Accepts)
 
     def __post_init__(self) -> None:
+        for flag, value in (("--name", self.name), ("--version", self.version)):
+            if value is not None and (
+                not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isprintable() or "\\" in value
+            ):
+                raise ValueError(f"{flag} must be 1-64 printable characters without a backslash, got {value!r}")
         if self.plugin_library is not None and not Path(self.plugin_library).is_file():
             raise ValueError(f"plugin library '{self.plugin_library}' does not exist")
+        if self.sign is not None and not Path(self.sign).is_file():
+            raise ValueError(f"signing key '{self.sign}' does not exist (omsf2 keygen --out PREFIX makes one)")
         if not isinstance(self.max_batch, int) or self.max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
         out = Path(self.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ValueError(f"bundle output '{out}' already exists and is not an empty folder")
-        if not out.parent.is_dir():
+        parent = out.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"bundle output '{out}': '{parent}' is a file, not a folder")
+        if parent != out.parent:
             raise ValueError(f"bundle output '{out}': parent folder '{out.parent}' does not exist")
 
 
@@ -374,11 +478,15 @@ def _readme(meta: dict[str, Any]) -> str:
     return (
         f"# {meta['name']} {meta['version']} (omsf2 bundle)\n\n"
         f"Classes: {', '.join(meta['classes'])}.\n\nModel files: {arts}.\n\n"
+        f"Accepts DICOM images of modality {', '.join(meta['accepts']['modalities'])}, body part "
+        f"{', '.join(meta['accepts']['body_parts'])}, view {', '.join(meta['accepts']['views'])}.\n\n"
         f"Intended use: {meta['intended_use']}\n\n"
         "Run it (no PyTorch needed: `pip install omsf2[runtime]`):\n\n"
         "    omsf2 predict IMAGE... --model THIS_FOLDER [--backend ort|ort-int8|openvino|tensorrt] [--overlay DIR]\n\n"
         "`manifest.json` holds the sha256 of every other file here; a changed, added or removed file,\n"
-        "or a path leaving this folder, makes the runtime refuse the bundle.\n"
+        "a path leaving this folder, or a manifest that disagrees with its model files makes the runtime\n"
+        "refuse the bundle. Where `manifest.sig` is present it is an Ed25519 signature over `manifest.json`:\n"
+        "run with `--trust SIGNER.pub` (and `--expect-sha256 DIGEST`) to accept nothing else.\n"
     )
 
 
@@ -395,12 +503,11 @@ def make_bundle(spec: BundleSpec) -> Bundle:
     files = _files_to_copy(export, None if spec.plugin_library is None else Path(spec.plugin_library))
     report = export.metadata
     out = Path(spec.out)
-    ckpt = (report.get("checkpoint") or {}).get("path") or "omsf2"
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "name": spec.name or Path(str(ckpt)).stem,
-        "version": spec.version,
+        "name": spec.name or "unnamed",
+        "version": spec.version or "unversioned",
         "omsf2_version": __version__,
         "task": export.task,
         "description": "OMSF2 multi-scale feature-fusion CNN: stage, class probabilities and a class activation map.",
@@ -409,6 +516,7 @@ def make_bundle(spec: BundleSpec) -> Bundle:
         "references": list(spec.references),
         "classes": list(export.classes),
         "preprocess": export.preprocess.to_dict(),
+        "accepts": spec.accepts.to_dict(),
         "network_data_format": _network_data_format(export),
         "max_batch": spec.max_batch,
         "export": {
@@ -430,11 +538,21 @@ def make_bundle(spec: BundleSpec) -> Bundle:
     }
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        # mkdtemp makes 0700; a bundle gets what mkdir would give it, so a service account can read
+        # a bundle another user built (as the export folder does).
+        os.chmod(stage, default_mode(folder=True))
         for src in files:
             shutil.copy2(src, stage / src.name)
+            os.chmod(stage / src.name, default_mode())
         (stage / README).write_text(_readme(meta))
         meta["files"] = {p.name: sha256_file(p) for p in sorted(stage.iterdir())}
-        (stage / MANIFEST).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
+        manifest = (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode()
+        (stage / MANIFEST).write_bytes(manifest)
+        if spec.sign is not None:
+            try:
+                (stage / SIGNATURE_FILE).write_bytes(sign_manifest(manifest, spec.sign))
+            except TrustError as e:
+                raise BundleError(str(e)) from None
         if out.is_dir():
             out.rmdir()  # empty (checked by the spec)
         os.replace(stage, out)

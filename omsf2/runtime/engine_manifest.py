@@ -4,7 +4,8 @@ A serialized engine is opaque and tied to the TensorRT version and GPU that buil
 elsewhere fails deep inside TensorRT, or works and runs kernels tuned for another chip. The
 manifest records what was built where and from what (ONNX and calibration hashes, the accuracy
 gate's numbers, I/O names and shapes, build options), so :func:`compatibility_error` can refuse
-a mismatch with one readable line before TensorRT is asked. This module is pure Python (stdlib
+a mismatch with one readable line before TensorRT is asked, and the engine's own accuracy gate on
+the GPU that built it (``gate``). This module is pure Python (stdlib
 only): the runtime and a scanner's tooling read manifests without torch or TensorRT; the export
 writes them with :func:`write_manifest` from here. The rule itself, and the one TensorRT version parser
 (:func:`parse_trt_version`) that the build, the parser-support table and the DLA rule use, live in
@@ -106,6 +107,10 @@ class EngineManifest:
         metadata: the ONNX's ``omsf2.*`` metadata props (classes, preprocessing, source checkpoint).
         build: build options (batch profile, workspace, DLA, compatibility flags, builder path).
         omsf2_version: the omsf2 that built it.
+        gate: the engine's own accuracy gate, run on the GPU that built it through the runtime
+            (drop and agreement against the FP32 ONNX with intervals, subgroups, caveats; written by
+            :func:`omsf2.export.engine_gate.record_in_manifest`); empty for an engine built outside
+            ``omsf2 export``.
     """
 
     engine_file: str
@@ -124,6 +129,7 @@ class EngineManifest:
     metadata: dict[str, str] = field(default_factory=dict)
     build: dict[str, Any] = field(default_factory=dict)
     omsf2_version: str = ""
+    gate: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hardware_compat(self) -> bool:

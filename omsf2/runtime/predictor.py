@@ -21,7 +21,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,8 @@ import numpy as np
 from omsf2.data.io import ImageReadError, read_image
 from omsf2.data.preprocess import preprocess, unletterbox
 from omsf2.runtime.bundle import Bundle, BundleError, load_model_folder
+from omsf2.runtime.errors import InferenceError
+from omsf2.runtime.gating import GatePolicy, dicom_not_applicable
 from omsf2.runtime.rules import AUTO_ORDER, activate, backend_rule
 from omsf2.runtime.sessions import (
     BACKEND_NAMES,
@@ -38,12 +39,9 @@ from omsf2.runtime.sessions import (
     SessionOptions,
     make_session,
 )
+from omsf2.runtime.trust import TrustPolicy
 
 log = logging.getLogger(__name__)
-
-#: DICOM modalities of projection radiographs (CR computed, DX digital radiography; DR as some devices write it).
-RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR"})
-_DICOM_SUFFIXES = (".dcm", ".dicom")
 
 ImageInput = str | os.PathLike[str] | np.ndarray
 
@@ -74,36 +72,6 @@ class FileResult:
     source: str
     prediction: Prediction | None = None
     error: str | None = None
-
-
-def dicom_modality_problem(path: str | os.PathLike[str]) -> str | None:
-    """Why a DICOM file is not a projection radiograph (its Modality), or None (also for non-DICOM files)."""
-    p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return None  # read_image reports unreadable files with their reason
-    if p.suffix.lower() not in _DICOM_SUFFIXES and head[128:132] != b"DICM":
-        return None
-    try:
-        import pydicom
-
-        ds = pydicom.dcmread(p, stop_before_pixels=True, force=True, specific_tags=["Modality"])
-    except Exception:
-        return None  # a corrupt file: read_image says why
-    modality = str(ds.get("Modality", "") or "").strip().upper()
-    if modality not in RADIOGRAPH_MODALITIES:
-        return (
-            f"DICOM modality {modality or 'missing'!r} is not a projection radiograph "
-            f"({', '.join(sorted(RADIOGRAPH_MODALITIES))}); pass --any-modality to run it anyway"
-        )
-    return None
-
-
-def activation(task: str, logits: np.ndarray) -> np.ndarray:
-    """Probabilities from logits ``(N, K)`` by the task's rule (:func:`omsf2.runtime.rules.activate`)."""
-    return activate(task, logits)
 
 
 def check_outputs(
@@ -166,6 +134,7 @@ class Predictor:
         *,
         artifact: str | None = None,
         options: SessionOptions | None = None,
+        trust: TrustPolicy | None = None,
     ) -> Predictor:
         """Verify a bundle (or an ``omsf2 export`` folder) and open a session on it.
 
@@ -176,9 +145,13 @@ class Predictor:
             artifact: run this export target (for example ``onnx_int8``, the TensorRT contract, on
                 ``ort-int8``) instead of the backend's first choice; it must be one the backend runs.
             options: session options beyond ``threads`` (profiling, GPU timing); its ``threads`` wins.
+            trust: signing keys and/or a pinned manifest digest the bundle must satisfy, checked
+                before any model file is read (``TrustPolicy.from_options(["signer.pub"], digest)``);
+                an export folder is refused under a configured policy (it is not signed).
 
         Raises:
-            ValueError: unknown backend or artifact, a tampered bundle (:class:`BundleError`), or a
+            ValueError: unknown backend or artifact, a tampered bundle, one whose manifest does not
+                match its model files or that the trust policy refuses (:class:`BundleError`), or a
                 backend whose file is not in the bundle or whose stack is not installed (one line each).
         """
         if backend not in BACKEND_NAMES:
@@ -186,7 +159,7 @@ class Predictor:
         if not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be a non-negative integer, got {threads!r}")
         opts = dataclasses.replace(options or SessionOptions(), threads=threads or (options.threads if options else 0))
-        bundle = load_model_folder(path)
+        bundle = load_model_folder(path, trust)
         return cls(bundle, open_session(bundle, backend, opts, artifact=artifact))
 
     # ------------------------------------------------------------------ prediction
@@ -205,30 +178,42 @@ class Predictor:
             out += self._infer(loaded)
         return out
 
+    def gate_policy(self, *, any_modality: bool = False, allow_missing: Sequence[str] = ()) -> GatePolicy:
+        """The clinical input gating of this bundle (its ``accepts``) with a site's settings.
+
+        Raises:
+            ValueError: ``allow_missing`` names something other than ``body-part`` or ``view``.
+        """
+        return GatePolicy(self.bundle.accepts, frozenset(allow_missing), any_modality)
+
     def predict_files(
         self,
         paths: Sequence[str | os.PathLike[str]],
         *,
+        policy: GatePolicy | None = None,
         any_modality: bool = False,
         on_result: Callable[[FileResult], None] | None = None,
     ) -> list[FileResult]:
-        """Predict files one batch at a time; a file that fails is reported, the rest go on.
+        """Predict files one batch at a time; a file that fails or is not applicable is reported, the rest go on.
 
         Args:
-            paths: image files (PNG, JPEG, DICOM).
-            any_modality: accept DICOMs whatever their Modality (default: CR, DX, DR only).
+            paths: image files (PNG, JPEG, TIFF, BMP, DICOM).
+            policy: the clinical input gating DICOMs must pass (:mod:`omsf2.runtime.gating`; default:
+                :meth:`gate_policy`, what the bundle accepts); a refused file's error is the reason.
+            any_modality: with the default policy, skip its Modality rule.
             on_result: called with each file's result as it is ready (progress, streaming output).
 
         Returns:
             One :class:`FileResult` per path, in order.
         """
+        policy = policy or self.gate_policy(any_modality=any_modality)
         results: list[FileResult] = []
         for i in range(0, len(paths), self.max_batch):
             good: list[tuple[str, np.ndarray, np.ndarray, float, float]] = []
             slot: list[FileResult | None] = []
             for p in paths[i : i + self.max_batch]:
                 try:
-                    why = None if any_modality else dicom_modality_problem(p)
+                    why = dicom_not_applicable(p, policy)
                     if why:
                         raise ValueError(why)
                     good.append(self._load(p, 0))
@@ -274,20 +259,43 @@ class Predictor:
             ValueError: ``x`` is not (N, C, H, W) of the bundle's input size, or the model's outputs
                 have the wrong shape.
             FloatingPointError: non-finite logits or heat map.
+            InferenceError: the backend failed (whatever its own exception type).
+        """
+        logits, heats = self.run_logits(x)
+        return activate(self.bundle.task, logits), heats
+
+    def run_logits(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`run_batch` without the activation: checked logits (N, K) float32 and heat maps.
+
+        What ``omsf2 serve triton``'s tensor model returns to a remote ``triton`` session, which
+        checks and activates them again in its own :meth:`run_batch`.
+
+        Raises:
+            ValueError, FloatingPointError, InferenceError: as :meth:`run_batch`.
         """
         x = np.asarray(x)
         c, (h, w) = self.spec.channels, self.spec.size
         if x.ndim != 4 or x.shape[1:] != (c, h, w):
             raise ValueError(f"expected a batch of shape (N, {c}, {h}, {w}) for this bundle, got {x.shape}")
-        probs, heats = [], []
+        logits, heats = [], []
         for i in range(0, len(x), self.max_batch):
             chunk = np.ascontiguousarray(x[i : i + self.max_batch], dtype=np.float32)
-            logits, heat = check_outputs(*self.session.run(chunk), len(chunk), self.classes, self.backend)
-            probs.append(activate(self.bundle.task, logits))
+            checked, heat = check_outputs(*self._run_session(chunk), len(chunk), self.classes, self.backend)
+            logits.append(checked)
             heats.append(heat)
-        if not probs:
-            return np.zeros((0, len(self.classes))), np.zeros((0, 0, 0), np.float32)
-        return np.concatenate(probs), np.concatenate(heats)
+        if not logits:
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, 0, 0), np.float32)
+        return np.concatenate(logits), np.concatenate(heats)
+
+    def _run_session(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The session's outputs; any backend exception (not out-of-memory) becomes one InferenceError."""
+        try:
+            return self.session.run(chunk)
+        except (InferenceError, MemoryError):
+            raise
+        except Exception as e:  # onnxruntime's Fail / InvalidArgument derive from Exception only
+            msg = " ".join(str(e).split())[:300] or type(e).__name__
+            raise InferenceError(f"backend {self.backend} failed on a batch of {len(chunk)}: {msg}") from e
 
     def _infer(self, loaded: list[tuple[str, np.ndarray, np.ndarray, float, float]]) -> list[Prediction]:
         if not loaded:
@@ -324,6 +332,8 @@ def open_session(
             or the backend cannot run here.
     """
     options = options or SessionOptions()
+    if backend == "triton":
+        return _triton_session(bundle, options, artifact)
     names = AUTO_ORDER if backend == "auto" else (backend,)
     reasons = []
     for name in names:
@@ -355,3 +365,18 @@ def open_session(
         log.info("backend %s runs %s", name, path.name)
         return session
     raise ValueError("no backend can run this bundle here: " + "; ".join(reasons))
+
+
+def _triton_session(bundle: Bundle, options: SessionOptions, artifact: str | None) -> Session:
+    """The ``triton`` backend: the model on an ``omsf2 serve triton`` server that runs this very bundle."""
+    from omsf2.runtime.triton_client import TritonSession
+
+    if artifact is not None:
+        raise ValueError("backend triton runs what the server holds; --artifact does not apply")
+    if not options.triton_url:
+        raise ValueError("--backend triton needs --triton-url HOST:PORT (the gRPC port of omsf2 serve triton)")
+    chw = (bundle.preprocess.channels, *bundle.preprocess.size)
+    session = TritonSession(options.triton_url, bundle.digest, chw, len(bundle.classes), bundle.max_batch,
+                            model=options.triton_model)  # fmt: skip
+    log.info("backend triton runs %s on %s", bundle.digest[:16], options.triton_url)
+    return session

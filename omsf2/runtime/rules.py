@@ -9,7 +9,9 @@ other side follows.
 
 What lives here: which file each backend runs (in order of preference), what ``auto`` tries and in
 which order, the plugin library's name, the activation of each task, the bundle and engine-manifest
-format versions each side reads, and the engine compatibility rule with the pieces it is made of.
+format versions each side reads, the engine compatibility rule with the pieces it is made of, and
+the clinical input gating (its table and behaviour live in :mod:`omsf2.runtime.gating`; ``gating``
+below is that table).
 Pure Python (stdlib and numpy): the runtime, the export and a scanner's tooling all import it.
 """
 
@@ -21,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from omsf2.runtime import gating
+
 #: Bumped when a rule changes meaning; both sides report it.
-RULES_VERSION = 1
+RULES_VERSION = 2
 BUNDLE_FORMAT = "omsf2-bundle"
 BUNDLE_FORMAT_VERSION = 1
 ENGINE_MANIFEST_FORMAT = "omsf2-engine-manifest"
@@ -44,8 +48,9 @@ class BackendRule:
     Attributes:
         name: the ``--backend`` value (and the C library's backend name).
         artifacts: export targets it can run, in order of preference (the first present wins).
-        device: ``cpu`` or ``cuda``.
-        precision: ``fp32``, ``bf16``, ``int8`` or ``engine`` (whatever the engine was built in).
+        device: ``cpu``, ``cuda`` or ``remote`` (a Triton server runs it).
+        precision: ``fp32``, ``bf16``, ``int8``, ``engine`` (whatever the engine was built in) or
+            ``server`` (whatever the server runs).
     """
 
     name: str
@@ -56,7 +61,7 @@ class BackendRule:
 
 BACKEND_RULES: tuple[BackendRule, ...] = (
     BackendRule("ort", ("onnx",), "cpu", "fp32"),
-    # U8S8 first: it agreed with FP32 better than the S8S8 TensorRT contract on CPUs (README, "Predict").
+    # U8S8 first: it agreed with FP32 better than the S8S8 TensorRT contract on CPUs (docs/runtime-and-c-library.md).
     BackendRule("ort-int8", ("onnx_int8_cpu", "onnx_int8"), "cpu", "int8"),
     BackendRule("openvino", ("onnx",), "cpu", "fp32"),
     BackendRule("openvino-int8", ("onnx_int8_cpu", "onnx_int8"), "cpu", "int8"),
@@ -64,6 +69,9 @@ BACKEND_RULES: tuple[BackendRule, ...] = (
     BackendRule("tensorrt", ("engine_int8", "engine_fp16", "engine_fp32"), "cuda", "engine"),
     BackendRule("ort-cuda", ("onnx",), "cuda", "fp32"),
     BackendRule("ort-trt", ("onnx_int8",), "cuda", "int8"),
+    # The model runs on an `omsf2 serve triton` server that holds the same bundle (its digest checked);
+    # this side reads no model file. Never tried by auto.
+    BackendRule("triton", (), "remote", "server"),
 )
 #: What ``auto`` tries, in order; each side skips the backends it does not implement (C++: no ``ort``).
 #: A GPU engine first, then FP32 on the CPU: INT8 and bf16 only when asked for by name.
@@ -247,4 +255,5 @@ def as_dict() -> dict[str, Any]:
             {"name": r.name, "artifacts": list(r.artifacts), "device": r.device, "precision": r.precision}
             for r in BACKEND_RULES
         ],
+        "gating": gating.table(),
     }

@@ -77,15 +77,23 @@ class SessionOptions:
         profile_dir: onnxruntime writes its per-node profile there and OpenVINO keeps per-layer
             counters (:meth:`OpenVinoSession.layer_times`); None: no profiling.
         gpu_timing: TensorRT: time each batch on the GPU with CUDA events (``gpu_times_ms``).
+        triton_url: the ``triton`` backend's server, ``HOST:PORT`` (gRPC) or ``http://HOST:PORT``.
+        triton_model: the server's model name (``omsf2 serve triton --model-name``).
     """
 
     threads: int = 0
     profile_dir: Path | None = None
     gpu_timing: bool = False
+    triton_url: str | None = None
+    triton_model: str = "omsf2"
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
             raise ValueError(f"threads must be a non-negative integer, got {self.threads!r}")
+        if self.triton_url is not None:
+            from omsf2.runtime.triton_client import parse_url
+
+            parse_url(self.triton_url)
 
 
 class Session(Protocol):

@@ -2,46 +2,47 @@
 
 Three parts, each on its own thread, joined only through the spool (:mod:`omsf2.serve.dicom_spool`):
 
-1. **Receive** (pynetdicom's association threads): C-ECHO, and C-STORE of CR and DX image storage
-   SOP classes from the calling AE titles allowed. Each instance is checked (UIDs, a grayscale
-   image header, a native pixel payload of the length its header says) and written to the spool
+1. **Receive** (:mod:`omsf2.serve.dicom_intake`, on pynetdicom's association threads, plain and
+   TLS listeners alike): C-ECHO, and C-STORE of CR and DX image storage SOP classes from the
+   calling AE titles allowed. Each instance is checked and bounded, written to the spool
    atomically *before* the success status goes back; a refused one gets a DICOM failure status and
-   the node goes on. A SOP Instance UID the spool already knows is acknowledged and not redone.
-2. **Predict** (one thread): takes what arrived together (up to the bundle's ``max_batch``),
-   reads each file with :func:`omsf2.data.io.read_image`, runs one batch through the Predictor and
-   writes the SR and SC (:mod:`omsf2.serve.dicom_results`) as one result folder in the spool.
-3. **Forward** (one thread): sends each result to ``--forward`` over one association per round;
-   a result is forgotten only after the destination acknowledged both objects. A failed round is
-   retried with exponential backoff; after ``retries`` attempts a result stays in the spool marked
-   failed (logged; ``omsf2 serve dicom --status``) and is tried again when the node restarts.
+   the node goes on.
+2. **Analyse** (:mod:`omsf2.serve.dicom_pipeline`: the predict thread, a decode pool and result
+   workers, overlapping): the clinical gating declines what the bundle may not analyse, with its
+   reason; the rest is decoded, batched across associations up to the bundle's ``max_batch``, run
+   through the Predictor (local, or on a shared Triton server with ``--backend triton``) and its
+   SR, PM and SC (``--results``) built in parallel and written as one result folder in the spool.
+   A batch the backend fails on is retried one image at a time; an image the backend still fails on
+   stays in the spool and is retried with backoff, without waiting for new traffic.
+3. **Forward** (:mod:`omsf2.serve.dicom_forward`, one thread): sends each result to ``--forward``
+   (C-STORE) and/or ``--forward-stow`` (STOW-RS) and forgets it only after every destination
+   acknowledged every object; failures are retried with capped backoff for as long as the node runs.
 
-Every event is one JSON line on the ``omsf2.serve.dicom.events`` logger (:class:`JsonLineFormatter`).
-:func:`serve_dicom` runs a node until SIGTERM or Ctrl-C, then stops accepting, predicts what was
-received, makes one last delivery round and returns.
+Every analysis is keyed by the bundle's digest and the backend (:func:`omsf2.serve.dicom_spool.analysis_key`):
+a resend under the same bundle is a duplicate, under a new bundle it is analysed again, and
+``--reanalyse`` runs what the spool kept through the new bundle.
+
+Every event is one JSON line on the ``omsf2.serve.dicom.events`` logger (:class:`JsonLineFormatter`);
+security-relevant ones also go to the audit trail (:mod:`omsf2.serve.audit`). :func:`serve_dicom`
+runs a node until SIGTERM or Ctrl-C, then stops accepting, predicts what was received, makes one
+last delivery round and returns; a node that fails to start leaves nothing behind (no events of a
+node that never ran, no spool it created).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from omsf2.serve.dicom_config import (
-    ACCEPTED_TRANSFER_SYNTAXES,
-    RADIOGRAPH_SOP_CLASSES,
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_MISMATCH,
-    STATUS_OUT_OF_RESOURCES,
-    STATUS_SUCCESS,
-    NodeConfig,
-    pixel_problem,
-)
-from omsf2.serve.dicom_spool import PendingResult, Spool
+from omsf2.serve.audit import AuditTrail
+from omsf2.serve.dicom_config import ACCEPTED_TRANSFER_SYNTAXES, RADIOGRAPH_SOP_CLASSES, NodeConfig, parse_syslog_url
+from omsf2.serve.dicom_spool import Spool, analysis_key
 
 events = logging.getLogger("omsf2.serve.dicom.events")
 
@@ -61,6 +62,18 @@ def emit(event: str, level: int = logging.INFO, **fields: Any) -> None:
     events.log(level, event, extra={"fields": fields})
 
 
+def node_result_uids(source_uid: str, model: Any) -> Any:
+    """The result UIDs of ``source_uid``: derived from it, the bundle's digest and the backend.
+
+    The same image through the same bundle on the same backend always gets the same SR and SC
+    instances (a re-send after a crash is the same instance at the PACS); another backend, whose
+    numbers may differ in the last digits, gets other instances rather than a second SR under one UID.
+    """
+    from omsf2.serve.dicom_results import result_uids
+
+    return result_uids(source_uid, dataclasses.replace(model, digest=f"{model.digest}/{model.backend}"))
+
+
 class DicomNode:
     """One running node; see the module docstring. ``start()`` then ``stop()``."""
 
@@ -68,382 +81,249 @@ class DicomNode:
         """Check the configuration, take the spool and load the model (nothing listens yet).
 
         Raises:
-            ValueError: the spool is in use or not writable, or the bundle cannot run here.
+            ModuleNotFoundError: pynetdicom is missing (before anything is created).
+            ValueError: the spool is in use or not writable, an export folder without
+                ``allow_unsigned``, or a bundle that is refused or cannot run here.
         """
-        from omsf2.runtime.predictor import Predictor
-        from omsf2.serve.dicom_results import ModelInfo
+        import pynetdicom  # noqa: F401  # a missing [dicom] extra fails before a spool is made
+
+        from omsf2.serve.tls import client_context, server_context
 
         self.cfg = cfg
-        self.spool = Spool(cfg.spool)
-        self.spool.lock()
+        tls = cfg.tls  # certificates are read now, so a bad one is refused before a spool is made
+        self._server_tls = server_context(tls.cert, tls.key, tls.ca) if cfg.tls_port is not None else None
+        client_tls = client_context(tls.ca, tls.cert, tls.key) if cfg.forward_tls and tls.ca else None
+        https = cfg.forward_stow is not None and cfg.forward_stow.startswith("https://")
+        https_tls = client_context(tls.ca, tls.cert, tls.key) if https and tls.ca is not None else None
+        syslog = parse_syslog_url(cfg.audit_syslog) if cfg.audit_syslog else None
+        self.audit = AuditTrail(cfg.audit, phi=cfg.audit_phi, syslog=syslog, source_id=cfg.ae_title)
+        self.spool = Spool(cfg.spool, keep_sources=cfg.keep_sources)
         try:
-            self.predictor = predictor or Predictor.from_bundle(cfg.model, cfg.backend, cfg.threads)
+            self.spool.lock()
+            self.predictor = predictor or self._load_model()
         except BaseException:
-            self.spool.unlock()
+            self.spool.remove_if_unused()
+            self.audit.close()
             raise
-        meta = self.predictor.bundle.metadata
-        self.model = ModelInfo(
-            name=str(meta.get("name") or Path(cfg.model).name),
-            version=str(meta.get("version") or meta.get("omsf2_version") or "unversioned"),
-            digest=self.predictor.bundle.digest,
-            backend=self.predictor.backend,
-            classes=tuple(self.predictor.classes),
-        )
-        self.port = cfg.port
-        self._server: Any = None
+        self.model = self._model_info()
+        self.spool.key = analysis_key(self.model.digest, self.model.backend)
+        self.policy = self.predictor.gate_policy(allow_missing=cfg.allow_missing)
+        self.pipeline: Any = None
+        self.port, self.tls_port = cfg.port, cfg.tls_port
+        self._servers: list[Any] = []
         self._ae: Any = None
+        self._started = self._closed = False
         self._arrived = threading.Event()
         self._produced = threading.Event()
         self._stopping = threading.Event()
-        self._store_lock = threading.Lock()
-        self._next_try: dict[str, float] = {}
         self._threads: list[threading.Thread] = []
+        from omsf2.serve.dicom_forward import Forwarder
+        from omsf2.serve.dicom_intake import Intake
+
+        self.intake = Intake(cfg, self.spool, self.audit, emit, self._arrived)
+        self.forwarder = Forwarder(cfg, self.spool, self.audit, emit, client_tls, https_tls)
+
+    def _load_model(self) -> Any:
+        from omsf2.runtime.bundle import is_bundle
+        from omsf2.runtime.predictor import Predictor
+
+        if not is_bundle(self.cfg.model):
+            if not self.cfg.allow_unsigned:
+                raise ValueError(
+                    f"--model '{self.cfg.model}' is an export folder, not a bundle: bundle it (omsf2 bundle EXPORT "
+                    "--out BUNDLE --sign KEY), or pass --allow-unsigned to run it anyway"
+                )
+            emit(
+                "unsigned_model",
+                logging.WARNING,
+                model=self.cfg.model,
+                reason="export folder run with --allow-unsigned",
+            )
+        from omsf2.runtime.sessions import SessionOptions
+
+        options = SessionOptions(triton_url=self.cfg.triton_url, triton_model=self.cfg.triton_model)
+        return Predictor.from_bundle(self.cfg.model, self.cfg.backend, self.cfg.threads, trust=self.cfg.trust,
+                                     options=options)  # fmt: skip
+
+    def _model_info(self) -> Any:
+        from omsf2.serve.dicom_results import ModelInfo
+
+        bundle = self.predictor.bundle
+        model = ModelInfo(  # the algorithm's identity from the manifest, never from a file name
+            name=bundle.name,
+            version=bundle.version,
+            digest=bundle.digest,
+            backend=self.predictor.backend,
+            classes=tuple(self.predictor.classes),
+        )
+        trust = self.cfg.trust
+        checked = "signature" if trust and trust.keys else "digest" if trust and trust.expect_sha256 else "none"
+        self.audit.record("bundle_loaded", objects=[{
+            "ParticipantObjectID": bundle.digest, "ParticipantObjectTypeCode": 2, "role": "bundle",
+            "path": str(bundle.root), "name": model.name, "version": model.version, "backend": model.backend,
+            "signer": getattr(bundle, "signer", None), "trust": checked,
+            "kind": "bundle" if (bundle.root / "manifest.json").is_file() else "export folder (--allow-unsigned)",
+        }])  # fmt: skip
+        return model
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Resolve the spool, start the predict and forward threads, then listen."""
-        from pynetdicom import AE, evt
-        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+        """Resolve the spool, listen (plain and/or TLS), then start the predict and forward threads.
 
+        Raises:
+            OSError: an address cannot be bound (``cannot listen on HOST:PORT: ...``); nothing keeps running.
+        """
         cleaned = self.spool.recover()
         st = self.spool.status()
-        pending = st.pending + len(st.failed)
-        emit(
-            "recovered",
-            spool=str(self.spool.root),
-            incoming=st.incoming,
-            pending=pending,
-            cleaned={k: v for k, v in cleaned.items() if v},
-        )
-        for r in self.spool.pending_results():  # a failed result gets a fresh budget on restart
+        emit("recovered", spool=str(self.spool.root), incoming=st.incoming, pending=st.pending + len(st.failed),
+             cleaned={k: v for k, v in cleaned.items() if v})  # fmt: skip
+        for r in self.spool.pending_results():  # a failing result gets a fresh budget on restart
             if r.meta.get("failed"):
                 self.spool.update_meta(r, failed=False, attempts=0)
-        ae = AE(ae_title=self.cfg.ae_title)
+        if self.cfg.reanalyse:
+            emit(
+                "reanalyse", images=self.spool.reanalyse(), bundle_sha256=self.model.digest, backend=self.model.backend
+            )
+        from omsf2.serve.dicom_pipeline import Pipeline
+
+        self.pipeline = Pipeline(self, emit, self._produced)
+        self._ae = self._make_ae()
+        try:
+            self._listen()
+        except BaseException:
+            self._shutdown_servers()
+            self.pipeline.close()
+            raise
+        self._started = True
+        threads = ((self._predict_loop, "omsf2-predict"), (self._forward_loop, "omsf2-forward"))
+        for target, name in threads:
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        emit("listening", ae_title=self.cfg.ae_title, host=self.cfg.host, port=self.port if self.cfg.plain else None,
+             tls_port=self.tls_port, forward=None if self.cfg.forward is None else str(self.cfg.forward),
+             forward_stow=self.cfg.forward_stow, forward_tls=self.cfg.forward_tls, results=list(self.cfg.results),
+             model=self.model.name, version=self.model.version, backend=self.model.backend,
+             bundle_sha256=self.model.digest)  # fmt: skip
+        self.audit.record("node_started", configuration=self._configuration())
+        self._arrived.set()  # predict what a previous run left
+        self._produced.set()
+
+    def _make_ae(self) -> Any:
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+        from omsf2.serve.tls import NodeAE
+
+        ae = NodeAE(ae_title=self.cfg.ae_title)
+        ae.on_tls_failure = self.intake.on_tls_failure
         ae.add_supported_context(Verification)
         for uid in RADIOGRAPH_SOP_CLASSES:
             ae.add_supported_context(uid, list(ACCEPTED_TRANSFER_SYNTAXES))
         ae.require_calling_aet = list(self.cfg.allow_ae)
-        ae.maximum_pdu_size = 0
-        for target, name in ((self._predict_loop, "omsf2-predict"), (self._forward_loop, "omsf2-forward")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
-        handlers: list[Any] = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected)]
-        self._ae = ae
-        self._server = ae.start_server((self.cfg.host, self.cfg.port), block=False, evt_handlers=handlers)
-        self.port = int(self._server.server_address[1])
-        emit(
-            "listening",
-            ae_title=self.cfg.ae_title,
-            host=self.cfg.host,
-            port=self.port,
-            forward=str(self.cfg.forward),
-            model=self.model.name,
-            backend=self.model.backend,
-            bundle_sha256=self.model.digest,
-        )
-        self._arrived.set()  # predict what a previous run left
-        self._produced.set()
+        ae.maximum_pdu_size = self.cfg.max_pdu
+        return ae
+
+    def _listen(self) -> None:
+        handlers = self.intake.handlers()
+        ports: list[tuple[int, Any]] = []
+        if self.cfg.plain:
+            ports.append((self.cfg.port, None))
+        if self.cfg.tls_port is not None:
+            ports.append((self.cfg.tls_port, self._server_tls))
+        for port, ctx in ports:
+            try:
+                server = self._ae.start_server((self.cfg.host, port), block=False, ssl_context=ctx,
+                                               evt_handlers=handlers)  # fmt: skip
+            except OSError as e:
+                raise OSError(f"cannot listen on {self.cfg.host}:{port}: {e.strerror or e}") from e
+            self._servers.append(server)
+            bound = int(server.server_address[1])
+            if ctx is None:
+                self.port = bound
+            else:
+                self.tls_port = bound
+
+    def _configuration(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "host": c.host, "port": self.port if c.plain else None, "tls_port": self.tls_port,
+            "mutual_tls": c.tls.ca is not None and c.tls_port is not None,
+            "forward": None if c.forward is None else str(c.forward), "forward_stow": c.forward_stow,
+            "forward_tls": c.forward_tls, "results": list(c.results), "allow_missing": list(c.allow_missing),
+            "triton_url": c.triton_url, "allow_ae": list(c.allow_ae) or "any (loopback only)",
+            "max_pdu": c.max_pdu, "max_pixels": c.max_pixels, "max_spool_bytes": c.max_spool_bytes,
+            "spool": str(self.spool.root), "bundle_sha256": self.model.digest, "backend": self.model.backend,
+            "audit_phi": c.audit_phi, "audit_syslog": c.audit_syslog,
+        }  # fmt: skip
+
+    def _shutdown_servers(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+        self._servers = []
 
     def stop(self) -> None:
-        """Stop accepting, predict what was received, make a last delivery round, release the spool."""
+        """Stop accepting, predict what was received, make a last delivery round, release the spool.
+
+        The spool's lock is released only once both threads have returned; a thread still busy at the
+        drain deadline keeps it (the OS releases it when the process exits), so no second node can
+        take a spool this one may still write. A node that never started is closed quietly.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if not self._started:
+            self._shutdown_servers()
+            self.spool.remove_if_unused()
+            self.spool.unlock()
+            self.audit.close()
+            return
         emit("stopping")
         deadline = time.monotonic() + self.cfg.drain_timeout
-        if self._server is not None:
-            self._server.shutdown()  # no new associations; the open ones finish what they send
-            while self._ae is not None and self._ae.active_associations and time.monotonic() < deadline:
-                time.sleep(0.05)
+        self._shutdown_servers()  # no new associations; the open ones finish what they send
+        while self._ae is not None and self._ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._stopping.set()
         self._arrived.set()
         self._produced.set()
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        busy = [t.name for t in self._threads if t.is_alive()]
+        if not busy and self.pipeline is not None:
+            self.pipeline.close()
         st = self.spool.status()
         emit("stopped", incoming=st.incoming, pending=st.pending, failed=len(st.failed), delivered=st.delivered)
-        self.spool.unlock()
+        self.audit.record("node_stopped", 0 if not busy else 4, None if not busy else f"still busy: {busy}")
+        if busy:
+            emit("stop_timeout", logging.WARNING, threads=busy, note="the spool stays locked until the process exits")
+        else:
+            self.spool.unlock()
+        self.audit.close()
 
-    # ------------------------------------------------------------------ receive
-
-    def _on_rejected(self, event: Any) -> None:
-        emit("association_rejected", logging.WARNING, calling_ae=_calling_ae(event), address=_address(event))
-
-    def _on_store(self, event: Any) -> int:
-        """EVT_C_STORE: check, spool durably, then acknowledge (a failure status otherwise)."""
-        t0 = time.perf_counter()
-        calling = _calling_ae(event)
-        uid = str(event.request.AffectedSOPInstanceUID)
-        try:
-            ds = event.dataset
-            ds.file_meta = event.file_meta
-            why = pixel_problem(ds, str(event.context.transfer_syntax))
-            if why is None and str(ds.SOPInstanceUID) != uid:
-                why = "dataset SOPInstanceUID differs from the C-STORE request's"
-        except Exception as e:  # a payload pydicom cannot decode
-            why = f"cannot decode the dataset ({' '.join(str(e).split()) or type(e).__name__})"
-        if why is not None:
-            emit("refused", logging.WARNING, sop_instance_uid=uid, calling_ae=calling, reason=why)
-            return STATUS_CANNOT_UNDERSTAND if why.startswith("cannot decode") else STATUS_MISMATCH
-        with self._store_lock:
-            state = self.spool.state(uid)
-            if state is not None:
-                emit("duplicate", sop_instance_uid=uid, calling_ae=calling, state=state)
-                return STATUS_SUCCESS
-            try:
-                self.spool.store_incoming(uid, event.encoded_dataset())
-            except (OSError, ValueError) as e:
-                emit("failed", logging.ERROR, stage="store", sop_instance_uid=uid, error=str(e))
-                return STATUS_OUT_OF_RESOURCES
-        emit(
-            "received",
-            sop_instance_uid=uid,
-            calling_ae=calling,
-            sop_class_uid=str(event.request.AffectedSOPClassUID),
-            store_ms=round(1000 * (time.perf_counter() - t0), 2),
-        )
-        self._arrived.set()
-        return STATUS_SUCCESS
-
-    # ------------------------------------------------------------------ predict
+    # ------------------------------------------------------------------ analyse
 
     def _predict_loop(self) -> None:
-        while True:
-            self._arrived.wait(0.5)
-            if not self._arrived.is_set() and not self._stopping.is_set():
-                continue
-            if not self._stopping.is_set():
-                time.sleep(self.cfg.batch_window)  # let images that arrive together batch together
-            self._arrived.clear()
-            pending = self.spool.pending_incoming()
-            if not pending:
-                if self._stopping.is_set():
-                    return
-                continue
-            for i in range(0, len(pending), self.predictor.max_batch):
-                try:
-                    self._predict_batch(pending[i : i + self.predictor.max_batch])
-                except Exception as e:  # never let one batch stop the node; the files stay spooled
-                    emit("failed", logging.ERROR, stage="predict", error=" ".join(str(e).split()) or type(e).__name__)
-                    time.sleep(1.0)
-                self._produced.set()
-
-    def _predict_batch(self, paths: Sequence[Path]) -> None:
-        import pydicom
-
-        from omsf2.data.io import read_image
-
-        loaded = []
-        for p in paths:
-            uid, received_at = p.stem, time.time()
-            try:
-                received_at = p.stat().st_mtime
-                t0 = time.perf_counter()
-                source = pydicom.dcmread(p, stop_before_pixels=True)
-                loaded.append((uid, received_at, source, read_image(p), time.perf_counter() - t0))
-            except FileNotFoundError:
-                continue
-            except Exception as e:
-                self._reject(uid, received_at, "read", e, p)
-        if loaded:
-            self._infer(loaded)
-
-    def _reject(self, uid: str, received_at: float, stage: str, e: BaseException, path: Path | None = None) -> None:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        if path is not None:
-            reason = reason.replace(f"cannot read '{path}': ", "")
-        self.spool.reject(uid, reason, received_at)
-        emit("failed", logging.WARNING, stage=stage, sop_instance_uid=uid, error=reason)
-
-    def _infer(self, loaded: list[tuple[str, float, Any, Any, float]]) -> None:
-        """Predict a batch and write its results; a batch that fails is retried one image at a time."""
-        t0 = time.perf_counter()
-        try:
-            preds = self.predictor.predict([img for _, _, _, img, _ in loaded])
-        except (ValueError, TypeError, FloatingPointError, RuntimeError, MemoryError) as e:
-            if len(loaded) > 1:
-                for item in loaded:
-                    self._infer([item])
-            else:
-                self._reject(loaded[0][0], loaded[0][1], "predict", e)
-            return
-        infer_s = time.perf_counter() - t0
-        for (uid, received_at, source, img, read_s), pred in zip(loaded, preds, strict=True):
-            t1 = time.perf_counter()
-            try:
-                meta = self._write_result(uid, received_at, source, img, pred)
-            except (ValueError, TypeError, AttributeError, KeyError) as e:  # a header highdicom cannot build on
-                self._reject(uid, received_at, "encode", e)
-                continue
-            emit(
-                "predicted",
-                sop_instance_uid=uid,
-                label=pred.label,
-                probability=round(pred.probabilities[pred.label], 6),
-                batch=len(loaded),
-                read_ms=round(1000 * read_s, 2),
-                infer_ms=round(1000 * infer_s, 2),
-                encode_ms=round(1000 * (time.perf_counter() - t1), 2),
-                sr_uid=meta["sr_uid"],
-                sc_uid=meta["sc_uid"],
-            )
-
-    def _write_result(self, uid: str, received_at: float, source: Any, img: Any, pred: Any) -> dict[str, Any]:
-        from io import BytesIO
-
-        from omsf2.serve.dicom_results import build_sc, build_sr, result_uids
-
-        uids = result_uids(uid, self.model)
-        files = {}
-        for name, obj in (
-            ("sr.dcm", build_sr(source, pred.label, pred.probabilities, self.model, uids)),
-            ("sc.dcm", build_sc(source, img, pred.heatmap, pred.label, uids)),
-        ):
-            buf = BytesIO()
-            obj.save_as(buf, enforce_file_format=True)
-            files[name] = buf.getvalue()
-        meta = {
-            "sop_instance_uid": uid,
-            "study_instance_uid": str(source.StudyInstanceUID),
-            "received_at": received_at,
-            "predicted_at": time.time(),
-            "label": pred.label,
-            "probabilities": pred.probabilities,
-            "sr_series_uid": uids.sr_series,
-            "sc_series_uid": uids.sc_series,
-            "sr_uid": uids.sr,
-            "sc_uid": uids.sc,
-            "sent": [],
-            "attempts": 0,
-            "failed": False,
-            "last_error": None,
-        }
-        self.spool.put_result(uid, files, meta)
-        return meta
+        self.pipeline.run(self._stopping, self._arrived)
 
     # ------------------------------------------------------------------ forward
 
-    def _due(self) -> list[PendingResult]:
-        now = time.monotonic()
-        return [
-            r
-            for r in self.spool.pending_results()
-            if not r.meta.get("failed") and self._next_try.get(r.uid, 0.0) <= now
-        ]
-
     def _forward_loop(self) -> None:
-        while True:
-            stopping = self._stopping.is_set()
-            if stopping:  # deliver what the predictor finishes, then return
-                predict = [t for t in self._threads if t.name == "omsf2-predict"]
-                for t in predict:
-                    t.join(self.cfg.drain_timeout / 2)
-            due = self._due()
-            if due:
-                self._deliver(due)
-            if stopping:
-                return
-            if not due:
-                self._produced.wait(self._wait_s())
-                self._produced.clear()
-
-    def _wait_s(self) -> float:
-        if not self._next_try:
-            return 1.0
-        return min(1.0, max(0.01, min(self._next_try.values()) - time.monotonic()))
-
-    def _deliver(self, results: list[PendingResult]) -> None:
-        """One association to the destination; each result is forgotten once both objects were acknowledged."""
-        from pynetdicom import AE
-        from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-            Comprehensive3DSRStorage,
-            SecondaryCaptureImageStorage,
-        )
-
-        dest = self.cfg.forward
-        ae = AE(ae_title=self.cfg.ae_title)
-        ae.add_requested_context(Comprehensive3DSRStorage)
-        ae.add_requested_context(SecondaryCaptureImageStorage)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
-        if not assoc.is_established:
-            for r in results:
-                self._retry_later(r, f"cannot associate with {dest}")
-            return
-        try:
-            for r in results:
-                self._send_one(assoc, r)
-        finally:
-            if assoc.is_established:
-                assoc.release()
-
-    def _send_one(self, assoc: Any, r: PendingResult) -> None:
-        t0 = time.perf_counter()
-        sent = list(r.meta.get("sent", []))
-        for name in ("sr.dcm", "sc.dcm"):
-            if name in sent:
-                continue
-            try:
-                status = assoc.send_c_store(r.folder / name)  # streamed from the file, not re-encoded
-            except Exception as e:  # a dropped association, a context the peer refused
-                self._retry_later(r, f"{name}: {' '.join(str(e).split()) or type(e).__name__}")
-                return
-            code = int(getattr(status, "Status", -1)) if status else -1
-            if code != STATUS_SUCCESS and not 0xB000 <= code <= 0xBFFF:  # warnings are stored too
-                why = "no response" if code == -1 else f"status 0x{code:04X}"
-                self._retry_later(r, f"{name}: {self.cfg.forward} answered {why}")
-                return
-            sent.append(name)
-            r = self.spool.update_meta(r, sent=sent)
-        delivered_at = time.time()
-        self.spool.mark_delivered(r, delivered_at=delivered_at, destination=str(self.cfg.forward))
-        self._next_try.pop(r.uid, None)
-        emit(
-            "forwarded",
-            sop_instance_uid=r.uid,
-            sr_uid=r.meta["sr_uid"],
-            sc_uid=r.meta["sc_uid"],
-            destination=str(self.cfg.forward),
-            send_ms=round(1000 * (time.perf_counter() - t0), 2),
-            receipt_to_delivery_s=round(delivered_at - float(r.meta["received_at"]), 4),
-            attempts=int(r.meta.get("attempts", 0)) + 1,
-        )
-
-    def _retry_later(self, r: PendingResult, error: str) -> None:
-        attempts = int(r.meta.get("attempts", 0)) + 1
-        failed = attempts >= self.cfg.retries
-        self.spool.update_meta(r, attempts=attempts, last_error=error, failed=failed)
-        if failed:
-            self._next_try.pop(r.uid, None)
-            emit("failed", logging.ERROR, stage="forward", sop_instance_uid=r.uid, attempts=attempts, error=error)
-            return
-        delay = min(self.cfg.max_retry_delay, self.cfg.retry_delay * 2 ** (attempts - 1))
-        self._next_try[r.uid] = time.monotonic() + delay
-        emit("retry", logging.WARNING, sop_instance_uid=r.uid, attempts=attempts, delay_s=delay, error=error)
-
-
-def _calling_ae(event: Any) -> str:
-    try:
-        return str(event.assoc.requestor.ae_title).strip()
-    except AttributeError:
-        return ""
-
-
-def _address(event: Any) -> str:
-    try:
-        return f"{event.assoc.requestor.address}:{event.assoc.requestor.port}"
-    except AttributeError:
-        return ""
+        predict = next((t for t in self._threads if t.name == "omsf2-predict"), None)
+        self.forwarder.loop(self._stopping, self._produced, predict)
 
 
 def serve_dicom(cfg: NodeConfig, on_ready: Callable[[DicomNode], None] | None = None) -> DicomNode:
     """Run a node until SIGTERM or SIGINT (Ctrl-C), then stop it gracefully; call from the main thread.
 
+    Any failure after the node was made (a port in use, ``on_ready`` raising) stops it before the
+    error propagates: no thread keeps running and no lock stays held.
+
     Returns:
         The stopped node (its spool tells what is left).
 
     Raises:
-        ValueError: bad configuration, spool in use, or a bundle that cannot run here.
-        OSError: the address cannot be bound.
+        ValueError: bad configuration, spool in use, or a bundle that is refused or cannot run here.
+        OSError: an address cannot be bound.
     """
     node = DicomNode(cfg)
     done = threading.Event()
@@ -458,17 +338,12 @@ def serve_dicom(cfg: NodeConfig, on_ready: Callable[[DicomNode], None] | None = 
     try:
         try:
             node.start()
-        except OSError as e:
+            if on_ready is not None:
+                on_ready(node)
+            while not done.wait(0.5):
+                pass
+        finally:
             node.stop()
-            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}") from e
-        except BaseException:
-            node.stop()
-            raise
-        if on_ready is not None:
-            on_ready(node)
-        while not done.wait(0.5):
-            pass
-        node.stop()
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

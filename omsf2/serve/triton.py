@@ -10,6 +10,13 @@ both: ``IMAGE_BYTES`` (BYTES, one encoded PNG/JPEG/DICOM per row) in; ``label`` 
 groups concurrent requests; each batch is decoded and preprocessed with ``omsf2.data``
 (:mod:`omsf2.serve.triton_python`) and run as one call to the predictor's session.
 
+Beside it, ``<model_name>_logits`` serves the same Predictor to other omsf2 processes (the runtime's
+``triton`` backend, :mod:`omsf2.runtime.triton_client`: DICOM nodes and ``omsf2 predict`` that share
+this server): ``image`` (FP32, a preprocessed ``(C, H, W)`` per row) in; ``logits`` (FP32, checked
+by :meth:`~omsf2.runtime.predictor.Predictor.run_logits`: shapes and finiteness, not activated),
+``heatmap`` (FP32, model space) and ``bundle_sha256`` (BYTES: this server's bundle digest, in every
+response, so a client refuses a server that runs another bundle) out.
+
 Everything binds to 127.0.0.1 unless told otherwise. The trade-offs: PyTriton reports errors per
 execution, so an unreadable file fails the whole dynamic batch it was grouped into (the ensemble
 of the model repository fails only its own request); and PyTriton pins numpy < 2, so it lives in
@@ -30,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from omsf2.runtime.predictor import Predictor
+from omsf2.runtime.trust import TrustPolicy
 from omsf2.serve.triton_python import BYTES_INPUT, ORIGINAL_HW, labels_of, preprocess_bytes
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,8 @@ class TritonServeSpec:
         threads: CPU threads of the backend session (0: its default).
         access_token: the token Triton's protected endpoints (statistics, model repository, shared
             memory, trace, logging) expect in the ``triton-access-token`` header [default: a random one].
+        trust: signing keys and/or a pinned manifest digest the bundle must satisfy
+            (:class:`~omsf2.runtime.trust.TrustPolicy`); None: none required.
     """
 
     model: str
@@ -67,6 +77,7 @@ class TritonServeSpec:
     max_queue_delay_us: int = 2000
     threads: int = 0
     access_token: str | None = dataclasses.field(default=None, repr=False)
+    trust: TrustPolicy | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         ports = {"http_port": self.http_port, "grpc_port": self.grpc_port, "metrics_port": self.metrics_port}
@@ -121,6 +132,36 @@ def make_infer_fn(predictor: Predictor) -> Callable[[list[Any]], list[dict[str, 
     return infer
 
 
+def make_logits_fn(predictor: Predictor) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:
+    """PyTriton's callable of the tensor model: preprocessed batches in, checked logits and heat maps out.
+
+    Every request's rows are run as one :meth:`~omsf2.runtime.Predictor.run_logits` call (chunked,
+    shape- and finiteness-checked; a model that emits NaN fails the batch here), and each response
+    carries the bundle's digest.
+    """
+    digest = np.bytes_(predictor.bundle.digest.encode())
+
+    def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        sizes = [len(req["image"]) for req in requests]
+        x = np.concatenate([np.asarray(req["image"], dtype=np.float32) for req in requests])
+        logits, heat = predictor.run_logits(x)
+        out, start = [], 0
+        for n in sizes:
+            sl = slice(start, start + n)
+            out.append(
+                {
+                    "logits": logits[sl].astype(np.float32),
+                    "heatmap": heat[sl],
+                    # the dtype is the digest's own (S64): np.full(..., dtype=np.bytes_) would keep one character
+                    "bundle_sha256": np.full((n, 1), digest, dtype=digest.dtype),
+                }
+            )
+            start += n
+        return out
+
+    return infer
+
+
 def _with_libpython(env_path: str | None) -> str:
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     parts = [p for p in (env_path or "").split(":") if p]
@@ -152,6 +193,24 @@ def bind_model(triton: Any, predictor: Predictor, spec: TritonServeSpec) -> None
         ),
         strict=True,
     )
+    c, (h, w) = predictor.spec.channels, predictor.spec.size
+    triton.bind(
+        model_name=f"{spec.model_name}_logits",
+        infer_func=make_logits_fn(predictor),
+        inputs=[Tensor(name="image", dtype=np.float32, shape=(c, h, w))],
+        outputs=[
+            Tensor(name="logits", dtype=np.float32, shape=(k,)),
+            Tensor(name="heatmap", dtype=np.float32, shape=(-1, -1)),
+            Tensor(name="bundle_sha256", dtype=np.bytes_, shape=(1,)),
+        ],
+        config=ModelConfig(
+            max_batch_size=max_batch,
+            batcher=DynamicBatcher(
+                max_queue_delay_microseconds=spec.max_queue_delay_us, preferred_batch_size=preferred
+            ),
+        ),
+        strict=True,
+    )
 
 
 def serve_triton(spec: TritonServeSpec, on_ready: Callable[[Predictor], None] | None = None) -> None:
@@ -165,7 +224,7 @@ def serve_triton(spec: TritonServeSpec, on_ready: Callable[[Predictor], None] | 
         ValueError: a bundle that cannot be opened, or a port already in use.
         ModuleNotFoundError: PyTriton is not installed (``pip install 'omsf2[triton-serve]'``).
     """
-    predictor = Predictor.from_bundle(spec.model, backend=spec.backend, threads=spec.threads)
+    predictor = Predictor.from_bundle(spec.model, backend=spec.backend, threads=spec.threads, trust=spec.trust)
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     _check_ports_free(spec)
@@ -191,7 +250,8 @@ def serve_triton(spec: TritonServeSpec, on_ready: Callable[[Predictor], None] | 
             bind_model(triton, predictor, spec)
             triton.connect()
             log.info(
-                "serving %s (%s) on %s http:%d grpc:%d",
+                "serving %s and %s_logits (%s) on %s http:%d grpc:%d",
+                spec.model_name,
                 spec.model_name,
                 predictor.backend,
                 spec.host,

@@ -527,15 +527,19 @@ def test_list_images_empty(tmp_path: Path) -> None:
 
 
 def test_list_images_filters_and_sorts(tmp_path: Path) -> None:
-    names = ["b.png", "a.dcm", "C.JPG", "d.jpeg", "e.dicom", "notes.txt", "f.png.bak", ".hidden.png", "noext"]
+    names = ["b.png", "a.dcm", "C.JPG", "d.jpeg", "e.dicom", "g.TIF", "h.bmp", "notes.txt", "f.png.bak",
+             ".hidden.png", "noext"]  # fmt: skip
     for n in names:
         (tmp_path / n).write_bytes(b"x")
+    # A PACS export's file has no suffix: it is found by DICOM's preamble, a look-alike without one is not.
+    (tmp_path / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    (tmp_path / "IM0002").write_bytes(b"\0" * 128 + b"DICX" + b"\0" * 16)
     (tmp_path / "sub.png").mkdir()
     (tmp_path / "sub.png" / "inner.png").write_bytes(b"x")
     got = [p.name for p in list_images(tmp_path)]
-    assert got == sorted(["b.png", "a.dcm", "C.JPG", "d.jpeg", "e.dicom"])
+    assert got == sorted(["b.png", "a.dcm", "C.JPG", "d.jpeg", "e.dicom", "g.TIF", "h.bmp", "IM0001"])
     assert all(isinstance(p, Path) for p in list_images(str(tmp_path)))
-    assert set(IMAGE_SUFFIXES) == {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+    assert set(IMAGE_SUFFIXES) == {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"}
 
 
 def test_list_images_bad_folder(tmp_path: Path) -> None:

@@ -245,7 +245,19 @@ def test_failed_gate_message_names_the_closest_trial_and_the_size_of_one_image()
     msg = gate_message(rec, mixed_precision=True)
     assert "up to 14 of the most sensitive node groups" in msg
     assert "closest: 4 group(s), drop 0.67 points, agreement 99.3%" in msg  # ties go to the higher agreement
-    assert "one eval image is 0.67 points" in msg and "\n" not in msg
+    assert "one gate image is 0.67 points" in msg and "\n" not in msg
+    assert "did not pass the search part" in msg
+    found = {**rec, "mixed_precision": {**rec["mixed_precision"], "float_groups": ["a", "b"]},
+             "search": {"n": 75, "accuracy_drop": 0.0, "top1_agreement": 1.0},
+             "caveats": ["too few images"]}  # fmt: skip
+    msg = gate_message(found, mixed_precision=True)
+    assert "2 group(s) kept in float passed the search part (75 images: drop 0.00 points, agreement 100.0%)" in msg
+    assert "but not the gate part" in msg and msg.endswith("; caution: too few images")
+    plain = {k: v for k, v in rec.items() if k != "mixed_precision"}
+    plain |= {"figures_on": "gate part", "search": {"n": 75, "accuracy_drop": 0.0, "top1_agreement": 1.0,
+                                                    "passed": True}}  # fmt: skip
+    msg = gate_message(plain, mixed_precision=True)
+    assert "full INT8 passed the search part (75 images: drop 0.00 points, agreement 100.0%), so no group was " in msg
 
 
 def test_gate_score_is_accuracy_while_agreement_holds_and_fails_any_drop_when_not() -> None:

@@ -106,3 +106,27 @@ def test_torch_tensorrt_path(graphs, tmp_path) -> None:
     got = run_engine(loaded, x)
     logits = next(v for v in got.values() if v.shape == (4, 4))
     _compare(_ort(graphs["fp32"], x)["logits"], logits, 0.01)
+
+
+def test_export_gates_every_engine_on_this_gpu_through_the_runtime(tiny_ckpt, phantoms64, tmp_path) -> None:
+    """The engine gate's real path: each engine run by Predictor.run_batch on a tensorrt session, gate in manifest."""
+    from omsf2.export.targets import ExportSpec, run_export
+    from omsf2.runtime.engine_manifest import manifest_path, read_manifest
+    from omsf2.runtime.tensorrt_engine import gpu_info
+
+    res = run_export(ExportSpec(str(tiny_ckpt), str(tmp_path / "out"), format="engine", int8=True, fp16=True,
+                                calib_data=str(phantoms64 / "train"), calib_count=64,
+                                eval_data=str(phantoms64 / "test"), batch="1,4,8", max_drop=100.0,
+                                min_agreement=0.0))  # fmt: skip
+    gpu = gpu_info()
+    assert gpu is not None
+    for name in ("engine_int8", "engine_fp16"):
+        rec = res.report["engine_gate"][name]
+        assert rec["passed"] and rec["gpu_name"] == gpu[0] and rec["eval_count"] == 8
+        assert "Predictor.run_batch" in rec["ran_on"]
+        gate = read_manifest(manifest_path(res.artifacts[name])).gate
+        assert gate["passed"] and [r["n"] for r in gate["groups"]["class"]] == [2, 2, 2, 2]
+    fp32 = run_export(ExportSpec(str(tiny_ckpt), str(tmp_path / "fp32"), format="engine", batch="1,4,8",
+                                 eval_data=str(phantoms64 / "test"), min_agreement=0.9))  # fmt: skip
+    rec = fp32.report["engine_gate"]["engine_fp32"]
+    assert rec["passed"] and rec["top1_agreement"] >= 0.9, rec["failed_because"]

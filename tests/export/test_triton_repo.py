@@ -225,16 +225,25 @@ def test_spec_and_output_path_errors(bundle, tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
+ID = ("--name", "omsf2-tiny", "--version", "1.0.0")
+
+
 def test_cli_bundle_triton(bundle, tmp_path: Path) -> None:
     export = Path(bundle.metadata["export"]["checkpoint"]["path"]).parent / "export"
     export = next(p for p in (bundle.root.parent / "export", export) if (p / "report.json").is_file())
     runner = CliRunner()
     res = runner.invoke(app, ["bundle", str(export), "--out", str(tmp_path / "b"), "--triton", str(tmp_path / "t")])
+    assert res.exit_code == 1 and "--name and --version are required" in res.output
+    res = runner.invoke(
+        app, ["bundle", str(export), "--out", str(tmp_path / "b"), *ID, "--triton", str(tmp_path / "t")]
+    )
     assert res.exit_code == 0, res.output
     assert "wrote Triton model repository" in res.output
     parse_config(tmp_path / "t" / "omsf2" / "config.pbtxt")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "f").write_text("x")
-    res = runner.invoke(app, ["bundle", str(export), "--out", str(tmp_path / "b2"), "--triton", str(tmp_path / "busy")])
+    res = runner.invoke(
+        app, ["bundle", str(export), "--out", str(tmp_path / "b2"), *ID, "--triton", str(tmp_path / "busy")]
+    )
     assert res.exit_code == 1 and "already exists" in res.output
     assert not (tmp_path / "b2").exists()  # refused before the bundle was written

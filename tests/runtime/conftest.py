@@ -86,6 +86,8 @@ def _write_dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2", 
     ds.SOPClassUID = DigitalXRayImageStorageForPresentation
     ds.SOPInstanceUID = generate_uid()
     ds.Modality = modality
+    ds.BodyPartExamined = "CHEST"  # a PA chest radiograph: what the clinical gating lets through
+    ds.ViewPosition = "PA"
     ds.set_pixel_data(arr, photometric, arr.dtype.itemsize * 8)
     for key, value in elements.items():
         setattr(ds, key, value)
@@ -95,7 +97,7 @@ def _write_dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2", 
 
 @pytest.fixture(scope="session")
 def write_dicom():
-    """``write_dicom(path, arr, photometric="MONOCHROME2", modality="DX", **elements) -> path``."""
+    """``write_dicom(path, arr, photometric="MONOCHROME2", modality="DX", **elements) -> path`` (a PA chest)."""
     return _write_dicom
 
 
@@ -106,6 +108,8 @@ CPP_SOURCES = (
     "json.cpp",
     "rules.cpp",
     "bundle.cpp",
+    "model_check.cpp",
+    "trust.cpp",
     "engine_manifest.cpp",
     "engine.cpp",
     "capi.cpp",
@@ -113,20 +117,33 @@ CPP_SOURCES = (
 )
 
 
-@pytest.fixture(scope="session")
-def cpp_lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    """``libomsf2_runtime.so`` built once with the system g++ (warnings are errors), its C ABI typed."""
+#: OpenSSL's headers (Debian's libssl-dev, which .ci/run installs): the library checks signatures with them.
+OPENSSL = Path("/usr/include/openssl/evp.h").is_file()
+
+
+def build_cpp_lib(out: Path, openssl: bool, opt: str = "-O2") -> ctypes.CDLL:
+    """``libomsf2_runtime.so`` built with the system g++ (warnings are errors), with or without OpenSSL, typed."""
     cxx = shutil.which("g++")
     if cxx is None:
         pytest.skip("no C++ compiler (g++) on this machine")
-    out = tmp_path_factory.mktemp("cpp") / "libomsf2_runtime.so"
-    flags = ["-std=c++17", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror"]
+    flags = ["-std=c++17", opt, "-ffp-contract=off", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror"]
+    ssl = ["-DOMSF2_WITH_OPENSSL"] if openssl else []
     proc = subprocess.run(
-        [cxx, *flags, "-o", str(out), *(str(CPP / s) for s in CPP_SOURCES)], capture_output=True, text=True, timeout=600
+        [cxx, *flags, *ssl, "-o", str(out), *(str(CPP / s) for s in CPP_SOURCES), *(["-lcrypto"] if openssl else [])],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     lib = ctypes.CDLL(str(out))
-    for name in ("omsf2_last_error", "omsf2_runtime_class_name", "omsf2_rules_json", "omsf2_runtime_task"):
+    for name in (
+        "omsf2_last_error",
+        "omsf2_runtime_class_name",
+        "omsf2_rules_json",
+        "omsf2_runtime_task",
+        "omsf2_runtime_digest",
+        "omsf2_runtime_signer",
+    ):
         getattr(lib, name).restype = ctypes.c_char_p
     lib.omsf2_check_engine_compatibility.argtypes = [
         ctypes.c_char_p,
@@ -138,7 +155,23 @@ def cpp_lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     ]
     lib.omsf2_check_json.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
     lib.omsf2_activate.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_size_t]
+    lib.omsf2_check_input.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_uint32]
+    lib.omsf2_runtime_check_input.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32]
+    for name in ("omsf2_runtime_digest", "omsf2_runtime_signer"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
     return lib
+
+
+@pytest.fixture(scope="session")
+def cpp_lib_builder():
+    """:func:`build_cpp_lib`, for a test that needs a library built otherwise (conftest is not importable)."""
+    return build_cpp_lib
+
+
+@pytest.fixture(scope="session")
+def cpp_lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    """``libomsf2_runtime.so`` built once with g++, with OpenSSL (signatures) where its headers are installed."""
+    return build_cpp_lib(tmp_path_factory.mktemp("cpp") / "libomsf2_runtime.so", OPENSSL)
 
 
 def require(what: str) -> None:

@@ -143,7 +143,7 @@ def _export_with_plugin_engine(tiny_export: Path, tmp_path: Path, lib_bytes: byt
             compute_capability=(8, 7),
             precision="int8",
             inputs=(TensorInfo("image", "float32", (-1, 1, 64, 64)),),
-            outputs=(TensorInfo("logits", "float32", (-1, 4)),),
+            outputs=(TensorInfo("logits", "float32", (-1, 4)), TensorInfo("heatmap", "float32", (-1, 1, 8, 8))),
             plugin_library="libomsf2_plugins.so",
             plugin_library_sha256=hashlib.sha256(lib_bytes).hexdigest(),
         ),

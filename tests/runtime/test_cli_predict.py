@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from omsf2.cli.app import app
@@ -71,7 +72,7 @@ def test_bad_files_are_reported_per_file_and_exit_1(tiny_bundle_master: Path, im
     errors = {Path(r["file"]).name: r["error"] for r in json.loads((tmp_path / "r.json").read_text())["results"]}
     assert errors["img0.png"] is None and errors["img1.png"] is None
     assert "corrupt" in errors["corrupt.png"] or "PNG" in errors["corrupt.png"]
-    assert "modality 'CT'" in errors["ct.dcm"]
+    assert errors["ct.dcm"] == "not applicable: modality CT (this bundle accepts CR, DR, DX)"
     assert errors["missing.png"]
     ok = run("predict", ct, "--model", tiny_bundle_master, "--any-modality")
     assert ok.exit_code == 0, ok.output
@@ -128,13 +129,49 @@ def test_options_and_outputs_are_checked_before_work(tiny_bundle_master: Path, i
 
 
 def test_bundle_command(tiny_export: Path, tmp_path: Path) -> None:
-    res = run("bundle", tiny_export, "--out", tmp_path / "b", "--name", "demo", "--reference", "paper A")
+    args = ("--name", "demo", "--version", "2.1.0")
+    res = run("bundle", tiny_export, "--out", tmp_path / "b", *args, "--reference", "paper A", "--accept-view", "LL",
+              "--accept-view", "pa")  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "wrote bundle" in res.output and "manifest sha256" in res.output
+    assert "wrote bundle" in res.output and "manifest sha256" in res.output and "algorithm demo 2.1.0" in res.output
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert m["name"] == "demo" and m["references"] == ["paper A"]
-    again = run("bundle", tiny_export, "--out", tmp_path / "b")
+    assert (m["name"], m["version"], m["references"]) == ("demo", "2.1.0", ["paper A"])
+    assert m["accepts"] == {"modalities": ["CR", "DR", "DX"], "body_parts": ["CHEST"], "views": ["LL", "PA"]}
+    again = run("bundle", tiny_export, "--out", tmp_path / "b", *args)
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ((), "--name and --version are required"),
+        (("--name", "demo"), "--name and --version are required"),
+        (("--name", "d\\emo", "--version", "1"), "--name must be 1-64 printable characters"),
+        (("--name", "demo", "--version", "1", "--accept-view", "P/A"), "accepts.views must be"),
+    ],
+)
+def test_bundle_command_needs_the_algorithms_identity(tiny_export: Path, tmp_path: Path, extra, message) -> None:
+    res = run("bundle", tiny_export, "--out", tmp_path / "b", *extra)
+    assert res.exit_code == 1 and res.output.startswith("error:") and message in res.output, res.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_folder_scan_finds_dicoms_by_content_and_tiff_bmp(tiny_bundle_master: Path, images, tmp_path, write_dicom):
+    """A PACS export names files IM0001 without a suffix; TIFF and BMP in a folder count as when named."""
+    from PIL import Image
+
+    scan = tmp_path / "export" / "SERIES1"
+    scan.mkdir(parents=True)
+    write_dicom(scan / "IM0001", np.full((40, 40), 900, np.uint16))
+    Image.open(images[0]).save(scan / "view.tif")
+    Image.open(images[2]).convert("L").save(scan / "view.bmp")
+    (scan / "README").write_text("not an image")
+    (scan / ".hidden.png").write_bytes(images[0].read_bytes())
+    res = run("predict", tmp_path / "export", "--model", tiny_bundle_master, "--json", tmp_path / "r.json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert sorted(Path(r["file"]).name for r in rows) == ["IM0001", "view.bmp", "view.tif"]
+    assert all(r["error"] is None for r in rows)
 
 
 def test_predict_from_an_export_folder_and_a_checkpoint(tiny_export: Path, images) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import json
 import locale
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -150,7 +151,7 @@ def _python_reference(tmp: Path, arr, bits, mono1, rescale, window) -> np.ndarra
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID = DigitalXRayImageStorageForPresentation
     ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "DX"
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "DX", "CHEST", "PA"  # what the clinical gate asks for
     ds.set_pixel_data(arr, "MONOCHROME1" if mono1 else "MONOCHROME2", bits)
     ds.RescaleSlope, ds.RescaleIntercept = rescale
     if window:
@@ -310,12 +311,27 @@ def _spec_of(lib, bundle: Path) -> tuple[tuple[int, ...], ...]:
     return (spec.height, spec.width, spec.channels), (spec.pad_value,) * 3, tuple(spec.mean), tuple(spec.std)
 
 
+def _set_preprocess(bundle: Path, **changes) -> None:
+    """Change the preprocessing in the manifest and in model.onnx's omsf2.preprocess alike (they must agree)."""
+    import hashlib
+
+    import onnx
+
+    model = onnx.load(str(bundle / "model.onnx"))
+    for prop in model.metadata_props:
+        if prop.key == "omsf2.preprocess":
+            prop.value = json.dumps({**json.loads(prop.value), **changes})
+    onnx.save(model, str(bundle / "model.onnx"))
+    manifest = bundle / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["preprocess"].update(changes)
+    m["files"]["model.onnx"] = hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
+    manifest.write_text(json.dumps(m))
+
+
 def test_a_comma_locale_in_the_host_changes_nothing(lib, tiny_bundle: Path, comma_locale, monkeypatch) -> None:
     """The host process sets de_DE.UTF-8 before creating the runtime: the manifest's numbers read the same."""
-    manifest = tiny_bundle / "manifest.json"
-    m = json.loads(manifest.read_text())
-    m["preprocess"].update(mean=[0.485], std=[0.229], pad_value=0.25)
-    manifest.write_text(json.dumps(m))
+    _set_preprocess(tiny_bundle, mean=[0.485], std=[0.229], pad_value=0.25)
     before = _spec_of(lib, tiny_bundle)
     assert np.allclose(before[1:], [[0.25] * 3, [0.485] * 3, [0.229] * 3])
     monkeypatch.setenv("LOCPATH", comma_locale["LOCPATH"])
@@ -411,6 +427,37 @@ def test_example_host_verifies_preprocesses_and_reports_missing_inference(scanne
     assert bad.returncode == 1 and "needs" in bad.stderr
 
 
+def test_example_host_holds_the_bundle_to_a_digest_and_a_signer(scanner_host, tiny_export, tmp_path) -> None:
+    import hashlib
+
+    from omsf2.runtime.bundle import BundleSpec, make_bundle
+    from omsf2.runtime.trust import generate_keypair
+
+    key, pub = generate_keypair(tmp_path / "site")
+    _, other = generate_keypair(tmp_path / "other")
+    bundle = make_bundle(BundleSpec(str(tiny_export), str(tmp_path / "signed"), sign=str(key)))
+    digest = hashlib.sha256((bundle.root / "manifest.json").read_bytes()).hexdigest()
+    raw = tmp_path / "img.u16"
+    raw.write_bytes(_buffer(70, 60, 12, 3).astype("<u2").tobytes())
+
+    def host(*trust: str) -> subprocess.CompletedProcess[str]:
+        args = [str(scanner_host), str(bundle.root), "--raw", str(raw), "60", "70", "12", *trust]
+        return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+    ok = host("--expect-sha256", digest, "--trust", str(pub))
+    if "built with OpenSSL" in ok.stderr:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("the C library was built without OpenSSL (apt-get install libssl-dev)")
+        pytest.skip("the C library was built without OpenSSL (apt-get install libssl-dev)")
+    assert ok.returncode == 3, ok.stderr  # trusted; this build has no inference backend
+    assert f"bundle sha256 {digest}, signed by key {bundle.signer[:16]}" in ok.stdout
+    bad = host("--expect-sha256", "0" * 64)
+    assert bad.returncode == 2 and "is not the pinned expect_sha256" in bad.stderr
+    wrong = host("--trust", str(other))
+    assert wrong.returncode == 2 and "which is not a trusted key" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.needs_trt
 def test_cpp_tensorrt_runtime_matches_the_python_predictor(tmp_path: Path, tiny_export: Path) -> None:
     """Build the host with TensorRT, run an INT8-free FP32 engine bundle, hold it to Predictor(backend=tensorrt)."""
@@ -420,7 +467,12 @@ def test_cpp_tensorrt_runtime_matches_the_python_predictor(tmp_path: Path, tiny_
 
     host = _cmake_build(tmp_path / "build")
     export = tmp_path / "export"
-    run_export(ExportSpec(str(tiny_export.parent / "tiny.pt"), str(export), format="all", batch="1,1,4"))
+    from omsf2.data.synthetic import write_dataset
+
+    write_dataset(tmp_path / "phantoms", 8, seed=1, size=64, n_val=4, n_test=8, workers=1)  # the engine gate's images
+    run_export(ExportSpec(str(tiny_export.parent / "tiny.pt"), str(export), format="all", batch="1,1,4",
+                          eval_data=str(tmp_path / "phantoms" / "test"),
+                          max_drop=100.0, min_agreement=0.0))  # fmt: skip
     make_bundle(BundleSpec(str(export), str(tmp_path / "bundle")))
     arr = _buffer(120, 90, 12, 5)
     raw = tmp_path / "img.u16"

@@ -47,7 +47,9 @@ def test_predictor_and_cli_run_where_torch_cannot_be_imported(tiny_bundle_master
     proc = _python(cli, "predict", str(images[0]), "--model", str(tiny_bundle_master), "--json", str(out))
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert json.loads(out.read_text())["results"][0]["label"]
-    proc = _python(cli, "bundle", str(tiny_bundle_master.parent), "--out", str(tmp_path / "b"))
+    proc = _python(
+        cli, "bundle", str(tiny_bundle_master.parent), "--out", str(tmp_path / "b"), "--name", "t", "--version", "1"
+    )
     assert proc.returncode == 1 and "has no report.json" in proc.stderr
     proc = _python(cli, "train", "--data", str(tmp_path), "--out", str(tmp_path / "run"))
     assert proc.returncode == 1

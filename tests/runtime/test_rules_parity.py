@@ -2,9 +2,11 @@
 
 The C library (omsf2/runtime/cpp, built here with g++, no inference backend needed) and
 omsf2.runtime.rules must agree on the table itself, on engine compatibility (verdict and message)
-over a grid of TensorRT versions, GPUs and build flags, on activation by task, and on which manifests
-the strict JSON rule refuses. A host in a comma locale must read the same bundle. Change a rule on
-one side only and a test here fails.
+over a grid of TensorRT versions, GPUs and build flags, on activation by task, on which manifests
+the strict JSON rule refuses, and on the clinical input gating (verdict and reason, word for word,
+over a grid of modalities, body parts, views, pixel layouts, bundle ``accepts`` and site flags).
+A host in a comma locale must read the same bundle. Change a rule on one side only and a test here
+fails.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from omsf2.runtime import rules
+from omsf2.runtime import gating, rules
 from omsf2.runtime.engine_manifest import EngineManifest, TensorInfo, compatibility_error
 
 
@@ -29,6 +31,7 @@ def lib(cpp_lib: ctypes.CDLL) -> ctypes.CDLL:
 
 def test_the_tables_are_equal(lib) -> None:
     assert json.loads(lib.omsf2_rules_json()) == rules.as_dict()
+    assert rules.as_dict()["gating"] == gating.table()
     assert lib.omsf2_abi_version() == 2
 
 
@@ -180,9 +183,24 @@ def test_bundle_manifest_with_a_duplicate_key_is_refused_by_both(lib, tiny_bundl
     assert b"duplicate key 'task'" in lib.omsf2_last_error()
 
 
+def _stamp_task(bundle: Path, task: str) -> str:
+    """Set ``omsf2.task`` in model.onnx (the manifest must agree with it); the file's new sha256."""
+    import hashlib
+
+    import onnx
+
+    model = onnx.load(str(bundle / "model.onnx"))
+    for prop in model.metadata_props:
+        if prop.key == "omsf2.task":
+            prop.value = task
+    onnx.save(model, str(bundle / "model.onnx"))
+    return hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
+
+
 def test_task_is_read_and_an_unknown_task_refused(lib, tiny_bundle: Path) -> None:
     manifest = tiny_bundle / "manifest.json"
     m = json.loads(manifest.read_text())
+    m["files"]["model.onnx"] = _stamp_task(tiny_bundle, "multilabel")
     for task, status in [("multilabel", 0), ("regression", 2)]:
         manifest.write_text(json.dumps({**m, "task": task}))
         rt = ctypes.c_void_p()
@@ -194,3 +212,127 @@ def test_task_is_read_and_an_unknown_task_refused(lib, tiny_bundle: Path) -> Non
                 lib.omsf2_last_error().decode()
             )
         lib.omsf2_runtime_destroy(rt)
+
+
+# --------------------------------------------------------------------------- clinical input gating
+
+
+class InputAttributes(ctypes.Structure):
+    """``omsf2_input_attributes`` of omsf2_runtime.h."""
+
+    _fields_ = [
+        ("modality", ctypes.c_char_p),
+        ("body_part_examined", ctypes.c_char_p),
+        ("view_position", ctypes.c_char_p),
+        ("photometric", ctypes.c_char_p),
+        ("samples_per_pixel", ctypes.c_int32),
+        ("bits_allocated", ctypes.c_int32),
+        ("bits_stored", ctypes.c_int32),
+    ]
+
+
+def _c_gate(lib, attrs: gating.InputAttributes, accepts: dict | None, flags: int) -> str | None:
+    def b(v: str | None) -> bytes | None:
+        return None if v is None else v.encode()
+
+    c = InputAttributes(b(attrs.modality), b(attrs.body_part), b(attrs.view), b(attrs.photometric),
+                        attrs.samples_per_pixel, attrs.bits_allocated, attrs.bits_stored)  # fmt: skip
+    doc = None if accepts is None else json.dumps(accepts).encode()
+    st = lib.omsf2_check_input(doc, 0 if doc is None else len(doc), ctypes.byref(c), flags)
+    assert st in (0, 7), lib.omsf2_last_error()
+    return None if st == 0 else lib.omsf2_last_error().decode()
+
+
+GATE_CASES = [
+    gating.InputAttributes(m, bp, v, ph, spp, ba, bs)
+    for m, bp, v in itertools.product(
+        ["CR", "DX", "dx ", "DR", "CT", "MG", None, ""],
+        ["CHEST", "chest", "EXTREMITY", None, " "],
+        ["PA", "AP", "LL", "rl", None],
+    )
+    for ph, spp, ba, bs in [("MONOCHROME2", 1, 16, 12)]
+] + [
+    gating.InputAttributes("DX", "CHEST", "PA", ph, spp, ba, bs)
+    for ph, spp, ba, bs in [
+        ("MONOCHROME1", 0, 8, 0),
+        ("RGB", 3, 8, 8),
+        ("YBR_FULL_422", 3, 8, 8),
+        ("PALETTE COLOR", 1, 8, 8),
+        (None, 1, 16, 16),
+        ("MONOCHROME2", 1, 32, 32),
+        ("MONOCHROME2", 1, 0, 0),
+        ("MONOCHROME2", 1, 16, 17),
+        ("MONOCHROME2", 2, 16, 12),
+    ]
+]
+ACCEPTS = [None, {"views": ["PA", "AP", "LL", "RL"]}, {"modalities": ["dx"], "body_parts": ["CHEST", "THORAX"]}]
+
+
+@pytest.mark.parametrize("accepts", ACCEPTS, ids=["defaults", "laterals", "dx-thorax"])
+def test_input_gating_agrees(lib, accepts) -> None:
+    verdicts = set()
+    for flags in range(8):
+        policy = gating.GatePolicy(
+            gating.Accepts.from_manifest({"accepts": accepts} if accepts else {}),
+            frozenset(name for bit, name in ((2, "body-part"), (4, "view")) if flags & bit),
+            any_modality=bool(flags & 1),
+        )
+        assert policy.flags == flags
+        for attrs in GATE_CASES:
+            want = gating.not_applicable(attrs, policy)
+            assert _c_gate(lib, attrs, accepts, flags) == want, (attrs, accepts, flags)
+            verdicts.add(want is None)
+    assert verdicts == {True, False}
+
+
+def test_input_gating_reasons_name_the_rule(lib) -> None:
+    cases = {
+        gating.InputAttributes("CT", "CHEST", "PA", "MONOCHROME2", 1, 16, 12): "modality CT (this bundle",
+        gating.InputAttributes("CR", "EXTREMITY", "AP", "MONOCHROME1", 1, 16, 10): "body part EXTREMITY",
+        gating.InputAttributes("DX", "CHEST", "LL", "MONOCHROME2", 1, 16, 12): "view LL (this bundle accepts AP, PA)",
+        gating.InputAttributes("DX", "CHEST", "PA", "RGB", 3, 8, 8): "photometric interpretation RGB",
+        gating.InputAttributes(None, "CHEST", "PA", "MONOCHROME2", 1, 16, 12): "no Modality",
+        gating.InputAttributes("DX", None, "PA", "MONOCHROME2", 1, 16, 12): "no BodyPartExamined",
+    }
+    for attrs, fragment in cases.items():
+        why = gating.not_applicable(attrs)
+        assert why is not None and why.startswith("not applicable: ") and fragment in why
+        assert _c_gate(lib, attrs, None, 0) == why
+
+
+def test_input_gating_refuses_bad_accepts_and_flags_alike(lib) -> None:
+    attrs = gating.InputAttributes("DX", "CHEST", "PA", "MONOCHROME2", 1, 16, 12)
+    c = InputAttributes(b"DX", b"CHEST", b"PA", b"MONOCHROME2", 1, 16, 12)
+    for bad in ({"views": ["P/A"]}, {"views": [5]}, {"colour": ["x"]}, ["PA"]):
+        doc = json.dumps(bad).encode()
+        assert lib.omsf2_check_input(doc, len(doc), ctypes.byref(c), 0) == 1
+        with pytest.raises(ValueError) as e:
+            gating.Accepts.from_manifest({"accepts": bad})
+        assert lib.omsf2_last_error().decode() == str(e.value)
+    assert lib.omsf2_check_input(None, 0, ctypes.byref(c), 8) == 1 and b"unknown gating flags" in lib.omsf2_last_error()
+    with pytest.raises(ValueError, match="--allow-missing takes body-part, view"):
+        gating.GatePolicy(allow_missing=frozenset({"laterality"}))
+    assert gating.not_applicable(attrs) is None
+
+
+def test_bundle_accepts_are_read_by_both(lib, tiny_bundle: Path) -> None:
+    """A bundle that declares laterals: Python and the C library both let an LL view through, and refuse a bad block."""
+    from omsf2.runtime.bundle import BundleError, load_bundle
+
+    manifest = tiny_bundle / "manifest.json"
+    m = json.loads(manifest.read_text())
+    assert m["accepts"] == {"modalities": ["CR", "DR", "DX"], "body_parts": ["CHEST"], "views": ["AP", "PA"]}
+    lateral = InputAttributes(b"DX", b"CHEST", b"LL", b"MONOCHROME2", 1, 16, 12)
+    for views, status in ((["PA", "AP", "LL"], 0), (["PA"], 7)):
+        manifest.write_text(json.dumps({**m, "accepts": {**m["accepts"], "views": views}}))
+        rt = ctypes.c_void_p()
+        assert lib.omsf2_runtime_create(str(tiny_bundle).encode(), ctypes.byref(rt)) == 0, lib.omsf2_last_error()
+        assert lib.omsf2_runtime_check_input(rt, ctypes.byref(lateral), 0) == status
+        lib.omsf2_runtime_destroy(rt)
+        assert ("LL" in load_bundle(tiny_bundle).accepts.views) == (status == 0)
+    manifest.write_text(json.dumps({**m, "accepts": {"views": "PA"}}))
+    with pytest.raises(BundleError) as e:
+        load_bundle(tiny_bundle)
+    rt = ctypes.c_void_p()
+    assert lib.omsf2_runtime_create(str(tiny_bundle).encode(), ctypes.byref(rt)) == 2
+    assert lib.omsf2_last_error().decode() == str(e.value)

@@ -105,6 +105,7 @@ def int8_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         calib_count=64,
         eval_data=str(root / "data" / "test"),
         max_drop=100.0,
+        min_agreement=0.0,
     )
     run_export(spec)
     return make_bundle(BundleSpec(str(root / "export"), str(root / "bundle"))).root
@@ -137,6 +138,7 @@ def _dx(path: Path, stored: np.ndarray, bits: int, photometric: str = "MONOCHROM
     ds.SOPInstanceUID = generate_uid()
     ds.Modality = "DX"
     ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
     ds.set_pixel_data(stored, photometric, bits)
     for key, value in elements.items():
         setattr(ds, key, value)
@@ -304,11 +306,14 @@ MALFORMED = {
     "JPEG 2000, which it cannot decode": (_with(_jpeg2000), "cannot decode JPEG 2000"),
     "no pixel data": (_with(lambda ds: delattr(ds, "PixelData")), "DICOM has no pixel data"),
     "two frames": (_with(lambda ds: setattr(ds, "NumberOfFrames", 2)), "multi-frame DICOM (2 frames)"),
-    "3 samples per pixel": (_with(lambda ds: setattr(ds, "SamplesPerPixel", 3)), "3 samples per pixel"),
-    "32 bits allocated": (_with(lambda ds: setattr(ds, "BitsAllocated", 32)), "BitsAllocated 32 is not supported"),
+    "3 samples per pixel": (_with(lambda ds: setattr(ds, "SamplesPerPixel", 3)), "not applicable: 3 samples per pixel"),
+    "32 bits allocated": (_with(lambda ds: setattr(ds, "BitsAllocated", 32)), "not applicable: 32 bits allocated"),
     "Rows 65535": (_with(lambda ds: setattr(ds, "Rows", 65535)), "pixel data holds 2400 bytes"),
-    "an RGB ultrasound": (_testdata("US1_UNCR.dcm"), "DICOM modality 'US' is not a projection radiograph"),
-    "a CT": (_testdata("CT_small.dcm"), "DICOM modality 'CT' is not a projection radiograph"),
+    "an RGB ultrasound": (_testdata("US1_UNCR.dcm"), "not applicable: modality US"),
+    "a CT": (_testdata("CT_small.dcm"), "not applicable: modality CT"),
+    "a tibia CR": (_testdata("RG3_UNCR.dcm"), "not applicable: body part EXTREMITY (this bundle accepts CHEST)"),
+    "a lateral view": (_with(lambda ds: setattr(ds, "ViewPosition", "LL")), "not applicable: view LL"),
+    "no Modality": (_with(lambda ds: delattr(ds, "Modality")), "not applicable: no Modality"),
 }
 
 
@@ -322,17 +327,27 @@ def test_host_refuses_a_bad_dicom_in_one_line(host, tiny_bundle, tmp_path: Path,
     assert reason in proc.stderr and "stage:" not in proc.stdout
 
 
-@pytest.mark.parametrize("name", ["US1_UNCR.dcm", "CT_small.dcm"])
+@pytest.mark.parametrize("name", ["US1_UNCR.dcm", "CT_small.dcm", "RG3_UNCR.dcm"])
 def test_host_gives_omsf2_predicts_reason(host, tiny_bundle, tmp_path: Path, name: str) -> None:
-    """The same sentence as omsf2.runtime.predictor; with --any-modality the RGB one is refused for its colour."""
-    from omsf2.runtime.predictor import dicom_modality_problem
+    """The same sentence as omsf2 predict (omsf2.runtime.gating), with and without the site's settings.
+
+    Anyway (--any-modality, body part and view allowed missing): the RGB one is refused for its colour,
+    the tibia for its body part, and the CT runs.
+    """
+    from omsf2.runtime.gating import GatePolicy, dicom_not_applicable
+    from omsf2.runtime.predictor import Predictor
 
     path = _testdata(name)(tmp_path)
     proc = _run(host, tiny_bundle, path)
-    assert proc.stderr == f"error: {path}: {dicom_modality_problem(path)}\n"
-    anyway = _run(host, "--any-modality", tiny_bundle, path)
-    if name == "US1_UNCR.dcm":
-        assert anyway.returncode == 1 and "unsupported photometric interpretation 'RGB'" in anyway.stderr
+    assert proc.stderr == f"error: {path}: {dicom_not_applicable(path)}\n"
+    pred = Predictor.from_bundle(tiny_bundle, backend="ort")
+    assert pred.predict_files([path])[0].error == dicom_not_applicable(path)
+    settings = ("--any-modality", "--allow-missing", "body-part", "--allow-missing", "view")
+    anyway = _run(host, *settings, tiny_bundle, path)
+    policy = GatePolicy(allow_missing=frozenset({"body-part", "view"}), any_modality=True)
+    if name != "CT_small.dcm":
+        assert anyway.returncode == 1 and anyway.stderr == f"error: {path}: {dicom_not_applicable(path, policy)}\n"
+        assert "RGB" in anyway.stderr or "EXTREMITY" in anyway.stderr
     else:  # signed 16-bit samples with a rescale and a window: read as pydicom reads them
         assert anyway.returncode == 0, anyway.stderr
         assert _compare(anyway.stdout, tiny_bundle, "openvino", [path]) <= TOLERANCE
@@ -375,6 +390,7 @@ BAD_ARGUMENTS = [
     (["--backend", "gpu", "{dcm}"], "unknown backend 'gpu'; choose one of auto, openvino, openvino-int8, tensorrt"),
     (["--window", "100", "200", "{dcm}"], "describe a --raw image"),
     (["--bogus", "{dcm}"], "unknown option '--bogus'"),
+    (["--allow-missing", "laterality", "{dcm}"], "--allow-missing takes body-part or view, got 'laterality'"),
     ([], "no image given"),
     (["{dcm}", "--raw", "{raw}", "64", "64", "12"], "give DICOM files or --raw, not both"),
     (["{dcm}", "{dcm}", "--dump-input", "{tmp}/x.f32"], "--dump-input takes exactly one image"),

@@ -288,7 +288,12 @@ def test_real_tensorrt_engine_bundle_matches_onnxruntime(tiny_export: Path, imag
     from omsf2.runtime.bundle import BundleSpec, make_bundle
 
     export = tmp_path / "export"
-    run_export(ExportSpec(str(tiny_export.parent / "tiny.pt"), str(export), format="all", batch="1,2,4"))
+    from omsf2.data.synthetic import write_dataset
+
+    write_dataset(tmp_path / "phantoms", 8, seed=1, size=64, n_val=4, n_test=8, workers=1)  # the engine gate's images
+    run_export(ExportSpec(str(tiny_export.parent / "tiny.pt"), str(export), format="all", batch="1,2,4",
+                          eval_data=str(tmp_path / "phantoms" / "test"),
+                          max_drop=100.0, min_agreement=0.0))  # fmt: skip
     bundle = make_bundle(BundleSpec(str(export), str(tmp_path / "bundle"))).root
     trt = Predictor.from_bundle(bundle, backend="tensorrt")
     ort = Predictor.from_bundle(bundle, backend="ort")

@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate
@@ -21,16 +20,22 @@ from typer.testing import CliRunner
 
 from omsf2.cli.app import app
 from omsf2.runtime.bundle import load_bundle
-from omsf2.serve.dicom_results import ModelInfo, ResultUids, read_stage, result_uids
+from omsf2.serve.dicom_maps import sc_size
+from omsf2.serve.dicom_node import node_result_uids
+from omsf2.serve.dicom_results import ModelInfo, ResultUids, read_stage
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 
 
-def expected_uids(bundle: Path, source_uid: str) -> ResultUids:
+def expected_uids(bundle: Path, source_uid: str, backend: str = "ort") -> ResultUids:
+    """The node's result UIDs for ``source_uid``: from it, the bundle's digest and the backend (auto: ort here)."""
     b = load_bundle(bundle)
-    return result_uids(source_uid, ModelInfo("", "", b.digest, "", b.classes))
+    return node_result_uids(source_uid, ModelInfo("", "", b.digest, backend, b.classes))
+
+
+CLASSES = ("normal", "stage_I", "stage_II", "stage_III")
 
 
 def status_text(spool: Path) -> str:
@@ -44,14 +49,16 @@ def status_count(text: str, label: str) -> int:
     return int(line.strip(" │|").split()[-1].strip("│ "))
 
 
-def assert_one_result_each(orthanc: Any, bundle: Path, sources: list[str]) -> None:
-    """Orthanc holds exactly one SR and one SC per source image, and nothing else from the node."""
-    srs = {i["sop"] for i in orthanc.instances("SR")}
-    scs = {i["sop"] for i in orthanc.instances("OT")}
+def assert_one_result_each(
+    orthanc: Any, bundle: Path, sources: list[str], kinds: tuple[str, ...] = ("sr", "pm")
+) -> None:
+    """Orthanc holds exactly one of each result kind per source image, and nothing else from the node."""
     want = [expected_uids(bundle, s) for s in sources]
-    assert srs == {u.sr for u in want}
-    assert scs == {u.sc for u in want}
-    assert orthanc.count("SR") == len(sources) and orthanc.count("OT") == len(sources)
+    held = orthanc.by_kind()
+    for kind in ("sr", "pm", "sc"):
+        assert held[kind] == ({getattr(u, kind) for u in want} if kind in kinds else set()), kind
+    assert held["image"] == set()
+    assert orthanc.get("/statistics")["CountInstances"] == len(sources) * len(kinds)
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -59,7 +66,8 @@ def assert_one_result_each(orthanc: Any, bundle: Path, sources: list[str]) -> No
 
 def test_end_to_end_sr_and_sc_in_the_study(pacs, node_factory, dicom_bundle, kit, tmp_path):
     orthanc, port = pacs
-    node = node_factory(orthanc.forward, port, "--allow-ae", "SCANNER", "--allow-ae", "ORTHANC").start()
+    node = node_factory(orthanc.forward, port, "--allow-ae", "SCANNER", "--allow-ae", "ORTHANC",
+                        "--results", "sr,pm,sc").start()  # fmt: skip
     # The node is registered in Orthanc's DicomModalities: Orthanc's own C-ECHO reaches it.
     assert orthanc.request("/modalities/omsf2/echo", {}) is not None
 
@@ -73,6 +81,7 @@ def test_end_to_end_sr_and_sc_in_the_study(pacs, node_factory, dicom_bundle, kit
     pushed_id = orthanc.get("/instances", pushed_path.read_bytes())["ID"]
     orthanc.get("/modalities/omsf2/store", {"Resources": [pushed_id], "Synchronous": True})
     node.wait_events("forwarded", 4, timeout=180)
+    _delete(orthanc, pushed_id)  # Orthanc then holds only what the node sent
 
     sources = {"mono2": mono2, "mono1": mono1, "cr": cr, "pushed": pushed}
     files = {}
@@ -95,24 +104,28 @@ def test_end_to_end_sr_and_sc_in_the_study(pacs, node_factory, dicom_bundle, kit
         sr_path = orthanc.file(sr_i["id"], tmp_path / f"{name}-sr.dcm")
         sr = pydicom.dcmread(sr_path)
         assert sr.SeriesInstanceUID not in (ds.SeriesInstanceUID,)
-        stage, probs = read_stage(sr)  # highdicom parses the TID 1500 report
+        stage, probs = read_stage(sr, CLASSES)  # highdicom parses the TID 1500 report
         assert stage == predicted[name]["label"], name
         for cls, p in predicted[name]["probabilities"].items():
             assert probs[cls] == pytest.approx(p, abs=1e-5)
         evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
         assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
-        dump = subprocess.run(["dsrdump", str(sr_path)], capture_output=True, text=True)
+        dump = subprocess.run(["dsrdump", "+Pc", str(sr_path)], capture_output=True, text=True)
         assert dump.returncode == 0 and not dump.stderr.strip(), dump.stderr
-        assert "Pneumoconiosis stage" in dump.stdout and f'"{stage}"' in dump.stdout
-        assert "omsf2 tiny" in dump.stdout  # algorithm name from the bundle manifest
+        assert '(40122008,SCT,"Pneumoconiosis")' in dump.stdout  # the coded finding
+        assert '(stage,99OMSF2,"Pneumoconiosis stage")' in dump.stdout and f'"{stage}")' in dump.stdout
+        assert '(111001,DCM,"Algorithm Name")="tiny"' in dump.stdout  # from the bundle manifest
+        for kind, inst in (("sr", sr_i), ("sc", sc_i), ("pm", by_sop[uids.pm])):
+            errors, _ = kit.dciodvfy(orthanc.file(inst["id"], tmp_path / f"{name}-{kind}-v.dcm"))
+            assert not errors or kind == "pm", (kind, errors)  # the PM's validator defects: test_dicom_objects.py
         sc = pydicom.dcmread(orthanc.file(sc_i["id"], tmp_path / f"{name}-sc.dcm"))
-        assert sc.PhotometricInterpretation == "RGB"
-        assert (sc.Rows, sc.Columns) == (ds.Rows, ds.Columns)
-        assert sc.PatientID == ds.PatientID
-        rgb = sc.pixel_array.astype(int)
-        assert (np.abs(rgb[..., 0] - rgb[..., 2]) > 10).any()  # coloured heat map over the gray image
+        assert sc.PatientID == ds.PatientID and sc.BurnedInAnnotation == "NO"
+        rows, cols = sc_size(ds.Rows, ds.Columns)  # at most 1024 px on the long side
+        assert sc.Columns > cols and sc.Rows > rows  # the legend panel and the text band
 
     assert node.terminate(signal.SIGTERM) == 0
+    assert_one_result_each(orthanc, dicom_bundle, [str(ds.SOPInstanceUID) for ds in sources.values()],
+                           ("sr", "pm", "sc"))  # fmt: skip
     stopped = node.events("stopped")
     assert stopped and stopped[-1]["delivered"] == 4
     events = node.events()
@@ -162,6 +175,14 @@ def test_sigkill_after_ack_before_forward_delivers_once(pacs, node_factory, dico
     assert len(node.events("duplicate", since_start=True)) >= 3
     assert node.terminate() == 0
     assert_one_result_each(orthanc, dicom_bundle, everyone)
+
+
+def _delete(orthanc: Any, orthanc_id: str) -> None:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{orthanc.http_port}/instances/{orthanc_id}", method="DELETE")
+    with urllib.request.urlopen(req, timeout=30):
+        pass
 
 
 def _send_quietly(kit: Any, port: int, datasets: list[Any]) -> None:
@@ -249,7 +270,7 @@ def test_refused_and_reported_inputs_leave_the_node_serving(pacs, node_factory, 
 # ---------------------------------------------------------------------------- load
 
 
-def test_load_four_scanners_200_images_one_sr_and_sc_each(pacs, node_factory, dicom_bundle, kit):
+def test_load_four_scanners_200_images_one_sr_and_pm_each(pacs, node_factory, dicom_bundle, kit):
     orthanc, port = pacs
     node = node_factory(orthanc.forward, port).start()
     result = kit.load_scenario(port, node, n=200, scus=4)

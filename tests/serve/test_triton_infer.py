@@ -113,3 +113,17 @@ def test_cli_errors_are_one_line(bundle, tmp_path: Path) -> None:
         res = runner.invoke(app, ["serve", "triton", "--model", str(bundle)])
         assert res.exit_code == 1
         assert "needs pytriton, which is not installed (pip install 'omsf2[triton-serve]')" in res.output
+
+
+def test_serve_triton_refuses_a_bundle_the_trust_policy_refuses(bundle, tmp_path: Path) -> None:
+    """--trust and --expect-sha256 are checked before PyTriton is imported or a port bound."""
+    from omsf2.runtime.trust import generate_keypair
+
+    _, pub = generate_keypair(tmp_path / "site")
+    runner = CliRunner()
+    for args, message in [
+        (["--trust", str(pub)], "is not signed (no manifest.sig) and --trust requires a signature"),
+        (["--expect-sha256", "f" * 64], "is not the pinned --expect-sha256"),
+    ]:
+        res = runner.invoke(app, ["serve", "triton", "--model", str(bundle), *args])
+        assert res.exit_code == 1 and message in res.output and len(res.output.strip().splitlines()) == 1

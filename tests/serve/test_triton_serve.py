@@ -8,16 +8,13 @@ The tests and clients run here, in the dev venv (tritonclient works with numpy 2
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-import venv
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,36 +32,6 @@ from omsf2.runtime import Predictor
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "omsf2-test-token"
 pytestmark = pytest.mark.slow
-
-
-def _venv_key() -> str:
-    h = hashlib.sha256((REPO / "pyproject.toml").read_bytes())
-    h.update(f"{REPO}|{sys.version}".encode())
-    return h.hexdigest()[:12]
-
-
-@pytest.fixture(scope="session")
-def pytriton_bin() -> Path:
-    """The ``bin`` folder of a venv with ``omsf2[triton-serve]`` installed (made once, then reused)."""
-    cache = Path(os.environ.get("OMSF2_TEST_CACHE", Path.home() / ".cache" / "omsf2"))
-    env_dir = cache / "venvs" / f"pytriton-{_venv_key()}"
-    done = env_dir / ".omsf2-installed"
-    if done.is_file():
-        return env_dir / "bin"
-    shutil.rmtree(env_dir, ignore_errors=True)
-    env_dir.parent.mkdir(parents=True, exist_ok=True)
-    venv.create(env_dir, with_pip=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    install = subprocess.run(
-        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         "-e", f"{REPO}[triton-serve]"],
-        capture_output=True, text=True, timeout=1200, env=env,
-    )  # fmt: skip
-    if install.returncode != 0 and "No matching distribution" in install.stderr:
-        pytest.skip(f"no package index reachable for nvidia-pytriton: {install.stderr.strip()[-200:]}")
-    assert install.returncode == 0, install.stderr[-2000:]
-    done.write_text("ok\n")
-    return env_dir / "bin"
 
 
 @pytest.fixture(scope="module")
@@ -105,57 +72,10 @@ def expected(bundle: Path, images: list[Path]) -> dict[str, tuple[str, np.ndarra
     }
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen, http: int, grpc: int, log: Path, bundle: Path) -> None:
-        self.proc, self.http, self.grpc, self.log = proc, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", log
-        self.bundle = bundle
-
-    def group_alive(self) -> bool:
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-
-def _start(bin_dir: Path, bundle: Path, log: Path, *extra: str) -> Server:
-    http, grpc, metrics = _free_ports(3)
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env.update(OMP_NUM_THREADS="1", OMSF2_TRITON_ACCESS_TOKEN=TOKEN)
-    cmd = [str(bin_dir / "omsf2"), "serve", "triton", "--model", str(bundle), "--http-port", str(http),
-           "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--threads", "1", *extra]  # fmt: skip
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = Server(proc, http, grpc, log, bundle)
-    client = httpclient.InferenceServerClient(server.http)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"omsf2 serve triton exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if client.is_model_ready("omsf2"):
-                return server
-        except Exception:
-            pass
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail(f"the server was not ready in 240 s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
-def server(pytriton_bin: Path, bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+def server(pytriton_bin: Path, bundle: Path, kit, tmp_path_factory: pytest.TempPathFactory):
     log = tmp_path_factory.mktemp("serve_log") / "server.log"
-    s = _start(pytriton_bin, bundle, log, "--max-queue-delay-us", "20000")
+    s = kit.start_triton(pytriton_bin, bundle, log, "--max-queue-delay-us", "20000")
     yield s
     if s.proc.poll() is None:
         os.killpg(s.proc.pid, signal.SIGKILL)
@@ -263,12 +183,12 @@ def test_sigterm_stops_the_server_and_every_child(server) -> None:
 
 
 def test_a_model_that_emits_nan_is_refused_as_predict_refuses_it(
-    pytriton_bin: Path, nan_bundle: Path, images, tmp_path: Path
+    pytriton_bin: Path, nan_bundle: Path, images, kit, tmp_path: Path
 ) -> None:
     """The served model goes through the runtime's output check: NaN logits fail the request, never a NaN answer."""
     with pytest.raises(FloatingPointError, match="non-finite logits or heat map"):
         Predictor.from_bundle(nan_bundle, backend="ort", threads=1).predict(images[:1])
-    s = _start(pytriton_bin, nan_bundle, tmp_path / "nan.log", "--backend", "ort")
+    s = kit.start_triton(pytriton_bin, nan_bundle, tmp_path / "nan.log", "--backend", "ort")
     try:
         for mod, url in ((httpclient, s.http), (grpcclient, s.grpc)):
             with pytest.raises(InferenceServerException, match="non-finite logits or heat map"):
@@ -279,14 +199,14 @@ def test_a_model_that_emits_nan_is_refused_as_predict_refuses_it(
         s.proc.wait(90)
 
 
-def test_port_in_use_and_bad_bundle_are_one_line_errors(pytriton_bin: Path, bundle: Path, tmp_path: Path) -> None:
+def test_port_in_use_and_bad_bundle_are_one_line_errors(pytriton_bin: Path, bundle: Path, kit, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     omsf2 = str(pytriton_bin / "omsf2")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        http, metrics = _free_ports(2)
+        http, metrics = kit.free_ports(2)
         run = subprocess.run(
             [omsf2, "serve", "triton", "--model", str(bundle), "--http-port", str(http), "--grpc-port", str(port),
              "--metrics-port", str(metrics)],
@@ -315,7 +235,7 @@ def test_repository_on_a_gpu_triton_server(images) -> None:
 
 
 def test_repository_python_models_run_in_a_real_tritonserver(
-    pytriton_bin: Path, bundle: Path, images, expected, tmp_path
+    pytriton_bin: Path, bundle: Path, images, expected, kit, tmp_path
 ):
     """The generated omsf2_preprocess / omsf2_postprocess load and run in the tritonserver PyTriton ships
     (it has no onnxruntime backend, so the ONNX step between them runs here, as the ensemble would)."""
@@ -337,7 +257,7 @@ def test_repository_python_models_run_in_a_real_tritonserver(
     shutil.copytree(dist, server_dir, ignore=shutil.ignore_patterns("python_backend_stubs"))
     stub = Path(dist) / "python_backend_stubs" / pyver / "triton_python_backend_stub"
     shutil.copy(stub, server_dir / "backends" / "python" / "triton_python_backend_stub")
-    http, grpc = _free_ports(2)
+    http, grpc = kit.free_ports(2)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(OMP_NUM_THREADS="1", PATH=f"{pytriton_bin}:{env['PATH']}", LD_LIBRARY_PATH=f"{libdir}:{libs}")
     log = tmp_path / "tritonserver.log"

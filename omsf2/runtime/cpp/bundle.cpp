@@ -1,7 +1,9 @@
 // Bundle verification in C++: manifest.json read by the strict JSON rule, SHA-256 of every file, the
 // same refusals as omsf2.runtime.bundle.load_bundle (newer format, escaping paths, changed, added or
-// removed files, an unknown task, an invalid preprocessing spec).
-// Self-contained (FIPS 180-4 SHA-256 here, the JSON reader in json.cpp) so a scanner links no extra library.
+// removed files, an unknown task, an invalid preprocessing spec, a manifest that disagrees with its
+// model files, a bundle the trust policy refuses).
+// Self-contained (FIPS 180-4 SHA-256 here, the JSON reader in json.cpp) so a scanner links no extra
+// library; only signatures need OpenSSL's libcrypto (trust.cpp).
 #include "omsf2_bundle.hpp"
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <fstream>
 #include <set>
 
+#include "omsf2_model_check.hpp"
 #include "omsf2_rules.hpp"
 
 namespace fs = std::filesystem;
@@ -162,7 +165,7 @@ void verify_files(const fs::path& root, const Json& files) {
   for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
     if (it->is_directory() && !it->is_symlink()) continue;
     const std::string rel = fs::relative(it->path(), root).generic_string();
-    if (rel != "manifest.json" && !listed.count(rel))
+    if (rel != "manifest.json" && rel != kSignatureFile && !listed.count(rel))
       throw BundleError(where + "'" + rel + "' is not listed in manifest.json (file added)");
   }
 }
@@ -243,15 +246,18 @@ void read_model_fields(const std::string& dir, const Json& m, BundleInfo& info) 
   if (const Json* task = m.get("task")) info.task = task->kind == Json::String ? task->str : "?";
   if (!rules::activation_of(info.task))
     throw BundleError("bundle '" + dir + "': unknown task '" + info.task + "' (" + rules::task_names() + ")");
+  try {
+    info.accepts = read_accepts(m.get("accepts"));
+  } catch (const std::invalid_argument& e) {
+    throw BundleError("bundle '" + dir + "': " + e.what());
+  }
 }
 
-Json read_manifest(const fs::path& root) {
+Json read_manifest(const fs::path& root, const std::string& bytes) {
   const fs::path path = root / "manifest.json";
-  if (!fs::is_regular_file(path))
-    throw BundleError("'" + root.string() + "' is not an omsf2 bundle: it has no manifest.json");
   Json m;
   try {
-    m = parse_json(slurp(path));
+    m = parse_json(bytes);
   } catch (const JsonError& e) {
     throw BundleError("'" + path.string() + "' is not valid JSON (" + e.what() + ")");
   }
@@ -268,17 +274,80 @@ Json read_manifest(const fs::path& root) {
   return m;
 }
 
+// Each model file against the manifest (model_check), in the order of the artifacts' target names.
+void check_models(const std::string& dir, const Json& m, const BundleInfo& info) {
+  ManifestFields fields;
+  fields.classes = m.get("classes");
+  fields.task = info.task;
+  fields.preprocess = m.get("preprocess");
+  const Json* exp = m.get("export");
+  const Json* ckpt = exp && exp->kind == Json::Object ? exp->get("checkpoint") : nullptr;
+  const Json* sha = ckpt && ckpt->kind == Json::Object ? ckpt->get("sha256") : nullptr;
+  if (sha && sha->kind == Json::String) fields.checkpoint_sha256 = sha->str;
+  for (const auto& [target, file] : info.artifacts) {  // std::map: sorted by target, as Python sorts
+    ModelInfo model;
+    try {
+      if (file.size() > 7 && file.compare(file.size() - 7, 7, ".engine") == 0) {
+        if (!info.files.count(file + ".json")) continue;  // the engine session refuses it when it opens
+        model = engine_model_info(parse_json(read_verified(info, file + ".json")));
+      } else {
+        model = onnx_model_info(read_verified(info, file));
+      }
+    } catch (const std::invalid_argument& e) {
+      throw BundleError("bundle '" + dir + "': '" + file + "' is not a readable model file (" + e.what() + ")");
+    } catch (const JsonError& e) {
+      throw BundleError("bundle '" + dir + "': '" + file + "' is not a readable model file (" + e.what() + ")");
+    }
+    try {
+      check_model(fields, model, file);
+    } catch (const ModelMismatch& e) {
+      throw BundleError("bundle '" + dir + "': " + e.what());
+    }
+  }
+}
+
 }  // namespace
 
-BundleInfo load_bundle(const std::string& dir) {
+rules::Accepts read_accepts(const Json* accepts) {
+  rules::Accepts out = rules::default_accepts();
+  if (!accepts || accepts->kind == Json::Null) return out;
+  const char* keys[] = {"modalities", "body_parts", "views"};
+  std::vector<std::string>* fields[] = {&out.modalities, &out.body_parts, &out.views};
+  const auto known = [&](const std::string& k) { return std::find(std::begin(keys), std::end(keys), k) != std::end(keys); };
+  bool ok = accepts->kind == Json::Object;
+  for (const auto& kv : ok ? accepts->object : std::vector<std::pair<std::string, Json>>{})
+    ok = ok && known(kv.first) && kv.second.kind == Json::Array;
+  if (!ok) throw std::invalid_argument("'accepts' must be an object with lists body_parts, modalities, views");
+  for (size_t k = 0; k < 3; ++k) {
+    const Json* list = accepts->get(keys[k]);
+    if (!list || list->array.empty()) continue;  // absent or empty: the default
+    std::vector<std::string> values;
+    for (const Json& v : list->array) {
+      if (v.kind != Json::String)
+        throw std::invalid_argument(std::string("accepts.") + keys[k] +
+                                    " must be a non-empty list of DICOM code strings (letters, digits, '_')");
+      values.push_back(v.str);
+    }
+    *fields[k] = rules::accepted_terms(values, std::string("accepts.") + keys[k]);
+  }
+  return out;
+}
+
+BundleInfo load_bundle(const std::string& dir, const TrustPolicy& trust) {
   const fs::path root(dir);
   if (!fs::is_directory(root)) throw BundleError("bundle '" + dir + "' is not a folder");
-  const Json m = read_manifest(root);
+  if (!fs::is_regular_file(root / "manifest.json"))
+    throw BundleError("'" + dir + "' is not an omsf2 bundle: it has no manifest.json");
+  const std::string bytes = slurp(root / "manifest.json");  // hashed, verified and parsed: one read
+  const std::string signer = verify_manifest(dir, bytes, trust);
+  const Json m = read_manifest(root, bytes);
   const Json* files = m.get("files");
   const Json none;
   verify_files(root, files ? *files : none);
   BundleInfo info;
   info.root = dir;
+  info.digest = sha256_bytes(bytes);
+  info.signer = signer;
   for (const auto& [name, digest] : files->object) info.files[name] = digest.str;
   read_model_fields(dir, m, info);
   const Json* artifacts = m.get("artifacts");
@@ -289,6 +358,7 @@ BundleInfo load_bundle(const std::string& dir) {
       throw BundleError("bundle '" + dir + "': artifact '" + file.str + "' is not among the hashed files");
     info.artifacts[target] = file.str;
   }
+  check_models(dir, m, info);
   return info;
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <string>
 
 #include "omsf2_bundle.hpp"
@@ -128,6 +129,27 @@ omsf2_result* finish(const omsf2_runtime& rt, const omsf2::Image& im, std::vecto
   return res.release();
 }
 
+omsf2::rules::InputAttributes to_attributes(const omsf2_input_attributes* a, uint32_t flags) {
+  if (!a) throw std::invalid_argument("attributes must not be NULL");
+  const uint32_t known = OMSF2_GATE_ANY_MODALITY | OMSF2_GATE_ALLOW_MISSING_BODY_PART | OMSF2_GATE_ALLOW_MISSING_VIEW;
+  if (flags & ~known) throw std::invalid_argument("unknown gating flags " + std::to_string(flags & ~known));
+  const auto text = [](const char* s) { return s ? std::optional<std::string>(s) : std::nullopt; };
+  omsf2::rules::InputAttributes out;
+  out.modality = text(a->modality);
+  out.body_part = text(a->body_part_examined);
+  out.view = text(a->view_position);
+  out.photometric = text(a->photometric);
+  out.samples_per_pixel = a->samples_per_pixel;
+  out.bits_allocated = a->bits_allocated;
+  out.bits_stored = a->bits_stored;
+  return out;
+}
+
+omsf2_status gate(const omsf2::rules::InputAttributes& attrs, const omsf2::rules::Accepts& accepts, uint32_t flags) {
+  const std::string why = omsf2::rules::not_applicable(attrs, accepts, flags);
+  return why.empty() ? OMSF2_OK : fail(OMSF2_ERR_NOT_APPLICABLE, why.c_str());
+}
+
 }  // namespace
 
 extern "C" {
@@ -136,6 +158,7 @@ const char* omsf2_last_error(void) { return g_error.c_str(); }
 int32_t omsf2_abi_version(void) { return OMSF2_RUNTIME_ABI_VERSION; }
 int32_t omsf2_has_tensorrt(void) { return omsf2::has_tensorrt() ? 1 : 0; }
 int32_t omsf2_has_openvino(void) { return omsf2::has_openvino() ? 1 : 0; }
+int32_t omsf2_has_signatures(void) { return omsf2::has_signatures() ? 1 : 0; }
 
 const char* omsf2_rules_json(void) {
   static const std::string json = omsf2::rules::as_json();  // built once; thread-safe initialisation
@@ -214,20 +237,56 @@ omsf2_status omsf2_check_json(const char* text, size_t len) {
   });
 }
 
-omsf2_status omsf2_runtime_create_with_options(const char* bundle_dir, const omsf2_runtime_options* options,
-                                               omsf2_runtime** out) {
+omsf2_status omsf2_check_input(const char* accepts_json, size_t accepts_len, const omsf2_input_attributes* attributes,
+                               uint32_t flags) {
+  return guard([&] {
+    const omsf2::rules::InputAttributes attrs = to_attributes(attributes, flags);
+    omsf2::rules::Accepts accepts = omsf2::rules::default_accepts();
+    if (accepts_json) {
+      const omsf2::Json doc = omsf2::parse_json(std::string_view(accepts_json, accepts_len));
+      accepts = omsf2::read_accepts(&doc);
+    }
+    return gate(attrs, accepts, flags);
+  });
+}
+
+omsf2_status omsf2_runtime_check_input(const omsf2_runtime* runtime, const omsf2_input_attributes* attributes,
+                                       uint32_t flags) {
+  return guard([&] {
+    if (!runtime) throw std::invalid_argument("runtime must not be NULL");
+    return gate(to_attributes(attributes, flags), runtime->bundle.accepts, flags);
+  });
+}
+
+omsf2_status omsf2_runtime_create_trusted(const char* bundle_dir, const omsf2_runtime_options* options,
+                                          const omsf2_trust* trust, omsf2_runtime** out) {
   return guard([&] {
     if (!bundle_dir || !out) throw std::invalid_argument("bundle_dir and out must not be NULL");
     *out = nullptr;
     const std::string backend = options && options->backend ? options->backend : "auto";
     const int threads = options ? options->threads : 0;
     if (threads < 0) throw std::invalid_argument("threads must be 0 or more, got " + std::to_string(threads));
+    omsf2::TrustPolicy policy;
+    if (trust) {
+      if (trust->num_public_keys && !trust->public_key_files)
+        throw std::invalid_argument("public_key_files must not be NULL when num_public_keys > 0");
+      if (trust->expect_sha256) policy.expect_sha256 = trust->expect_sha256;
+      for (size_t k = 0; k < trust->num_public_keys; ++k) {
+        if (!trust->public_key_files[k]) throw std::invalid_argument("public_key_files holds a NULL path");
+        policy.key_files.emplace_back(trust->public_key_files[k]);
+      }
+    }
     auto rt = std::make_unique<omsf2_runtime>();
-    rt->bundle = omsf2::load_bundle(bundle_dir);
+    rt->bundle = omsf2::load_bundle(bundle_dir, policy);
     rt->engine = omsf2::open_engine(rt->bundle, backend, threads);
     *out = rt.release();
     return OMSF2_OK;
   });
+}
+
+omsf2_status omsf2_runtime_create_with_options(const char* bundle_dir, const omsf2_runtime_options* options,
+                                               omsf2_runtime** out) {
+  return omsf2_runtime_create_trusted(bundle_dir, options, nullptr, out);
 }
 
 omsf2_status omsf2_runtime_create(const char* bundle_dir, omsf2_runtime** out) {
@@ -235,6 +294,14 @@ omsf2_status omsf2_runtime_create(const char* bundle_dir, omsf2_runtime** out) {
 }
 
 void omsf2_runtime_destroy(omsf2_runtime* runtime) { delete runtime; }
+
+const char* omsf2_runtime_digest(const omsf2_runtime* runtime) {
+  return runtime ? runtime->bundle.digest.c_str() : nullptr;
+}
+
+const char* omsf2_runtime_signer(const omsf2_runtime* runtime) {
+  return runtime ? runtime->bundle.signer.c_str() : nullptr;
+}
 
 int32_t omsf2_runtime_num_classes(const omsf2_runtime* runtime) {
   return runtime ? static_cast<int32_t>(runtime->bundle.classes.size()) : 0;

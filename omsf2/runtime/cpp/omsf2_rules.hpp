@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,7 +17,7 @@
 namespace omsf2::rules {
 
 // Bumped when a rule changes meaning; both sides report it.
-inline constexpr int kRulesVersion = 1;
+inline constexpr int kRulesVersion = 2;
 inline constexpr const char* kBundleFormat = "omsf2-bundle";
 inline constexpr int kBundleFormatVersion = 1;
 inline constexpr const char* kEngineManifestFormat = "omsf2-engine-manifest";
@@ -54,6 +55,7 @@ inline constexpr BackendRule kBackends[] = {
     {"tensorrt", {"engine_int8", "engine_fp16", "engine_fp32"}, "cuda", "engine"},
     {"ort-cuda", {"onnx"}, "cuda", "fp32"},
     {"ort-trt", {"onnx_int8"}, "cuda", "int8"},
+    {"triton", {}, "remote", "server"},
 };
 // What "auto" tries, in order; each side skips the backends it does not implement.
 inline constexpr const char* kAutoOrder[] = {"tensorrt", "ort", "openvino"};
@@ -86,6 +88,41 @@ std::vector<std::string> engine_compat_reasons(const CompatQuery& q);
 // Probabilities (double) from logits by the task's activation; throws std::invalid_argument for an
 // unknown task. softmax subtracts the maximum first; sigmoid is 1 / (1 + exp(-x)) per value.
 std::vector<double> activate(std::string_view task, const float* logits, size_t count);
+
+// ------------------------------------------------------------------ clinical input gating (gating.py)
+// Which DICOM images may be analysed at all: the defaults a bundle without "accepts" gets, what a
+// radiograph's pixels are, and the flags a site may set. not_applicable() applies them in
+// omsf2.runtime.gating.not_applicable's order and returns its reason word for word.
+inline constexpr const char* kModalities[] = {"CR", "DR", "DX"};
+inline constexpr const char* kBodyParts[] = {"CHEST"};
+inline constexpr const char* kViews[] = {"AP", "PA"};
+inline constexpr const char* kPhotometric[] = {"MONOCHROME1", "MONOCHROME2"};
+inline constexpr int kSamplesPerPixel = 1;
+inline constexpr int kBitsAllocated[] = {8, 16};
+struct OptionalAttribute {
+  const char* name;     // --allow-missing NAME
+  const char* keyword;  // its DICOM keyword
+};
+inline constexpr OptionalAttribute kOptionalAttributes[] = {{"body-part", "BodyPartExamined"}, {"view", "ViewPosition"}};
+inline constexpr unsigned kGateAnyModality = 1, kGateAllowMissingBodyPart = 2, kGateAllowMissingView = 4;
+
+// What a bundle's model accepts (sorted, upper case); a manifest without "accepts" gets the defaults.
+struct Accepts {
+  std::vector<std::string> modalities, body_parts, views;
+};
+Accepts default_accepts();
+// The manifest's "accepts" values of one key normalised as gating._terms does: trimmed, ASCII upper
+// case, sorted, unique; throws std::invalid_argument("<what> must be ...") for an empty list or a
+// value that is not a DICOM code string.
+std::vector<std::string> accepted_terms(const std::vector<std::string>& values, const std::string& what);
+
+// The attributes the rules read; nullopt (0 for numbers) where the header has none.
+struct InputAttributes {
+  std::optional<std::string> modality, body_part, view, photometric;
+  int samples_per_pixel = 0, bits_allocated = 0, bits_stored = 0;
+};
+// Why an image must not be analysed ("not applicable: ..."), or "" when every rule passes.
+std::string not_applicable(const InputAttributes& attrs, const Accepts& accepts, unsigned flags);
 
 // The table as JSON, in the layout of rules.as_dict().
 std::string as_json();

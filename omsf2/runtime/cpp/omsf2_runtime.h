@@ -21,11 +21,23 @@
  * A library built with neither OpenVINO nor TensorRT verifies bundles and preprocesses; there
  * omsf2_runtime_run returns OMSF2_ERR_UNSUPPORTED.
  *
+ * Every create also holds manifest.json to each model file it names, as the Python runtime does:
+ * the classes, the task, the preprocessing and the source checkpoint's sha256 against the ONNX's
+ * omsf2.* metadata (or the engine manifest's), and the model's input and output shapes; a mismatch
+ * is OMSF2_ERR_BUNDLE with one line naming the field. omsf2_runtime_create_trusted also holds the
+ * bundle to a pinned manifest sha256 and, where the library was built with OpenSSL's libcrypto
+ * (omsf2_has_signatures()), to Ed25519 signatures by trusted keys, before any model file is read.
+ *
  * Changes from v1: omsf2_image carries its buffer's length and row stride (every read is
  * bounds-checked) and whether samples are signed; omsf2_runtime_create_with_options (backend, CPU
  * threads); omsf2_runtime_backend / _task; omsf2_activate; omsf2_check_engine_compatibility;
- * omsf2_check_json; omsf2_rules_json; omsf2_has_openvino. Compare omsf2_abi_version() with
- * OMSF2_RUNTIME_ABI_VERSION before anything else and refuse a library of another version.
+ * omsf2_check_json; omsf2_rules_json; omsf2_has_openvino. Grown within v2 (no struct changed):
+ * omsf2_trust, omsf2_runtime_create_trusted, omsf2_runtime_digest / _signer, omsf2_has_signatures;
+ * clinical input gating: OMSF2_ERR_NOT_APPLICABLE, omsf2_input_attributes, OMSF2_GATE_* flags,
+ * omsf2_runtime_check_input and omsf2_check_input (the rules omsf2.runtime.gating applies, with its
+ * reasons word for word; what a bundle accepts is read from its manifest's "accepts").
+ * Compare omsf2_abi_version() with OMSF2_RUNTIME_ABI_VERSION before anything else and refuse a
+ * library of another version.
  *
  * Errors are status codes; the message of the last failure on the calling thread is
  * omsf2_last_error(). No C++ exception crosses this interface. The free functions are
@@ -51,7 +63,8 @@ typedef enum omsf2_status {
   OMSF2_ERR_IO = 3,               /* a file could not be read */
   OMSF2_ERR_UNSUPPORTED = 4,      /* backend not built in, no file for it, or an engine/GPU mismatch */
   OMSF2_ERR_INFERENCE = 5,        /* OpenVINO, TensorRT or CUDA failed, or the model produced non-finite values */
-  OMSF2_ERR_INTERNAL = 6          /* out of memory or a bug */
+  OMSF2_ERR_INTERNAL = 6,         /* out of memory or a bug */
+  OMSF2_ERR_NOT_APPLICABLE = 7    /* the image is not one the bundle may analyse (omsf2_runtime_check_input) */
 } omsf2_status;
 
 /* VOI LUT Function (0028,1056) of the window (PS3.3 C.11.2.1.2-3). */
@@ -107,6 +120,31 @@ typedef struct omsf2_runtime_options {
   int32_t threads;     /* CPU inference threads for OpenVINO; 0: OpenVINO's default */
 } omsf2_runtime_options;
 
+/* Which bundles a runtime may open (omsf2_runtime_create_trusted); every field may be NULL / 0. */
+typedef struct omsf2_trust {
+  const char* expect_sha256;              /* the manifest.json sha256 (64 hex digits) the bundle must have */
+  const char* const* public_key_files;    /* PEM Ed25519 public keys (omsf2 keygen's .pub) the bundle must be
+                                             signed by one of; needs omsf2_has_signatures() */
+  size_t num_public_keys;
+} omsf2_trust;
+
+/* The DICOM attributes the clinical input gating reads (omsf2.runtime.gating); NULL / 0 where the header
+ * has none. Strings are compared trimmed and ASCII upper-cased, as DICOM code strings. */
+typedef struct omsf2_input_attributes {
+  const char* modality;           /* Modality (0008,0060): CR, DR, DX unless the bundle says otherwise */
+  const char* body_part_examined; /* BodyPartExamined (0018,0015): CHEST unless the bundle says otherwise */
+  const char* view_position;      /* ViewPosition (0018,5101): PA or AP unless the bundle lists more */
+  const char* photometric;        /* PhotometricInterpretation (0028,0004): MONOCHROME1 or MONOCHROME2 */
+  int32_t samples_per_pixel;      /* 1 (0: absent, read as 1) */
+  int32_t bits_allocated;         /* 8 or 16 */
+  int32_t bits_stored;            /* 1..bits_allocated (0: absent, read as bits_allocated) */
+} omsf2_input_attributes;
+
+/* Flags of the gating (a site's settings; the same bits as omsf2.runtime.gating.GatePolicy.flags). */
+#define OMSF2_GATE_ANY_MODALITY 1u              /* skip the Modality rule (research only) */
+#define OMSF2_GATE_ALLOW_MISSING_BODY_PART 2u   /* an absent BodyPartExamined passes */
+#define OMSF2_GATE_ALLOW_MISSING_VIEW 4u        /* an absent ViewPosition passes */
+
 typedef struct omsf2_runtime omsf2_runtime;
 typedef struct omsf2_result omsf2_result;
 
@@ -117,6 +155,8 @@ int32_t omsf2_abi_version(void);
 /* Nonzero when the library was built with TensorRT (GPU) / OpenVINO (CPU) inference. */
 int32_t omsf2_has_tensorrt(void);
 int32_t omsf2_has_openvino(void);
+/* Nonzero when the library checks Ed25519 bundle signatures (built with OpenSSL's libcrypto). */
+int32_t omsf2_has_signatures(void);
 /* The rules this library shares with the Python runtime, as JSON (the layout of omsf2.runtime.rules.as_dict());
  * a static string. */
 const char* omsf2_rules_json(void);
@@ -151,13 +191,30 @@ omsf2_status omsf2_check_engine_compatibility(const char* manifest_json, size_t 
  * OMSF2_ERR_INVALID_ARGUMENT with the reason in omsf2_last_error(). */
 omsf2_status omsf2_check_json(const char* text, size_t len);
 
+/* Whether an image with `attributes` may be analysed by a bundle that accepts `accepts_json` (the text of a
+ * manifest's "accepts" object, `accepts_len` bytes; NULL: the defaults) under `flags` (OMSF2_GATE_*):
+ * OMSF2_OK, or OMSF2_ERR_NOT_APPLICABLE with the reason in omsf2_last_error() ("not applicable: body part
+ * EXTREMITY (this bundle accepts CHEST)"); OMSF2_ERR_INVALID_ARGUMENT for unknown flags or bad JSON. */
+omsf2_status omsf2_check_input(const char* accepts_json, size_t accepts_len, const omsf2_input_attributes* attributes,
+                               uint32_t flags);
+
 /* Open a bundle folder: verify manifest.json and every file's sha256, read the classes, the task and
  * the preprocessing spec, and open the backend's model. The first opens with backend "auto" and
  * OpenVINO's default threads; `options` may be NULL (the same). */
 omsf2_status omsf2_runtime_create(const char* bundle_dir, omsf2_runtime** out);
 omsf2_status omsf2_runtime_create_with_options(const char* bundle_dir, const omsf2_runtime_options* options,
                                                omsf2_runtime** out);
+/* As _with_options, after holding manifest.json's bytes to `trust` (NULL: nothing required) before any
+ * other file is read: another digest, an unsigned bundle, a key not trusted or a signature that does not
+ * verify is OMSF2_ERR_BUNDLE; keys given to a library without signature support are OMSF2_ERR_UNSUPPORTED
+ * (pin the digest instead); an unreadable key file or a malformed digest is OMSF2_ERR_INVALID_ARGUMENT. */
+omsf2_status omsf2_runtime_create_trusted(const char* bundle_dir, const omsf2_runtime_options* options,
+                                          const omsf2_trust* trust, omsf2_runtime** out);
 void omsf2_runtime_destroy(omsf2_runtime* runtime);
+/* The bundle's id (manifest.json's sha256, 64 hex digits) and the id of the key that signed it ("" when
+ * unsigned); static for the runtime's life. */
+const char* omsf2_runtime_digest(const omsf2_runtime* runtime);
+const char* omsf2_runtime_signer(const omsf2_runtime* runtime);
 /* The bundle's class count, class names (index < count) and preprocessing spec. */
 int32_t omsf2_runtime_num_classes(const omsf2_runtime* runtime);
 const char* omsf2_runtime_class_name(const omsf2_runtime* runtime, int32_t index);
@@ -166,6 +223,11 @@ omsf2_status omsf2_runtime_spec(const omsf2_runtime* runtime, omsf2_preprocess_s
  * the bundle's task ("multiclass" or "multilabel"); static for the runtime's life. */
 const char* omsf2_runtime_backend(const omsf2_runtime* runtime);
 const char* omsf2_runtime_task(const omsf2_runtime* runtime);
+
+/* omsf2_check_input with what this runtime's bundle accepts. Call it before omsf2_runtime_run on a DICOM:
+ * an image that is not applicable must produce no result. */
+omsf2_status omsf2_runtime_check_input(const omsf2_runtime* runtime, const omsf2_input_attributes* attributes,
+                                       uint32_t flags);
 
 /* Preprocess and infer one image. The result is owned by the caller (omsf2_result_destroy). */
 omsf2_status omsf2_runtime_run(omsf2_runtime* runtime, const omsf2_image* image, omsf2_result** out);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <stdexcept>
 
 namespace omsf2::rules {
@@ -98,6 +99,94 @@ std::vector<double> activate(std::string_view task, const float* logits, size_t 
   return p;
 }
 
+
+// ------------------------------------------------------------------------------------- input gating
+
+namespace {
+
+// gating._norm: surrounding ASCII whitespace dropped, ASCII letters upper-cased (never the locale).
+std::string norm(std::string_view value) {
+  const char* space = " \t\r\n\f\v";
+  const size_t first = value.find_first_not_of(space);
+  if (first == std::string_view::npos) return "";
+  std::string out(value.substr(first, value.find_last_not_of(space) - first + 1));
+  for (char& c : out)
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& values, const char* sep) {
+  std::string out;
+  for (const std::string& v : values) out += (out.empty() ? "" : sep) + v;
+  return out;
+}
+
+template <class Range>
+std::vector<std::string> strings(const Range& r) {
+  return std::vector<std::string>(std::begin(r), std::end(r));
+}
+
+// Rules 1-3: the value must be one of `allowed`; absent only when `missing_ok`.
+std::string coded_rule(const std::optional<std::string>& value, const std::vector<std::string>& allowed,
+                       const char* what, const char* keyword, bool missing_ok) {
+  const std::string v = value ? norm(*value) : "";
+  if (v.empty())
+    return missing_ok ? "" : std::string("not applicable: no ") + keyword + " (this bundle accepts " + joined(allowed, ", ") + ")";
+  if (std::find(allowed.begin(), allowed.end(), v) == allowed.end())
+    return std::string("not applicable: ") + what + " " + v + " (this bundle accepts " + joined(allowed, ", ") + ")";
+  return "";
+}
+
+// Rule 4: a one-sample grayscale image of 8 or 16 bits.
+std::string pixel_rule(const InputAttributes& a) {
+  const std::string photometric = a.photometric ? norm(*a.photometric) : "";
+  if (std::none_of(std::begin(kPhotometric), std::end(kPhotometric), [&](const char* p) { return photometric == p; }))
+    return "not applicable: photometric interpretation " + (photometric.empty() ? std::string("missing") : photometric) +
+           " (a radiograph is " + joined(strings(kPhotometric), " or ") + ")";
+  const int samples = a.samples_per_pixel ? a.samples_per_pixel : 1;
+  if (samples != kSamplesPerPixel)
+    return "not applicable: " + std::to_string(samples) + " samples per pixel (a radiograph has " +
+           std::to_string(kSamplesPerPixel) + ")";
+  if (std::none_of(std::begin(kBitsAllocated), std::end(kBitsAllocated), [&](int b) { return a.bits_allocated == b; })) {
+    std::vector<std::string> bits;
+    for (int b : kBitsAllocated) bits.push_back(std::to_string(b));
+    return "not applicable: " + (a.bits_allocated ? std::to_string(a.bits_allocated) : std::string("no")) +
+           " bits allocated (a radiograph has " + joined(bits, " or ") + ")";
+  }
+  const int stored = a.bits_stored ? a.bits_stored : a.bits_allocated;
+  if (stored < 1 || stored > a.bits_allocated)
+    return "not applicable: " + std::to_string(stored) + " bits stored in " + std::to_string(a.bits_allocated) +
+           " allocated";
+  return "";
+}
+
+}  // namespace
+
+Accepts default_accepts() { return {strings(kModalities), strings(kBodyParts), strings(kViews)}; }
+
+std::vector<std::string> accepted_terms(const std::vector<std::string>& values, const std::string& what) {
+  std::set<std::string> unique;
+  for (const std::string& v : values) unique.insert(norm(v));
+  const auto bad = [](const std::string& v) {
+    return v.empty() || v.size() > 16 || std::any_of(v.begin(), v.end(), [](char c) {
+             return !((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ' ');
+           });
+  };
+  if (unique.empty() || std::any_of(unique.begin(), unique.end(), bad))
+    throw std::invalid_argument(what + " must be a non-empty list of DICOM code strings (letters, digits, '_')");
+  return std::vector<std::string>(unique.begin(), unique.end());
+}
+
+std::string not_applicable(const InputAttributes& attrs, const Accepts& accepts, unsigned flags) {
+  std::string why;
+  if (!(flags & kGateAnyModality)) why = coded_rule(attrs.modality, accepts.modalities, "modality", "Modality", false);
+  if (why.empty())
+    why = coded_rule(attrs.body_part, accepts.body_parts, "body part", "BodyPartExamined",
+                     (flags & kGateAllowMissingBodyPart) != 0);
+  if (why.empty()) why = coded_rule(attrs.view, accepts.views, "view", "ViewPosition", (flags & kGateAllowMissingView) != 0);
+  return why.empty() ? pixel_rule(attrs) : why;
+}
+
 // ------------------------------------------------------------------------------------- as JSON
 
 namespace {
@@ -129,6 +218,19 @@ std::string backend_json(const BackendRule& r) {
          ", \"device\": " + quote(r.device) + ", \"precision\": " + quote(r.precision) + "}";
 }
 
+std::string gating_json() {
+  std::string optional = "{";
+  for (const OptionalAttribute& o : kOptionalAttributes)
+    optional += (optional.size() > 1 ? ", " : "") + quote(o.name) + ": " + quote(o.keyword);
+  auto num = [](int v) { return std::to_string(v); };
+  return "{\"modalities\": " + list(kModalities, quote) + ", \"body_parts\": " + list(kBodyParts, quote) +
+         ", \"views\": " + list(kViews, quote) + ", \"photometric\": " + list(kPhotometric, quote) +
+         ", \"samples_per_pixel\": " + num(kSamplesPerPixel) + ", \"bits_allocated\": " + list(kBitsAllocated, num) +
+         ", \"optional_attributes\": " + optional + "}, \"flags\": {\"any_modality\": " + num(kGateAnyModality) +
+         ", \"allow_missing_body_part\": " + num(kGateAllowMissingBodyPart) +
+         ", \"allow_missing_view\": " + num(kGateAllowMissingView) + "}}";
+}
+
 }  // namespace
 
 std::string as_json() {
@@ -144,7 +246,7 @@ std::string as_json() {
          ", \"plugin_library\": " + quote(kPluginLibrary) + ", \"activation\": " + activation +
          ", \"hardware_compat_min_cc\": " + list(kHardwareCompatMinCC, num) +
          ", \"json_max_depth\": " + num(kJsonMaxDepth) + ", \"auto_order\": " + list(kAutoOrder, quote) +
-         ", \"backends\": " + list(kBackends, backend_json) + "}";
+         ", \"backends\": " + list(kBackends, backend_json) + ", \"gating\": " + gating_json() + "}";
 }
 
 }  // namespace omsf2::rules
