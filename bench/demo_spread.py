@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, machine
+from common import RESULTS, machine, written_by
 
 from omsf2.fileio import atomic_write, write_json
 
@@ -147,7 +147,7 @@ def _write(a: argparse.Namespace, dest: Path, desc: str, runs: dict[str, Any]) -
            "pinned": {"epochs": a.epochs, "n": a.n}, "test_run": a.epochs != DEMO_EPOCHS or a.n != DEMO_N,
            "about": f"`omsf2 demo` ({a.n} train phantoms, {a.epochs} epochs), one run per seed:threads pair; "
            "figures of best.pt (chosen on val: the val figure is optimistic, test is held out).",
-           "runs": runs, "spread": _spread(done)}  # fmt: skip
+           "runs": runs, "spread": _spread(done), "written_by": written_by(__file__)}  # fmt: skip
     a.results.mkdir(parents=True, exist_ok=True)
     write_json(dest, rec)
     text = _markdown(rec)

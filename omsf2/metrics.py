@@ -235,6 +235,43 @@ def paired_bootstrap_interval(
     return float(lo), float(hi)
 
 
+def macro_f1_interval(
+    cm: np.ndarray | Sequence[Sequence[int]], level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of macro-F1, resampling the items a confusion matrix counts.
+
+    The matrix (rows true, columns predicted) holds every (label, prediction) pair, so resampling
+    its items is resampling the images. Each resample's macro-F1 is computed as
+    :func:`classification_metrics` computes it: over the classes present in that resample's labels.
+    Seeded, so a report is reproducible.
+
+    Raises:
+        ValueError: a matrix that is not square, holds negative counts or counts no item, or
+            ``level`` outside (0, 1).
+    """
+    m = np.asarray(cm, np.int64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or (m < 0).any() or m.sum() == 0:
+        raise ValueError(f"need a square confusion matrix of non-negative counts with items, got shape {m.shape}")
+    _z(level)
+    k = m.shape[0]
+    cells = np.repeat(np.arange(k * k), m.ravel())  # one entry per item: true * k + predicted
+    rng = np.random.default_rng(seed)
+    draws = cells[rng.integers(0, cells.size, size=(n_boot, cells.size))]
+    offsets = (np.arange(n_boot) * k * k)[:, None]
+    boot = np.bincount((draws + offsets).ravel(), minlength=n_boot * k * k).reshape(n_boot, k, k).astype(np.float64)
+    tp = np.diagonal(boot, axis1=1, axis2=2)
+    support, predicted = boot.sum(2), boot.sum(1)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+    present = support > 0
+    macro = (f1 * present).sum(1) / present.sum(1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(macro, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
 def _z(level: float) -> float:
     """Two-sided standard-normal quantile for a confidence level (Acklam's rational approximation)."""
     if not 0 < level < 1:

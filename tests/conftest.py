@@ -143,3 +143,29 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
         },
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def evidence_chain(tmp_path_factory: pytest.TempPathFactory, trained_ckpt: Path, synth_root: Path) -> dict[str, Path]:
+    """A whole chain: data -> trained checkpoint -> INT8 export (own calibration folder) -> bundle.
+
+    The checkpoint (a copy of ``trained_ckpt``, which records ``synth_root`` as its data) and the
+    calibration folder (a copy of ``synth_root/train``) are this fixture's own, so a test may change
+    them to break a link, and must put them back.
+    """
+    import shutil
+
+    from omsf2.export.targets import ExportSpec, run_export
+    from omsf2.runtime.bundle import BundleSpec, make_bundle
+
+    root = tmp_path_factory.mktemp("evidence")
+    ckpt = Path(shutil.copy2(trained_ckpt, root / "best.pt"))
+    calib = Path(shutil.copytree(synth_root / "train", root / "calib"))
+    export = root / "export"
+    run_export(
+        ExportSpec(str(ckpt), str(export), int8=True, calib_data=str(calib), calib_count=16, min_calib=16,
+                   eval_data=str(synth_root / "test"), max_drop=100.0, min_agreement=0.0)
+    )  # fmt: skip
+    bundle = root / "bundle"
+    make_bundle(BundleSpec(str(export), str(bundle), name="tiny", version="1.0.0", data_source="phantoms"))
+    return {"root": root, "checkpoint": ckpt, "calib": calib, "export": export, "bundle": bundle, "data": synth_root}

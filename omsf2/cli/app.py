@@ -28,6 +28,7 @@ from omsf2.cli.export_report import print_export
 from omsf2.cli.metrics_view import print_metrics
 from omsf2.cli.predict import predict_cmd
 from omsf2.cli.serve import make_serve_app
+from omsf2.cli.trace import trace_cmd
 from omsf2.cli.train import train_cmd
 from omsf2.config import (
     KernelBackend,
@@ -413,6 +414,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(kernels_app, name="kernels")
 app.command("predict")(cli_errors(predict_cmd))
 app.command("bundle")(cli_errors(bundle_cmd))
+app.command("trace")(cli_errors(trace_cmd))
 app.add_typer(make_serve_app(cli_errors), name="serve")
 app.command("bench")(cli_errors(bench_cmd))
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from omsf2.data.io import is_dicom_file
 from omsf2.export.calibration import ImageSet
+from omsf2.lineage import files_sha256
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +156,17 @@ def _split(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, Imag
 
 
 def _describe(part: ImageSet) -> dict[str, Any]:
+    """The part's folder, counts and images; ``sha256`` over its images (:func:`omsf2.lineage.files_sha256`)."""
     root = Path(part.root)
+    images = sorted(Path(os.path.relpath(p, root)).as_posix() for p in part.paths)
     return {
         "data_dir": part.root,
+        "data_dir_resolved": str(root.resolve()),
         "n": len(part),
         "patients": len(set(part.patients)),
         "per_class": part.per_class(),
-        "images": sorted(os.path.relpath(p, root) for p in part.paths),
+        "images": images,
+        "sha256": files_sha256(root, images)["sha256"],
     }
 
 

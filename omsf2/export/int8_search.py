@@ -53,11 +53,11 @@ log = logging.getLogger(__name__)
 
 
 def metrics(labels: np.ndarray, logits: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class recall of ``logits`` on ``labels``."""
+    """Accuracy, macro-F1, per-class recall and the confusion matrix of ``logits`` on ``labels``."""
     from omsf2.metrics import classification_metrics
 
     m = classification_metrics(labels, logits, list(classes))
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "per_class_recall": m["per_class_recall"]}
+    return {k: m[k] for k in ("accuracy", "macro_f1", "per_class_recall", "confusion")}
 
 
 @dataclasses.dataclass
@@ -146,6 +146,7 @@ class Work:
             int8_accuracy=m["accuracy"],
             int8_macro_f1=m["macro_f1"],
             int8_per_class_recall=m["per_class_recall"],
+            int8_confusion=m["confusion"],
             eval_mode=fl.gate_mode.value,
             kernel_path=gate_mod.kernel_path() if integer else "qdq-float (no integer kernels)",
             eval_s=time.perf_counter() - t,

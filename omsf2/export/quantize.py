@@ -57,7 +57,7 @@ import numpy as np
 
 from omsf2.config import parse_enum
 from omsf2.export.calibration import PERCENTILE, CalibMethod, ImageSet
-from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateSpec, gate_message
+from omsf2.export.gate import CONFIDENCE, DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateSpec, gate_message
 from omsf2.export.int8_search import Work, metrics, quantize_flavour, rank
 from omsf2.export.qdq_write import (
     FLAVOURS,
@@ -252,7 +252,27 @@ def _entry(spec: QuantizeSpec, fl: Flavour, fp32: dict[str, Any], fp32_search: f
         "fp32_accuracy": fp32["accuracy"],
         "fp32_macro_f1": fp32["macro_f1"],
         "fp32_per_class_recall": fp32["per_class_recall"],
+        **fp32_intervals(fp32["confusion"]),
         **rec,
+    }
+
+
+def fp32_intervals(confusion: list[list[int]]) -> dict[str, Any]:
+    """FP32's confusion matrix on the gate images and the 95 % intervals of its accuracy and macro-F1.
+
+    Wilson for the accuracy, a percentile bootstrap over the images for macro-F1
+    (:mod:`omsf2.metrics`); a model card reports them as they are recorded here.
+    """
+    from omsf2.metrics import macro_f1_interval, wilson_interval
+
+    cm = np.asarray(confusion, np.int64)
+    n = int(cm.sum())
+    if n == 0:
+        return {"fp32_confusion": cm.tolist()}
+    return {
+        "fp32_confusion": cm.tolist(),
+        "fp32_accuracy_ci95": list(wilson_interval(int(np.trace(cm)), n, CONFIDENCE)),
+        "fp32_macro_f1_ci95": list(macro_f1_interval(cm, CONFIDENCE)),
     }
 
 

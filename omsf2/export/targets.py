@@ -31,6 +31,7 @@ from typing import Any
 
 from omsf2._version import __version__
 from omsf2.config import parse_enum
+from omsf2.export import evidence
 from omsf2.export.calibration import DEFAULT_CALIB_COUNT, MIN_CALIB_IMAGES, CalibMethod, ImageSet
 from omsf2.export.gate import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, GateSpec
 from omsf2.export.gate_data import DEFAULT_GATE_FRACTION, GateData
@@ -348,6 +349,7 @@ def _stage_int8(run: _Run) -> None:
         "per_class": calib.per_class(),
         "method": method,
         "sha256": calib_sha,
+        **evidence.calibration_lineage(calib),  # the folder's listing, the images drawn, their hash
     }
     run.report["calibration_sha256"] = calib_sha  # engine manifests read it from here
     flavours = tuple(t.flavour for t in run.targets if t.flavour)
@@ -552,16 +554,18 @@ def _execute(spec: ExportSpec, targets: list[Target], stage_dir: Path, on_stage:
     """Load and check the inputs, run the stages into ``stage_dir`` and fill in the report."""
     from omsf2.fileio import sha256_file
     from omsf2.models.checkpoint import checkpoint_info, load_checkpoint
+    from omsf2.runtime.trace import export_links
 
     t0 = time.perf_counter()
     ckpt = load_checkpoint(spec.checkpoint)
     _check_finite_weights(ckpt, spec.checkpoint)
     _, classes, task, pre = checkpoint_info(ckpt)
+    facts = evidence.checkpoint_facts(ckpt)  # the checkpoint's record of its training, and the software
     del ckpt
     calib, evaluation, gates = _load_images(spec, pre, classes, any(t.needs_gpu for t in targets))
     report: dict[str, Any] = {
         "omsf2_version": __version__,
-        "checkpoint": {"path": str(spec.checkpoint), "sha256": sha256_file(spec.checkpoint)},
+        "checkpoint": evidence.checkpoint_record(spec.checkpoint),
         "classes": classes,
         # The activation the runtime applies (softmax or a sigmoid per finding): a bundle copies it.
         "task": task.value,
@@ -569,6 +573,7 @@ def _execute(spec: ExportSpec, targets: list[Target], stage_dir: Path, on_stage:
         "opset": spec.opset,
         "plugins": spec.plugins,
         "targets": [t.name for t in targets],
+        **facts,
     }
     run = _Run(spec, targets, stage_dir, report, on_stage, calib, evaluation, gates, pre)
     if gates is not None:
@@ -579,13 +584,13 @@ def _execute(spec: ExportSpec, targets: list[Target], stage_dir: Path, on_stage:
         STAGES[name](run)
     if evaluation is not None:
         report["eval_data"] = {"data_dir": spec.eval_data, "n": len(evaluation), "per_class": evaluation.per_class()}
-    report["artifacts"] = {
-        name: {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
-        for name, path in run.produced.items()
-    }
+    report["artifacts"] = {name: {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+                                  "built_from": _BY_NAME[name].source or "checkpoint"}
+                           for name, path in run.produced.items()}  # fmt: skip
     # Every file staged ships (the FP16 ONNX an FP16 engine was built from, engine manifests) and is
     # listed, so that the next export into OUT knows what it may remove.
     report["files"] = sorted([*(p.name for p in stage_dir.iterdir() if p.is_file()), REPORT])
+    report["trace"] = export_links(report, Path(spec.out).resolve())  # the chain so far (omsf2 trace)
     run.timings["total_s"] = time.perf_counter() - t0
     report["timings"] = run.timings
     return run

@@ -1,16 +1,18 @@
 """Checkpoints: weights plus everything needed to use them without the training code.
 
 A checkpoint is a ``torch.save`` of a dict holding only tensors and JSON types: the model
-config, class names, task, preprocessing spec, data spec and training metrics, the state dict,
-and (in ``last.pt``) the optimizer and RNG states that make ``--resume`` exact. It is read with
-``torch.load(weights_only=True)``, so loading never unpickles arbitrary objects. Writes are
-atomic.
+config, class names, task, preprocessing spec, data spec, the data's record (counts per split
+and class, split rule, hash: :mod:`omsf2.train.data_record`), training metrics, the software
+versions, the state dict, and (in ``last.pt``) the optimizer and RNG states that make
+``--resume`` exact. It is read with ``torch.load(weights_only=True)``, so loading never
+unpickles arbitrary objects. Writes are atomic.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,10 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (tensors and JSON types) atomically, stamped with format and version."""
-    data = {"format": FORMAT, "format_version": FORMAT_VERSION, "omsf2_version": __version__, **payload}
+    """Write ``payload`` (tensors and JSON types) atomically, stamped with format, version and software."""
+    software = {"omsf2": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, "omsf2_version": __version__, "software": software,
+            **payload}  # fmt: skip
     return atomic_write(path, lambda p: torch.save(data, p))
 
 

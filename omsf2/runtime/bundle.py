@@ -1,8 +1,10 @@
 """A bundle: one hash-verified folder that holds everything a deployment runs.
 
 ``make_bundle(export_dir, out)`` copies what ``omsf2 export`` wrote (ONNX flavours, engines and their
-manifests, ``libomsf2_plugins.so`` where built) into ``out`` with a ``manifest.json`` and a short
-README. The manifest follows the MONAI bundle's metadata conventions where they fit
+manifests, ``libomsf2_plugins.so`` where built) into ``out`` with a ``manifest.json``, a short
+README and the model card (``model_card.json``, ``MODEL_CARD.md``: :mod:`omsf2.runtime.model_card`);
+the manifest's ``trace`` is the chain from the training data to the bundle (:mod:`omsf2.runtime.trace`).
+The manifest follows the MONAI bundle's metadata conventions where they fit
 (``network_data_format``, ``intended_use``, ``data_source``, ``references``) and adds what the
 runtime needs: class names, the preprocessing spec, the export's accuracy figures and INT8 gate,
 which file each export target became, and the sha256 of every other file in the folder.
@@ -36,8 +38,10 @@ from omsf2._version import __version__
 from omsf2.config import PreprocessSpec
 from omsf2.fileio import default_mode, sha256_file
 from omsf2.runtime.gating import Accepts
+from omsf2.runtime.model_card import CARD_JSON, CARD_MD, build_card, write_card
 from omsf2.runtime.model_check import ModelMismatch, check_model, engine_model_info, onnx_model_info
 from omsf2.runtime.rules import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, PLUGIN_LIBRARY, ManifestJSONError, loads_json
+from omsf2.runtime.trace import bundle_link, export_links
 from omsf2.runtime.trust import SIGNATURE_FILE, TrustError, TrustPolicy, sign_manifest, verify_manifest
 
 FORMAT = BUNDLE_FORMAT
@@ -483,6 +487,8 @@ def _readme(meta: dict[str, Any]) -> str:
         f"Intended use: {meta['intended_use']}\n\n"
         "Run it (no PyTorch needed: `pip install omsf2[runtime]`):\n\n"
         "    omsf2 predict IMAGE... --model THIS_FOLDER [--backend ort|ort-int8|openvino|tensorrt] [--overlay DIR]\n\n"
+        f"`{CARD_MD}` (and `{CARD_JSON}`) is the model card, generated from recorded facts only; "
+        "`omsf2 trace THIS_FOLDER`\nverifies the chain from the training data to this bundle.\n\n"
         "`manifest.json` holds the sha256 of every other file here; a changed, added or removed file,\n"
         "a path leaving this folder, or a manifest that disagrees with its model files makes the runtime\n"
         "refuse the bundle. Where `manifest.sig` is present it is an Ed25519 signature over `manifest.json`:\n"
@@ -545,6 +551,9 @@ def make_bundle(spec: BundleSpec) -> Bundle:
             shutil.copy2(src, stage / src.name)
             os.chmod(stage / src.name, default_mode())
         (stage / README).write_text(_readme(meta))
+        source = export.root.resolve()  # the chain from the data to this bundle, and the card (from records only)
+        meta["trace"] = [*export_links(report, source), bundle_link(source, export.digest)]
+        write_card(stage, build_card(meta, report, export.digest))
         meta["files"] = {p.name: sha256_file(p) for p in sorted(stage.iterdir())}
         manifest = (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode()
         (stage / MANIFEST).write_bytes(manifest)

@@ -46,6 +46,7 @@ from omsf2.train import distributed as ddp
 from omsf2.train import qat
 from omsf2.train.augment import apply_attention_aug, frozen_bn_stats, geometric, intensity
 from omsf2.train.config import TrainConfig
+from omsf2.train.data_record import data_record
 from omsf2.train.ema import ModelEma, schedule_decay
 from omsf2.train.losses import CenterLoss, soft_distance, task_loss
 from omsf2.train.parts import RunParts as _Parts
@@ -273,6 +274,7 @@ class Trainer:
             torch.tensor(pre.mean * reps[0]), torch.tensor(pre.std * reps[1]), torch.Generator(),
             ddp.wrap(ddp.TrainForward(model, center), self.world, dev),
             None if sel is None else self._source(sel, pre, splits.selected_on), ema,
+            data_record(cfg, splits) if self.world.is_main else {},
         )  # fmt: skip
 
     def _restore(self, p: _Parts) -> None:
@@ -466,6 +468,7 @@ class Trainer:
             "task": p.task.value,
             "preprocess": p.pre.to_dict(),
             "data": self.cfg.data.to_dict(),
+            "data_record": p.data_record,  # counts, split rule and hash of the data (train.data_record)
             "model": weights(p.eval_model),  # the average when kept: export, eval and predict use it as is
             "train_config": self.cfg.to_dict(),
             "metrics": st.best_metrics if not full else (st.history[-1] if st.history else {}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ class RunParts:
     fwd: torch.nn.Module  # the training forward (in DDP when distributed)
     sel_src: BatchSource | None  # the set that chooses best.pt, when it is not val
     ema: ModelEma | None
+    data_record: dict[str, Any] = dataclasses.field(default_factory=dict)  # train.data_record, in checkpoints
 
     @property
     def train_ds(self) -> LabeledSet:

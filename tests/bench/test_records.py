@@ -41,3 +41,9 @@ def test_written_by_names_the_script_and_its_arguments(bench_script) -> None:
     common = bench_script("common.py")
     wb = common.written_by(str(common.REPO / "bench" / "int8_cxr.py"), ["--ckpt", "a b.pt"])
     assert wb == {"script": "bench/int8_cxr.py", "command": "python bench/int8_cxr.py --ckpt 'a b.pt'"}
+
+
+def test_every_committed_record_names_its_writer(bench_script) -> None:
+    records = bench_script("records.py")
+    bad = {p.name: why for p in sorted(records.RESULTS.glob("*.json")) if (why := records.problems(p))}
+    assert not bad, bad

@@ -28,7 +28,7 @@ def test_bundle_holds_the_export_and_its_metadata(tiny_bundle: Path, tiny_export
     assert m["classes"] == ["normal", "stage_I", "stage_II", "stage_III"]
     assert m["preprocess"]["size"] == [64, 64]
     assert m["artifacts"] == {"onnx": "model.onnx"}
-    assert set(m["files"]) == {"model.onnx", "README.md"}
+    assert set(m["files"]) == {"model.onnx", "README.md", "model_card.json", "MODEL_CARD.md"}
     assert m["files"]["model.onnx"] == sha256_file(tiny_export / "model.onnx")
     nd = m["network_data_format"]
     assert nd["inputs"]["image"]["spatial_shape"] == [64, 64]
