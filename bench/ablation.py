@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import ablation_folds as kfold
-from common import RESULTS, curve_stability, machine
+from common import RESULTS, curve_stability, machine, written_by
 
 from omsf2.fileio import atomic_write, write_json
 from omsf2.train.cv import mean_std, scalar_metrics
@@ -395,6 +395,7 @@ def _write(a: argparse.Namespace, records: Records, slug: str, desc: str) -> Pat
             d: {v: {str(s): r for s, r in sorted(by_seed.items())} for v, by_seed in cells.items()}
             for d, cells in records.items()
         },
+        "written_by": written_by(__file__),
     }
     out = _record_path(a, slug)
     if a.folds:  # the rule registered before the runs, and what it decides once every fold is paired
