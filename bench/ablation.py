@@ -47,7 +47,7 @@ from typing import Any
 import ablation_folds as kfold
 from common import RESULTS, curve_stability, machine, written_by
 
-from omsf2.fileio import atomic_write, write_json
+from omsf2.fileio import atomic_write, write_json, write_text
 from omsf2.train.cv import mean_std, scalar_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -407,12 +407,7 @@ def _write(a: argparse.Namespace, records: Records, slug: str, desc: str) -> Pat
         rec["decisions"] = {d: kfold.decide(pr["fold_macro_f1"], a.folds) for d, pr in paired.items()}
     a.results.mkdir(parents=True, exist_ok=True)
     write_json(out, rec)
-    text = _markdown(rec)
-
-    def _md(p: Path) -> None:
-        p.write_text(text)
-
-    atomic_write(out.with_suffix(".md"), _md)
+    write_text(out.with_suffix(".md"), _markdown(rec))
     _plot(rec, out.with_suffix(".png"))
     return out
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from common import RESULTS, machine, written_by
 
-from omsf2.fileio import atomic_write, write_json
+from omsf2.fileio import write_json, write_text
 
 REPO = Path(__file__).resolve().parents[1]
 OMSF2 = str(Path(sys.executable).with_name("omsf2"))
@@ -152,12 +152,7 @@ def _write(a: argparse.Namespace, dest: Path, desc: str, runs: dict[str, Any]) -
            "runs": runs, "spread": _spread(done), "written_by": written_by(__file__)}  # fmt: skip
     a.results.mkdir(parents=True, exist_ok=True)
     write_json(dest, rec)
-    text = _markdown(rec)
-
-    def _md(p: Path) -> None:
-        p.write_text(text)
-
-    atomic_write(dest.with_suffix(".md"), _md)
+    write_text(dest.with_suffix(".md"), _markdown(rec))
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -42,7 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _harness() -> Any:
+def harness() -> Any:
+    """``tests/serve/conftest.py`` loaded by path: one harness for the node's tests and its benchmarks."""
     spec = importlib.util.spec_from_file_location("omsf2_dicom_harness", REPO / "tests" / "serve" / "conftest.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -141,7 +142,7 @@ def _stages(node: Any) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    h = _harness()
+    h = harness()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="omsf2-dicom-load-") as tmp:
         root = Path(tmp)

@@ -36,7 +36,7 @@ from typing import Any
 
 from common import RESULTS, curve_stability, machine, summarize
 
-from omsf2.fileio import atomic_write, write_json
+from omsf2.fileio import atomic_write, write_json, write_text
 
 REPO = Path(__file__).resolve().parents[1]
 OMSF2 = str(Path(sys.executable).with_name("omsf2"))
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> Path:
     png = dest.with_suffix(".png")
     _plot(runs, png, f"val macro-F1 per epoch, {len(runs)} seeds ({a.tag})")
     text = _markdown(rec, png.name)
-    atomic_write(dest.with_suffix(".md"), lambda p: p.write_text(text))
+    write_text(dest.with_suffix(".md"), text)
     page = summarize() if a.results == RESULTS else None  # bench/results/README.md lists the records there
     print(f"wrote {dest}.json|md|png" + (f" and {page}" if page else ""))
     return dest.with_suffix(".json")

@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from common import RESULTS, machine, written_by  # noqa: E402
+from dicom_load import harness  # noqa: E402
 
 CXR = REPO.parent / "shared" / "data" / "cxr-real"
 TOKEN = "omsf2-bench"
@@ -68,16 +68,6 @@ def input_files(root: Path, n: int = 32) -> tuple[list[Path], str]:
     return files, f"{len(files)} synthetic 512-px phantoms"
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def default_serve_bin() -> Path:
     found = sorted((Path.home() / ".cache" / "omsf2" / "venvs").glob("pytriton-*/bin/omsf2"), key=os.path.getmtime)
     if not found:
@@ -88,7 +78,7 @@ def default_serve_bin() -> Path:
 def start_server(serve_bin: Path, bundle: Path, threads: int, log: Path) -> tuple[subprocess.Popen, str, str]:
     import tritonclient.http as httpclient
 
-    http, grpc, metrics = free_ports(3)
+    http, grpc, metrics = harness().free_ports(3)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(OMP_NUM_THREADS=str(threads), OMSF2_TRITON_ACCESS_TOKEN=TOKEN)
     cmd = [str(serve_bin), "serve", "triton", "--model", str(bundle), "--http-port", str(http), "--grpc-port",

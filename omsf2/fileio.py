@@ -118,14 +118,18 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     return Path(path)
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically (NaN is refused: it is not JSON)."""
-    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a reader sees the old file or the new one, never a part."""
 
     def _write(p: Path) -> None:
         p.write_text(text)
 
     return atomic_write(path, _write)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically (NaN is refused: it is not JSON)."""
+    return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -282,72 +282,90 @@ def kernels_check(
         raise fail(f"{len(bad)} kernel check(s) failed: " + "; ".join(f"{r.op}/{r.backend}/{r.dtype}" for r in bad))
 
 
+# The options of ``omsf2 export``, one alias each, so the command's signature stays one line per option.
+_CheckpointOpt = Annotated[Path, typer.Argument(help="An omsf2 checkpoint (best.pt).")]
+_OutOpt = Annotated[Path, typer.Option(help="Output folder for the artifacts and report.json.")]
+_FormatOpt = Annotated[ExportFormat, typer.Option(help="onnx, engine or all (engines need a GPU).")]
+_Int8Opt = Annotated[bool, typer.Option("--int8", help="Also write the INT8 Q/DQ ONNX flavours (gated).")]
+_Fp16Opt = Annotated[bool, typer.Option("--fp16", help="Build an FP16 TensorRT engine.")]
+_CalibDataOpt = Annotated[Path | None, typer.Option(help="Calibration images: DIR/<class>/* or DIR/*.")]
+_CalibMethodOpt = Annotated[CalibMethod, typer.Option(help="Activation-range method.")]
+_CalibCountOpt = Annotated[int, typer.Option(help="Calibration images, stratified by class (>= 64).")]
+_EvalDataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Labelled DIR/<class>/*: parity, and split by patient into the INT8 search part and the gate part."
+    ),
+]
+_GateDataOpt = Annotated[
+    Path | None,
+    typer.Option(help="Labelled DIR/<class>/* that judges instead (then all of --eval-data is searched on)."),
+]
+_GateFractionOpt = Annotated[float, typer.Option(help="Share of --eval-data's patients (per class) in the gate part.")]
+_MaxDropOpt = Annotated[float, typer.Option(help="Accuracy points (>= 0) an INT8 flavour may lose vs FP32 ONNX.")]
+_MinAgreementOpt = Annotated[
+    float, typer.Option(help="Least top-1 agreement of an INT8 flavour (or engine) with FP32.")
+]
+_MinGroupAgreementOpt = Annotated[
+    float | None,
+    typer.Option(help="Least top-1 agreement in every subgroup large enough to judge (default: not gated)."),
+]
+_MixedPrecisionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--mixed-precision/--no-mixed-precision",
+        help="On a failed INT8 gate, keep the most sensitive layers in float until it passes.",
+    ),
+]
+_SensitivityOpt = Annotated[
+    bool, typer.Option("--sensitivity", help="Rank the layers by what INT8 costs each (report.json).")
+]
+_OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Export into a non-empty folder that no omsf2 export wrote.")
+]
+_BatchOpt = Annotated[str, typer.Option(help="TensorRT profile batch sizes MIN,OPT,MAX.")]
+_OpsetOpt = Annotated[int, typer.Option(min=OPSETS.start, max=OPSETS.stop - 1, help="ONNX opset (19-23).")]
+_PluginsOpt = Annotated[
+    bool, typer.Option("--plugins/--no-plugins", help="Fused neck ops as omsf2 custom ops (TensorRT plugins).")
+]
+_QuantizerOpt = Annotated[
+    Quantizer,
+    typer.Option(
+        help="ort (onnxruntime), modelopt (own environment), or nncf (CPU flavour only, NNCF's accuracy control)."
+    ),
+]
+_ViaOpt = Annotated[
+    EngineVia, typer.Option(help="Engines from the ONNX (TensorRT's parser) or torch-tensorrt (fp32/fp16).")
+]
+_PluginLibOpt = Annotated[Path | None, typer.Option(help="libomsf2_plugins.so for engines built with --plugins.")]
+
+
 @app.command()
 @cli_errors
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="An omsf2 checkpoint (best.pt).")],
-    out: Annotated[Path, typer.Option(help="Output folder for the artifacts and report.json.")],
-    format: Annotated[ExportFormat, typer.Option(help="onnx, engine or all (engines need a GPU).")] = ExportFormat.ONNX,
-    int8: Annotated[bool, typer.Option("--int8", help="Also write the INT8 Q/DQ ONNX flavours (gated).")] = False,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Build an FP16 TensorRT engine.")] = False,
-    calib_data: Annotated[Path | None, typer.Option(help="Calibration images: DIR/<class>/* or DIR/*.")] = None,
-    calib_method: Annotated[CalibMethod, typer.Option(help="Activation-range method.")] = CalibMethod.PERCENTILE,
-    calib_count: Annotated[
-        int, typer.Option(help="Calibration images, stratified by class (>= 64).")
-    ] = DEFAULT_CALIB_COUNT,
-    eval_data: Annotated[
-        Path | None,
-        typer.Option(
-            help="Labelled DIR/<class>/*: parity, and split by patient into the INT8 search part and the gate part."
-        ),
-    ] = None,
-    gate_data: Annotated[
-        Path | None,
-        typer.Option(help="Labelled DIR/<class>/* that judges instead (then all of --eval-data is searched on)."),
-    ] = None,
-    gate_fraction: Annotated[
-        float, typer.Option(help="Share of --eval-data's patients (per class) in the gate part.")
-    ] = DEFAULT_GATE_FRACTION,
-    max_drop: Annotated[
-        float, typer.Option(help="Accuracy points (>= 0) an INT8 flavour may lose vs FP32 ONNX.")
-    ] = DEFAULT_MAX_DROP,
-    min_agreement: Annotated[
-        float, typer.Option(help="Least top-1 agreement of an INT8 flavour (or engine) with FP32.")
-    ] = DEFAULT_MIN_AGREEMENT,
-    min_group_agreement: Annotated[
-        float | None,
-        typer.Option(help="Least top-1 agreement in every subgroup large enough to judge (default: not gated)."),
-    ] = None,
-    mixed_precision: Annotated[
-        bool,
-        typer.Option(
-            "--mixed-precision/--no-mixed-precision",
-            help="On a failed INT8 gate, keep the most sensitive layers in float until it passes.",
-        ),
-    ] = True,
-    sensitivity: Annotated[
-        bool, typer.Option("--sensitivity", help="Rank the layers by what INT8 costs each (report.json).")
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Export into a non-empty folder that no omsf2 export wrote.")
-    ] = False,
-    batch: Annotated[str, typer.Option(help="TensorRT profile batch sizes MIN,OPT,MAX.")] = "1,8,32",
-    opset: Annotated[int, typer.Option(min=OPSETS.start, max=OPSETS.stop - 1, help="ONNX opset (19-23).")] = 19,
-    plugins: Annotated[
-        bool, typer.Option("--plugins/--no-plugins", help="Fused neck ops as omsf2 custom ops (TensorRT plugins).")
-    ] = False,
-    quantizer: Annotated[
-        Quantizer,
-        typer.Option(
-            help="ort (onnxruntime), modelopt (own environment), or nncf (CPU flavour only, NNCF's accuracy control)."
-        ),
-    ] = Quantizer.ORT,
-    via: Annotated[
-        EngineVia, typer.Option(help="Engines from the ONNX (TensorRT's parser) or torch-tensorrt (fp32/fp16).")
-    ] = EngineVia.ONNX,
-    plugin_lib: Annotated[
-        Path | None, typer.Option(help="libomsf2_plugins.so for engines built with --plugins.")
-    ] = None,
+    checkpoint: _CheckpointOpt,
+    out: _OutOpt,
+    format: _FormatOpt = ExportFormat.ONNX,
+    int8: _Int8Opt = False,
+    fp16: _Fp16Opt = False,
+    calib_data: _CalibDataOpt = None,
+    calib_method: _CalibMethodOpt = CalibMethod.PERCENTILE,
+    calib_count: _CalibCountOpt = DEFAULT_CALIB_COUNT,
+    eval_data: _EvalDataOpt = None,
+    gate_data: _GateDataOpt = None,
+    gate_fraction: _GateFractionOpt = DEFAULT_GATE_FRACTION,
+    max_drop: _MaxDropOpt = DEFAULT_MAX_DROP,
+    min_agreement: _MinAgreementOpt = DEFAULT_MIN_AGREEMENT,
+    min_group_agreement: _MinGroupAgreementOpt = None,
+    mixed_precision: _MixedPrecisionOpt = True,
+    sensitivity: _SensitivityOpt = False,
+    overwrite: _OverwriteOpt = False,
+    batch: _BatchOpt = "1,8,32",
+    opset: _OpsetOpt = 19,
+    plugins: _PluginsOpt = False,
+    quantizer: _QuantizerOpt = Quantizer.ORT,
+    via: _ViaOpt = EngineVia.ONNX,
+    plugin_lib: _PluginLibOpt = None,
 ) -> None:
     """Export a checkpoint: ONNX, INT8 Q/DQ ONNX (calibrated, accuracy-gated), TensorRT engines."""
     from omsf2.export.targets import ExportSpec, run_export

@@ -232,9 +232,10 @@ class Spool:
 
     def _account(self, delta: int, limit: int | None = None) -> None:
         """Add ``delta`` bytes; with ``limit``, evict kept sources first, then refuse (SpoolFull) what would pass it."""
-        self.bytes_used()
+        used = self.bytes_used()
         with self._bytes_lock:
-            assert self._bytes is not None
+            if self._bytes is None:  # counted by bytes_used() just above; never None here
+                self._bytes = used
             if limit is not None and delta > 0 and self._bytes + delta > limit:
                 self._bytes -= self._evict_sources(self._bytes + delta - limit)
             if limit is not None and delta > 0 and self._bytes + delta > limit:

@@ -85,7 +85,8 @@ class DimseDestination:
     key, transport = "dimse", "dimse"
 
     def __init__(self, cfg: NodeConfig, tls: Any) -> None:
-        assert cfg.forward is not None
+        if cfg.forward is None:
+            raise ValueError("a C-STORE destination needs --forward AE@HOST:PORT")
         self.cfg, self.dest, self.tls = cfg, cfg.forward, tls
         self.label = str(cfg.forward)
         if tls is not None:
@@ -140,7 +141,8 @@ class StowDestination:
     key, transport = "stow", "stow-rs"
 
     def __init__(self, cfg: NodeConfig, https: ssl.SSLContext | None) -> None:
-        assert cfg.forward_stow is not None
+        if cfg.forward_stow is None:
+            raise ValueError("a STOW-RS destination needs --forward-stow URL")
         self.url = cfg.forward_stow.rstrip("/")
         self.label = self.url
         self.timeout = 30.0

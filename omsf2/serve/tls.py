@@ -94,7 +94,8 @@ class _HandshakeInThreadServer(ThreadedAssociationServer):
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept only; a TLS socket is wrapped without its handshake (see :meth:`process_request_thread`)."""
-        assert self.socket is not None
+        if self.socket is None:  # socketserver closed it: nothing more to accept
+            raise OSError("the listening socket is closed")
         client, address = self.socket.accept()
         if self.ssl_context:
             client.settimeout(self.ae.network_timeout)

@@ -22,6 +22,18 @@ def _errors(res) -> list[str]:
     return [line for line in res.stderr.splitlines() if line.strip()]
 
 
+def _trace_with(path: Path, extra: bytes, bundle: Path):
+    """The trace of ``bundle`` while ``path`` has ``extra`` appended (put back afterwards); exit 1 expected."""
+    original = path.read_bytes()
+    path.write_bytes(original + extra)
+    try:
+        res = trace(bundle)
+    finally:
+        path.write_bytes(original)
+    assert res.exit_code == 1
+    return res
+
+
 def test_a_full_chain_verifies(evidence_chain: dict[str, Path]) -> None:
     res = trace(evidence_chain["bundle"])
     assert res.exit_code == 0, res.output
@@ -55,13 +67,7 @@ def test_a_file_added_to_the_calibration_folder_is_named(evidence_chain: dict[st
 
 def test_a_modified_calibration_image_is_named_once(evidence_chain: dict[str, Path]) -> None:
     image = sorted((evidence_chain["calib"] / "stage_II").iterdir())[0]
-    original = image.read_bytes()
-    image.write_bytes(original + b"\0")
-    try:
-        res = trace(evidence_chain["bundle"])
-    finally:
-        image.write_bytes(original)
-    assert res.exit_code == 1
+    res = _trace_with(image, b"\0", evidence_chain["bundle"])
     errors = _errors(res)
     # the folder and the set drawn from it both changed: one line for the step, naming both
     assert len(errors) == 1 and errors[0].startswith("error: calibration set: calibration folder "), res.stderr
@@ -70,13 +76,7 @@ def test_a_modified_calibration_image_is_named_once(evidence_chain: dict[str, Pa
 
 def test_a_changed_checkpoint_is_named(evidence_chain: dict[str, Path]) -> None:
     ckpt = evidence_chain["checkpoint"]
-    original = ckpt.read_bytes()
-    ckpt.write_bytes(original + b"changed")
-    try:
-        res = trace(evidence_chain["bundle"])
-    finally:
-        ckpt.write_bytes(original)
-    assert res.exit_code == 1
+    res = _trace_with(ckpt, b"changed", evidence_chain["bundle"])
     errors = _errors(res)
     assert len(errors) == 1, res.stderr
     assert errors[0].startswith(f"error: checkpoint: checkpoint '{ckpt}' changed since the export (sha256 ")

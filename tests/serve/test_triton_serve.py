@@ -83,11 +83,16 @@ def server(pytriton_bin: Path, bundle: Path, kit, tmp_path_factory: pytest.TempP
 
 
 def _infer(mod, url: str, paths: list[Path]):
-    client = mod.InferenceServerClient(url)
     data = np.array([[p.read_bytes()] for p in paths], dtype=np.object_)
     inp = mod.InferInput("IMAGE_BYTES", list(data.shape), "BYTES")
     inp.set_data_from_numpy(data)
-    res = client.infer("omsf2", [inp])
+    # Closed here, on the thread that made it: left to the garbage collector, an HTTP client's
+    # __del__ may run on another thread, where gevent has no hub (an unraisable-exception warning).
+    client = mod.InferenceServerClient(url)
+    try:
+        res = client.infer("omsf2", [inp])
+    finally:
+        client.close()
     labels = [b.decode() for b in res.as_numpy("label").reshape(-1)]
     return labels, res.as_numpy("probabilities"), res.as_numpy("heatmap"), res.as_numpy("original_hw")
 
