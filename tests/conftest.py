@@ -120,6 +120,29 @@ def trained_ckpt(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> 
 
 
 @pytest.fixture(scope="session")
+def cxr_chain(tmp_path_factory: pytest.TempPathFactory, cxr_real: Path) -> dict[str, Path]:
+    """The chain on real radiographs: omsf2_tiny trained one epoch at 64 px on cxr-real's train split (val
+    from its val split), INT8 calibrated on 32 of its train images and gated on its val split, bundled."""
+    from omsf2.data.datasets import DataSpec
+    from omsf2.export.targets import ExportSpec, run_export
+    from omsf2.runtime.bundle import BundleSpec, make_bundle
+    from omsf2.train import AugConfig, TrainConfig, train
+
+    root = tmp_path_factory.mktemp("cxr-chain")
+    cfg = TrainConfig(data=DataSpec(source=str(cxr_real)), epochs=1, batch_size=16, img_size=64, workers=0,
+                      aug=AugConfig(attention_prob=0.0))  # fmt: skip
+    train(cfg, root / "run")
+    ckpt, export, bundle = root / "run" / "best.pt", root / "export", root / "bundle"
+    run_export(
+        ExportSpec(str(ckpt), str(export), int8=True, calib_data=str(cxr_real / "train"), calib_count=32,
+                   min_calib=32, eval_data=str(cxr_real / "val"), max_drop=100.0, min_agreement=0.0)
+    )  # fmt: skip
+    make_bundle(BundleSpec(str(export), str(bundle), name="tiny-cxr", version="1.0.0", data_source="cxr-real"))
+    return {"root": root, "checkpoint": ckpt, "calib": cxr_real / "train", "export": export, "bundle": bundle,
+            "data": cxr_real}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained omsf2_tiny at 64 px with the phantom classes (export needs no training)."""
     import torch

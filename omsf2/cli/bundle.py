@@ -49,7 +49,7 @@ def bundle_cmd(
     ] = None,
 ) -> None:
     """Bundle an export: model files, manifest.json (metadata, sha256 of every file), a README, a signature."""
-    from omsf2.runtime.bundle import DEFAULT_INTENDED_USE, BundleSpec, make_bundle
+    from omsf2.runtime.bundle import BundleSpec, make_bundle
     from omsf2.runtime.gating import Accepts
 
     if not name or not version:
@@ -65,7 +65,7 @@ def bundle_cmd(
         out=str(out),
         name=name,
         version=version,
-        intended_use=intended_use or DEFAULT_INTENDED_USE,
+        intended_use=intended_use or "",
         data_source=data_source,
         references=tuple(reference or ()),
         max_batch=max_batch,

@@ -51,10 +51,21 @@ README = "README.md"
 REPORT = "report.json"
 __all__ = ["PLUGIN_LIBRARY", "Bundle", "BundleError", "BundleSpec", "load_bundle", "load_export", "make_bundle"]
 DEFAULT_MAX_BATCH = 32
-DEFAULT_INTENDED_USE = (
-    "Research use only: staging of pneumoconiosis on posteroanterior chest radiographs (CR/DX). "
-    "Not a medical device; not for diagnosis."
-)
+#: The pneumoconiosis stages (the phantoms' and the paper's classes): only a model with these classes is
+#: described as staging pneumoconiosis by default.
+PNEUMOCONIOSIS_STAGES = ("normal", "stage_I", "stage_II", "stage_III")
+
+
+def default_intended_use(classes: tuple[str, ...] | list[str]) -> str:
+    """The intended use a bundle states when none is given: research use, in the words of its own classes."""
+    if tuple(classes) == PNEUMOCONIOSIS_STAGES:
+        what = "staging of pneumoconiosis"
+    else:  # a model of other classes (cxr-real's pneumonia) is not described as a pneumoconiosis model
+        what = f"classification into {', '.join(classes)}"
+    return (
+        f"Research use only: {what} on posteroanterior chest radiographs (CR/DX). "
+        "Not a medical device; not for diagnosis."
+    )
 
 
 class BundleError(ValueError):
@@ -354,7 +365,7 @@ class BundleSpec:
         name: the algorithm's name, as every result names it (``omsf2 bundle --name``; at most 64
             characters); None writes ``unnamed`` (never a file name).
         version: the algorithm's version (``--version``); None writes ``unversioned``.
-        intended_use: one paragraph on what the model is for (and is not).
+        intended_use: one paragraph on what the model is for (and is not); empty: :func:`default_intended_use`.
         data_source: where the training data came from.
         references: citations (papers, repositories).
         max_batch: the most images the runtime sends in one inference call.
@@ -369,7 +380,7 @@ class BundleSpec:
     out: str
     name: str | None = None
     version: str | None = None
-    intended_use: str = DEFAULT_INTENDED_USE
+    intended_use: str = ""
     data_source: str = ""
     references: tuple[str, ...] = ()
     max_batch: int = DEFAULT_MAX_BATCH
@@ -517,7 +528,7 @@ def make_bundle(spec: BundleSpec) -> Bundle:
         "omsf2_version": __version__,
         "task": export.task,
         "description": "OMSF2 multi-scale feature-fusion CNN: stage, class probabilities and a class activation map.",
-        "intended_use": spec.intended_use,
+        "intended_use": spec.intended_use or default_intended_use(export.classes),
         "data_source": spec.data_source,
         "references": list(spec.references),
         "classes": list(export.classes),
@@ -537,6 +548,7 @@ def make_bundle(spec: BundleSpec) -> Bundle:
                 "calibration",
                 "calibration_sha256",
                 "eval_data",
+                "engine_gate",
             )
             if k in report
         },

@@ -287,8 +287,34 @@ def _limitations(meta: dict[str, Any], card: dict[str, Any]) -> list[dict[str, s
     listing = card["training_data"]["listing"]
     if isinstance(listing, dict) and listing.get("kind") == "csv-folder":
         out.append({"from": "training_data.listing", "text": f"The data hash covers {listing.get('scope')}."})
-    out.append({"from": "post_deployment_monitoring", "text": "No monitoring after deployment is recorded."})
+    if card["post_deployment_monitoring"] == NOT_RECORDED:
+        out.append({"from": "post_deployment_monitoring", "text": "No INT8 file in this bundle: nothing to monitor."})
+    else:
+        text = "The INT8 monitor runs only on a node started with --monitor; its figures are in its spool, not here."
+        out.append({"from": "post_deployment_monitoring", "text": text})
     return out
+
+
+def _monitoring(gates: list[dict[str, Any]]) -> Any:
+    """The monitoring plan this bundle supports: the node's INT8 monitor against each shipped flavour's gate bounds."""
+    watched = [
+        {"flavour": g["flavour"], "file": g["file"], "min_agreement": g.get("min_agreement", NOT_RECORDED),
+         "min_group_agreement": g["min_group_agreement"]}
+        for g in gates if g.get("in_bundle") and g.get("passed")
+    ]  # fmt: skip
+    if not watched:
+        return NOT_RECORDED
+    return {
+        "how": "omsf2 serve dicom --monitor FRACTION: on a share of the analysed images (chosen by a hash of the "
+        "SOP Instance UID), the node runs this bundle's FP32 model.onnx beside the deployed INT8 file, off the "
+        "result path",
+        "figures": "rolling top-1 agreement and probability gaps over the last --monitor-window samples, for all "
+        "images and per manufacturer, station name and modality",
+        "drift_rule": "a group drifts when, with enough samples to judge, the upper end of the Wilson interval of "
+        "its agreement lies below the bound: min_agreement for all images, min_group_agreement (min_agreement "
+        "where it is off) per group; the node logs and audits int8_drift",
+        "bounds": watched,
+    }
 
 
 def _software(meta: dict[str, Any], report: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
@@ -337,10 +363,11 @@ def build_card(meta: dict[str, Any], report: dict[str, Any], report_sha256: str)
         "recipe": _recipe(training),
         "evaluation": _evaluation(meta, report, training),
         "int8_gates": _gates(meta, report),
-        "post_deployment_monitoring": NOT_RECORDED,
+        "post_deployment_monitoring": NOT_RECORDED,  # filled below from the gates
         "software": _software(meta, report, training),
         "trace": [_card_link(link) for link in meta.get("trace") or []],
     }
+    card["post_deployment_monitoring"] = _monitoring(card["int8_gates"])
     card["limitations"] = _limitations(meta, card)
     return card
 

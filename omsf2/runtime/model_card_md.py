@@ -262,9 +262,17 @@ def _gates(card: dict[str, Any]) -> list[str]:
     return out
 
 
+def _monitoring(m: Any) -> list[str]:
+    if not isinstance(m, dict):
+        return [f"{m}.", ""]
+    rows = [[b["flavour"], b["file"], pct(b["min_agreement"]), pct(b["min_group_agreement"])] for b in m["bounds"]]
+    head = ["flavour", "file", "bound, all images", "bound per group"]
+    return [f"{m['how']}; {m['figures']}. Drift: {m['drift_rule']}.", "", *_table(head, rows)]
+
+
 def _tail(card: dict[str, Any]) -> list[str]:
     out = ["## Known limitations", "", *(f"- {item['text']} (from {item['from']})" for item in card["limitations"]), ""]
-    out += ["## Post-deployment monitoring", "", f"{card['post_deployment_monitoring']}.", "", "## Software", ""]
+    out += ["## Post-deployment monitoring", "", *_monitoring(card["post_deployment_monitoring"]), "## Software", ""]
     sw = card["software"]
     names = sorted({k for part in sw.values() if isinstance(part, dict) for k in part})
     out += _table(

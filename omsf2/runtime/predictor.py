@@ -119,6 +119,9 @@ class Predictor:
         self.classes = bundle.classes
         self.spec = bundle.preprocess
         self.max_batch = max(1, min(bundle.max_batch, session.max_batch or bundle.max_batch))
+        #: The bundle's export target the session runs (``onnx_int8_cpu`` ...); None where the file
+        #: is not local (``triton``: the server's).
+        self.artifact: str | None = getattr(session, "artifact", None)
 
     @property
     def backend(self) -> str:
@@ -362,6 +365,7 @@ def open_session(
             reasons.append(f"{name}: {e}")
             continue
         session.max_batch = min(int(session.max_batch or bundle.max_batch), bundle.max_batch)
+        session.artifact = targets[0]
         log.info("backend %s runs %s", name, path.name)
         return session
     raise ValueError("no backend can run this bundle here: " + "; ".join(reasons))

@@ -65,6 +65,9 @@ EVENTS: dict[str, tuple[tuple[str, str], tuple[str, str] | None, str]] = {
     "instance_declined": (_APP, None, "E"),
     "result_sent": (_TRANSFER, None, "R"),
     "result_failed": (_TRANSFER, None, "R"),
+    # the live INT8 monitor: agreement with FP32 fell below the gate's bound in a group, and came back
+    "int8_drift": (_APP, None, "E"),
+    "int8_drift_cleared": (_APP, None, "E"),
 }
 #: Fields that identify a patient: kept only with ``phi``.
 PHI_FIELDS = frozenset({"PatientID", "PatientName", "PatientBirthDate", "AccessionNumber"})

@@ -24,6 +24,7 @@ from typing import Any
 
 from omsf2.runtime.trust import TrustPolicy
 from omsf2.serve.dicom_spool import valid_uid
+from omsf2.serve.int8_monitor import MonitorSpec
 
 #: Image storage SOP classes the node accepts: CR, and DX for presentation and for processing.
 RADIOGRAPH_SOP_CLASSES = (
@@ -159,6 +160,8 @@ class NodeConfig:
         triton_model: the model name on that server (``omsf2 serve triton --model-name``).
         decode_workers: threads that gate, read and preprocess received images.
         result_workers: processes that build and encode the result objects (0: one thread in the node).
+        monitor: the live INT8 monitor's settings (:class:`~omsf2.serve.int8_monitor.MonitorSpec`);
+            None: no monitor.
         ae_title: the node's AE title.
         host: address to bind (127.0.0.1 unless another is chosen explicitly; another needs ``allow_ae``).
         port: plain DICOM port (0: any free port, logged in the ``listening`` event).
@@ -220,6 +223,7 @@ class NodeConfig:
     triton_model: str = "omsf2"
     decode_workers: int = 2
     result_workers: int = 1
+    monitor: MonitorSpec | None = None
 
     def __post_init__(self) -> None:
         _check_ae(self.ae_title, "--ae-title")
@@ -245,6 +249,11 @@ class NodeConfig:
                 raise ValueError(f"{flag} must be an integer in [{lo}, {hi}], got {v!r}")
         if self.audit_syslog is not None:
             parse_syslog_url(self.audit_syslog)
+        if self.monitor is not None and self.backend == "triton":
+            raise ValueError(
+                "--monitor compares a local INT8 model with FP32; with --backend triton the model runs "
+                "on the server: run the monitor on a node with a local backend"
+            )
 
     def _check_outputs(self) -> None:
         from omsf2.runtime.gating import GatePolicy

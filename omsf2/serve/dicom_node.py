@@ -101,6 +101,8 @@ class DicomNode:
         try:
             self.spool.lock()
             self.predictor = predictor or self._load_model()
+            # refused before anything listens: a node that cannot watch as asked does not start
+            self._monitor_parts = None if cfg.monitor is None else self._monitor_reference(cfg.monitor)
         except BaseException:
             self.spool.remove_if_unused()
             self.audit.close()
@@ -108,6 +110,7 @@ class DicomNode:
         self.model = self._model_info()
         self.spool.key = analysis_key(self.model.digest, self.model.backend)
         self.policy = self.predictor.gate_policy(allow_missing=cfg.allow_missing)
+        self.monitor: Any = None
         self.pipeline: Any = None
         self.port, self.tls_port = cfg.port, cfg.tls_port
         self._servers: list[Any] = []
@@ -144,6 +147,52 @@ class DicomNode:
         options = SessionOptions(triton_url=self.cfg.triton_url, triton_model=self.cfg.triton_model)
         return Predictor.from_bundle(self.cfg.model, self.cfg.backend, self.cfg.threads, trust=self.cfg.trust,
                                      options=options)  # fmt: skip
+
+    def _monitor_reference(self, spec: Any) -> tuple[Any, Any, str]:
+        """(FP32 reference Predictor, gate bound, deployed file) for ``--monitor``, checked before anything listens.
+
+        Raises:
+            ValueError: the node runs FP32 (nothing to compare), the bundle has no FP32 ONNX, or no gate bound.
+        """
+        from omsf2.runtime.predictor import Predictor
+        from omsf2.runtime.rules import backend_rule
+        from omsf2.serve.int8_monitor import gate_bound
+
+        p, bundle = self.predictor, self.predictor.bundle
+        precision = backend_rule(p.backend).precision
+        if p.artifact is None or precision not in ("int8", "engine") or "int8" not in p.artifact:
+            raise ValueError(
+                f"--monitor compares the deployed INT8 model with FP32, and backend {p.backend} runs "
+                f"{p.artifact or 'a remote model'}: choose an INT8 backend (ort-int8, openvino-int8, tensorrt with an "
+                "INT8 engine)"
+            )
+        deployed = bundle.artifacts[p.artifact].name
+        bound = gate_bound(bundle.metadata, deployed, spec.bound)
+        if "onnx" not in bundle.artifacts:
+            raise ValueError("--monitor needs the bundle's FP32 model.onnx as its reference; this bundle has none")
+        reference = Predictor.from_bundle(self.cfg.model, "ort", spec.threads, artifact="onnx",
+                                          trust=self.cfg.trust)  # fmt: skip
+        return reference, bound, deployed
+
+    def _start_monitor(self) -> None:
+        from omsf2.serve.int8_monitor import STATUS_FILE, Int8Monitor
+
+        if self._monitor_parts is None or self.cfg.monitor is None:
+            return
+        reference, bound, deployed = self._monitor_parts
+
+        def on_drift(event: str, fields: dict[str, Any]) -> None:
+            emit(event, logging.WARNING if event == "int8_drift" else logging.INFO, **fields)
+            lo, hi = fields["ci"]
+            why = (f"INT8 agreement with FP32 in {fields['attribute']}={fields['group']} is {fields['agreement']:.3f} "
+                   f"(CI {lo:.3f}-{hi:.3f}, n {fields['n']}); the bound is {fields['bound']:g}")  # fmt: skip
+            self.audit.record(event, 4 if event == "int8_drift" else 0, why if event == "int8_drift" else None,
+                              bundle_sha256=self.model.digest, **fields)  # fmt: skip
+
+        about = {"bundle_sha256": self.model.digest, "backend": self.model.backend, "deployed": deployed}
+        self.monitor = Int8Monitor(self.cfg.monitor, reference, bound, self.spool.root / STATUS_FILE, on_drift, about)
+        emit("monitor", fraction=self.cfg.monitor.fraction, window=self.cfg.monitor.window, deployed=deployed,
+             bound=dataclasses.asdict(bound))  # fmt: skip
 
     def _model_info(self) -> Any:
         from omsf2.serve.dicom_results import ModelInfo
@@ -187,6 +236,7 @@ class DicomNode:
             )
         from omsf2.serve.dicom_pipeline import Pipeline
 
+        self._start_monitor()
         self.pipeline = Pipeline(self, emit, self._produced)
         self._ae = self._make_ae()
         try:
@@ -194,6 +244,8 @@ class DicomNode:
         except BaseException:
             self._shutdown_servers()
             self.pipeline.close()
+            if self.monitor is not None:
+                self.monitor.close()
             raise
         self._started = True
         threads = ((self._predict_loop, "omsf2-predict"), (self._forward_loop, "omsf2-forward"))
@@ -291,6 +343,8 @@ class DicomNode:
         busy = [t.name for t in self._threads if t.is_alive()]
         if not busy and self.pipeline is not None:
             self.pipeline.close()
+        if self.monitor is not None:
+            self.monitor.close()
         st = self.spool.status()
         emit("stopped", incoming=st.incoming, pending=st.pending, failed=len(st.failed), delivered=st.delivered)
         self.audit.record("node_stopped", 0 if not busy else 4, None if not busy else f"still busy: {busy}")

@@ -233,8 +233,11 @@ class Pipeline:
         def done(f: cf.Future[Built], d: Decoded, job: BuildJob) -> Callable[[cf.Future[Built]], None]:
             return lambda future: self._built(future, d, job, infer_s, n)
 
+        monitor = self.node.monitor
         for k, d in enumerate(batch):
             label = classes[int(probs[k].argmax())]
+            if monitor is not None:  # a sampled image's input and INT8 answer, queued; FP32 runs elsewhere
+                monitor.offer(d.uid, d.header, d.x, probs[k])
             job = BuildJob(d.uid, d.header, label, {c: float(p) for c, p in zip(classes, probs[k], strict=True)},
                            heat[k], d.original_hw, d.sc_image)  # fmt: skip
             with self._lock:

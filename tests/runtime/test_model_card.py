@@ -1,4 +1,7 @@
-"""The model card: every number equals the record it came from, and the Markdown is the JSON rendered."""
+"""The model card: every number equals the record it came from, and the Markdown is the JSON rendered.
+
+Each test runs on two chains: phantoms, and cxr-real (real radiographs, issue 26's acceptance 1).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,17 @@ from omsf2.runtime.model_card import CARD_JSON, CARD_MD, NOT_RECORDED, build_car
 from omsf2.runtime.model_card_md import f4, interval, pct, render_markdown
 
 
+@pytest.fixture(params=["phantoms", "cxr-real"])
+def chain(request: pytest.FixtureRequest) -> dict[str, Path]:
+    """The whole chain (data -> checkpoint -> INT8 export -> bundle) on phantoms, then on cxr-real."""
+    return dict(request.getfixturevalue("evidence_chain" if request.param == "phantoms" else "cxr_chain"))
+
+
+def _split_counts(root: Path, split: str) -> dict[str, int]:
+    """Images per class on disk in ``root/split/<class>/``."""
+    return {d.name: sum(1 for f in d.iterdir() if f.is_file()) for d in sorted((root / split).iterdir()) if d.is_dir()}
+
+
 def _load(chain: dict[str, Path]) -> tuple[dict, dict, dict]:
     """(card, report.json of the export, manifest)."""
     card = json.loads((chain["bundle"] / CARD_JSON).read_text())
@@ -24,8 +38,8 @@ def _load(chain: dict[str, Path]) -> tuple[dict, dict, dict]:
     return card, report, manifest
 
 
-def test_card_files_are_in_the_bundle_and_hashed(evidence_chain: dict[str, Path]) -> None:
-    b = evidence_chain["bundle"]
+def test_card_files_are_in_the_bundle_and_hashed(chain: dict[str, Path]) -> None:
+    b = chain["bundle"]
     files = load_bundle(b).metadata["files"]
     for name in (CARD_JSON, CARD_MD):
         assert files[name] == sha256_file(b / name)
@@ -33,10 +47,16 @@ def test_card_files_are_in_the_bundle_and_hashed(evidence_chain: dict[str, Path]
     assert card["format"] == "omsf2-model-card"
     assert "Mitchell" in card["follows"][0]["citation"] and "January 2025" in card["follows"][1]["citation"]
     assert set(card["follows"][0]["sections"]) >= {"Model Details", "Intended Use", "Training Data", "Metrics"}
+    use = card["intended_use"]["intended_use"]  # the default names the bundle's own classes
+    classes = load_bundle(b).classes
+    if tuple(classes) == ("normal", "stage_I", "stage_II", "stage_III"):
+        assert "staging of pneumoconiosis" in use
+    else:
+        assert f"classification into {', '.join(classes)}" in use and "pneumoconiosis" not in use
 
 
-def test_evaluation_numbers_equal_report_json(evidence_chain: dict[str, Path]) -> None:
-    card, report, _ = _load(evidence_chain)
+def test_evaluation_numbers_equal_report_json(chain: dict[str, Path]) -> None:
+    card, report, _ = _load(chain)
     gate = report["int8"]
     fp32 = card["evaluation"]["fp32"]
     assert fp32["accuracy"] == gate["fp32_accuracy"] and fp32["macro_f1"] == gate["fp32_macro_f1"]
@@ -58,8 +78,8 @@ def test_evaluation_numbers_equal_report_json(evidence_chain: dict[str, Path]) -
     assert rows == [(a, r["group"], r["n"], r["fp32_accuracy"]) for a, rs in gate["groups"].items() for r in rs]
 
 
-def test_each_gate_equals_its_record(evidence_chain: dict[str, Path]) -> None:
-    card, report, manifest = _load(evidence_chain)
+def test_each_gate_equals_its_record(chain: dict[str, Path]) -> None:
+    card, report, manifest = _load(chain)
     assert [g["flavour"] for g in card["int8_gates"]] == ["int8", "int8_cpu"]
     for g in card["int8_gates"]:
         rec = report[g["flavour"]]
@@ -84,33 +104,54 @@ def test_each_gate_equals_its_record(evidence_chain: dict[str, Path]) -> None:
         assert [r["top1_agreement"] for r in g["groups"]] == [
             r["top1_agreement"] for rs in rec["groups"].values() for r in rs
         ]
-        assert any(lim["text"] == f"{g['flavour']}: {c}." for c in rec["caveats"] for lim in card["limitations"])
+        texts = [lim["text"] for lim in card["limitations"]]
+        assert all(f"{g['flavour']}: {c}." in texts for c in rec["caveats"])  # each caveat is a limitation
 
 
-def test_training_facts_equal_the_checkpoint(evidence_chain: dict[str, Path], synth_root: Path) -> None:
+def test_monitoring_plan_holds_the_bounds_the_node_monitor_uses(chain: dict[str, Path]) -> None:
+    from omsf2.serve.int8_monitor import gate_bound
+
+    card, report, manifest = _load(chain)
+    shipped = [g for g in card["int8_gates"] if g["in_bundle"] and g["passed"]]
+    bounds = card["post_deployment_monitoring"]["bounds"]
+    assert [(b["flavour"], b["file"], b["min_agreement"]) for b in bounds] == [
+        (g["flavour"], g["file"], report[g["flavour"]]["min_agreement"]) for g in shipped
+    ]
+    for b in bounds:  # the node's monitor reads the same records from the manifest
+        if b["min_agreement"] > 0:
+            assert gate_bound(manifest, b["file"]).overall == b["min_agreement"]
+        else:  # these chains open the gate (min_agreement 0): nothing for the monitor to hold INT8 to
+            with pytest.raises(ValueError, match="set no agreement bound"):
+                gate_bound(manifest, b["file"])
+    md = (chain["bundle"] / CARD_MD).read_text()
+    assert "omsf2 serve dicom --monitor FRACTION" in md and all(f"| {b['file']} |" in md for b in bounds)
+
+
+def test_training_facts_equal_the_checkpoint(chain: dict[str, Path]) -> None:
     from omsf2.models.checkpoint import load_checkpoint
 
-    card, report, _ = _load(evidence_chain)
-    ckpt = load_checkpoint(evidence_chain["checkpoint"])
+    card, report, _ = _load(chain)
+    ckpt = load_checkpoint(chain["checkpoint"])
     rec = ckpt["data_record"]
     data = card["training_data"]
     assert data["splits"] == rec["splits"] and data["split_rule"] == rec["split_rule"]
-    assert data["listing"]["sha256"] == rec["listing"]["sha256"] == data_listing(synth_root)["sha256"]
-    # the counts are those of the data on disk: 16 train and 8 val phantoms, 4 and 2 per stage
-    assert data["splits"]["train"]["n"] == 16 and set(data["splits"]["train"]["per_class"].values()) == {4}
-    assert data["splits"]["val"]["n"] == 8 and data["shared_patients"] == {"train/val": 0}
+    assert data["listing"]["sha256"] == rec["listing"]["sha256"] == data_listing(chain["data"])["sha256"]
+    for split in ("train", "val"):  # the counts are those of the data on disk
+        on_disk = _split_counts(chain["data"], split)
+        assert data["splits"][split]["per_class"] == on_disk and data["splits"][split]["n"] == sum(on_disk.values())
+    assert data["shared_patients"] == {"train/val": 0}
     assert card["recipe"]["train_config"] == ckpt["train_config"]
     val = card["evaluation"]["validation"]
     for key in ("accuracy", "macro_f1", "confusion", "per_class_recall", "epoch", "n"):
         assert val[key] == ckpt["metrics"][key], key
     assert card["software"]["training"] == ckpt["software"] and card["software"]["export"] == report["software"]
-    sha = sha256_file(evidence_chain["checkpoint"])
+    sha = sha256_file(chain["checkpoint"])
     assert card["model_details"]["checkpoint_sha256"] == report["checkpoint"]["sha256"] == sha
     assert card["model_details"]["architecture"] == ckpt["model_config"]
 
 
-def test_trace_section_holds_the_recorded_hashes(evidence_chain: dict[str, Path]) -> None:
-    card, report, manifest = _load(evidence_chain)
+def test_trace_section_holds_the_recorded_hashes(chain: dict[str, Path]) -> None:
+    card, report, manifest = _load(chain)
     steps = [link["step"] for link in card["trace"]]
     assert steps == ["checkpoint", "ONNX", "calibration set", "quantized ONNX", "gate", "bundle"]
     assert [link["step"] for link in manifest["trace"]] == steps
@@ -119,13 +160,13 @@ def test_trace_section_holds_the_recorded_hashes(evidence_chain: dict[str, Path]
     assert by_step["calibration set"]["input"][0]["sha256"] == report["calibration"]["folder"]["sha256"]
     assert by_step["calibration set"]["output"][0]["sha256"] == report["calibration"]["set_sha256"]
     assert by_step["gate"]["input"][0]["sha256"] == report["gate_data"]["gate"]["sha256"]
-    assert by_step["bundle"]["input"][0]["sha256"] == sha256_file(evidence_chain["export"] / "report.json")
+    assert by_step["bundle"]["input"][0]["sha256"] == sha256_file(chain["export"] / "report.json")
     assert "names" not in by_step["gate"]["input"][0] and manifest["trace"][4]["input"][0]["names"]
 
 
-def test_markdown_is_the_json_rendered(evidence_chain: dict[str, Path]) -> None:
-    card, _, _ = _load(evidence_chain)
-    md = (evidence_chain["bundle"] / CARD_MD).read_text()
+def test_markdown_is_the_json_rendered(chain: dict[str, Path]) -> None:
+    card, _, _ = _load(chain)
+    md = (chain["bundle"] / CARD_MD).read_text()
     assert md == render_markdown(card)
     fp32 = card["evaluation"]["fp32"]
     assert f"| accuracy | {pct(fp32['accuracy'])} | {interval(fp32['accuracy_ci95'])} |" in md
