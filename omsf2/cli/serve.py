@@ -19,6 +19,7 @@ from omsf2.cli.predict import Backend, ExpectSha256Option, TrustOption, trust_po
 from omsf2.cli.serve_status import print_status
 from omsf2.cli.serve_triton import serve_triton_cmd
 from omsf2.serve.dicom_config import DEFAULT_MAX_PDU, DEFAULT_MAX_PIXELS
+from omsf2.serve.int8_monitor import DEFAULT_WINDOW
 
 # The options of ``omsf2 serve dicom``, one alias each, so the command's signature stays one line per option.
 _ModelOpt = Annotated[Path | None, typer.Option(help="The bundle to run (an export folder needs --allow-unsigned).")]
@@ -91,7 +92,9 @@ _MonitorOpt = Annotated[
     float | None,
     typer.Option(help="Check this fraction of analysed images against FP32, off the result path (INT8 backends)."),
 ]
-_MonitorWindowOpt = Annotated[int, typer.Option(help="With --monitor: samples per group the figures cover.")]
+_MonitorWindowOpt = Annotated[
+    int | None, typer.Option(help=f"With --monitor: samples per group the figures cover (default {DEFAULT_WINDOW}).")
+]
 _MonitorBoundOpt = Annotated[
     float | None, typer.Option(help="With --monitor: agreement bound instead of the bundle's gate bounds.")
 ]
@@ -140,7 +143,7 @@ def dicom_cmd(
     audit_syslog: _AuditSyslogOpt = None,
     log: _LogOpt = None,
     monitor: _MonitorOpt = None,
-    monitor_window: _MonitorWindowOpt = 200,
+    monitor_window: _MonitorWindowOpt = None,
     monitor_bound: _MonitorBoundOpt = None,
     status: _StatusOpt = None,
 ) -> None:
@@ -157,7 +160,7 @@ def _node_config(o: dict[str, Any]) -> Any:
     from omsf2.serve.dicom_config import Destination, NodeConfig, TlsConfig, parse_size
     from omsf2.serve.int8_monitor import MonitorSpec
 
-    if o["monitor"] is None and (o["monitor_bound"] is not None or o["monitor_window"] != 200):
+    if o["monitor"] is None and (o["monitor_bound"] is not None or o["monitor_window"] is not None):
         raise ValueError("--monitor-bound and --monitor-window go with --monitor FRACTION")
     model, forward = o["model"], o["forward"]
     if model is None or (forward is None and o["forward_stow"] is None):
@@ -172,7 +175,10 @@ def _node_config(o: dict[str, Any]) -> Any:
         "tls_port", "plain", "forward_tls", "max_pdu", "max_pixels", "allow_unsigned", "audit_phi", "audit_syslog",
     )  # fmt: skip
     paths = {k: o[f"tls_{k}"] for k in ("cert", "key", "ca")}
-    monitor = o["monitor"]
+    monitor = None
+    if o["monitor"] is not None:  # MonitorSpec's own defaults for what was not given
+        given = {k: o[f"monitor_{k}"] for k in ("window", "bound") if o[f"monitor_{k}"] is not None}
+        monitor = MonitorSpec(o["monitor"], **given)
     return NodeConfig(
         model=str(model),
         forward=None if forward is None else Destination.parse(forward),
@@ -185,7 +191,7 @@ def _node_config(o: dict[str, Any]) -> Any:
         max_spool_bytes=parse_size(o["max_spool"], "--max-spool"),
         trust=trust_policy(o["trust"], o["expect_sha256"]),
         audit=None if o["audit"] is None else str(o["audit"]),
-        monitor=None if monitor is None else MonitorSpec(monitor, window=o["monitor_window"], bound=o["monitor_bound"]),
+        monitor=monitor,
         **{k: o[k] for k in same},
     )
 

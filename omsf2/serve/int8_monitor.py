@@ -47,6 +47,7 @@ STATUS_FILE = "monitor.json"
 #: Header attributes whose groups are watched: (name in the figures, DICOM keyword).
 GROUP_ATTRIBUTES = (("manufacturer", "Manufacturer"), ("station", "StationName"), ("modality", "Modality"))
 NOT_RECORDED = "(not recorded)"
+DEFAULT_WINDOW = 200  # samples per group the figures cover (--monitor-window)
 _QUEUE = 64  # samples waiting for FP32; more are dropped (and counted), never waited for
 
 
@@ -64,7 +65,7 @@ class MonitorSpec:
     """
 
     fraction: float
-    window: int = 200
+    window: int = DEFAULT_WINDOW
     min_samples: int = 30
     confidence: float = 0.95
     threads: int = 1
