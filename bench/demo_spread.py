@@ -25,6 +25,7 @@ labelled a test run in the record and does not describe the README's command.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -36,14 +37,32 @@ from typing import Any
 
 from common import RESULTS, machine, written_by
 
+from omsf2.data.synthetic import generate_phantom
+from omsf2.demo import DemoSpec
 from omsf2.fileio import write_json, write_text
 
 REPO = Path(__file__).resolve().parents[1]
 OMSF2 = str(Path(sys.executable).with_name("omsf2"))
 DEFAULT_RUNS = "0:2,0:1,1:2,2:2"
 DEMO_EPOCHS, DEMO_N = 6, 1600  # `omsf2 demo`'s defaults: the README's first command
+RECIPE = "recipe.json"  # beside a finished run's summary.json: the recipe it was made under
 FIGURES = ("val_accuracy", "test_accuracy", "val_macro_f1", "test_macro_f1", "test_int8_accuracy",
            "test_int8_cpu_accuracy")  # fmt: skip
+
+
+def recipe(epochs: int, n: int) -> dict[str, Any]:
+    """What makes a run's figures: the demo's training config and a fingerprint of the phantoms.
+
+    A run (in the record or in ``runs/``) is kept only under the same recipe: a change of the
+    generator or of a training default makes the old figures describe another command.
+    """
+    cfg = DemoSpec(n=n, epochs=epochs).train_config().to_dict()
+    cfg.pop("data")  # the folder, not the recipe
+    h = hashlib.sha256()
+    for i in range(8):  # two phantoms per stage, every drawing step of the generator included
+        ph = generate_phantom(seed=0, index=i, split="train", size=128)
+        h.update(ph.image.astype("<f4").tobytes())
+    return {"train_config": cfg, "phantoms_sha256": h.hexdigest()}
 
 
 def _parse_runs(text: str) -> list[tuple[int, int]]:
@@ -142,6 +161,13 @@ def _markdown(rec: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _read_recipe(out: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((out / RECIPE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _write(a: argparse.Namespace, dest: Path, desc: str, runs: dict[str, Any]) -> None:
     done = {k: r["figures"] for k, r in runs.items() if r.get("figures")}
     rec = {"scenario": dest.stem.rsplit("-" + machine()[0], 1)[0], "machine": desc, "date": time.strftime("%Y-%m-%d"),
@@ -149,7 +175,8 @@ def _write(a: argparse.Namespace, dest: Path, desc: str, runs: dict[str, Any]) -
            "about": f"`omsf2 demo` ({a.n} train phantoms, {a.epochs} epochs), one run per seed:threads pair; "
            "figures of best.pt (chosen on val: the val figure is optimistic, test is held out); the INT8 figures "
            "are on the export's gate part of test (half its patients), test_int8_* in the JSON.",
-           "runs": runs, "spread": _spread(done), "written_by": written_by(__file__)}  # fmt: skip
+           "recipe": recipe(a.epochs, a.n), "runs": runs, "spread": _spread(done),
+           "written_by": written_by(__file__)}  # fmt: skip
     a.results.mkdir(parents=True, exist_ok=True)
     write_json(dest, rec)
     write_text(dest.with_suffix(".md"), _markdown(rec))
@@ -168,15 +195,22 @@ def main(argv: list[str] | None = None) -> Path:
     name = "demo-spread" + (f"-{a.tag}" if a.tag else "")
     slug, desc = machine()
     dest = a.results / f"{name}-{slug}.json"
+    now = recipe(a.epochs, a.n)
     try:
         old = json.loads(dest.read_text())
         carried = old["runs"] if old.get("pinned") == {"epochs": a.epochs, "n": a.n} else {}
+        carried = carried if old.get("recipe") == now else {}
     except (OSError, ValueError, KeyError):
         carried = {}
     runs: dict[str, Any] = {}
     for seed, threads in pairs:
         label = f"seed-{seed}-threads-{threads}"
         out = REPO / "runs" / name / label
+        if (out / "summary.json").is_file() and _read_recipe(out) != now:
+            raise SystemExit(
+                f"error: {out.relative_to(REPO)} was made under another recipe (generator or training "
+                "defaults); move it away, or name a new --tag"
+            )
         if (out / "summary.json").is_file():
             step = {"command": f"(kept) {out.relative_to(REPO)}", "exit_code": 0, "wall_s": 0.0}
             runs[label] = {"step": carried.get(label, {}).get("step", step), "figures": run_figures(out)}
@@ -185,6 +219,8 @@ def main(argv: list[str] | None = None) -> Path:
         else:
             step = _demo(a, seed, threads, out)
             ok = step["exit_code"] == 0 and (out / "summary.json").is_file()
+            if ok:
+                write_json(out / RECIPE, now)
             runs[label] = {"step": step, "figures": run_figures(out) if ok else None}
         _write(a, dest, desc, runs)  # after every run: an interrupted spread keeps what finished
     print(f"wrote {dest} (.md)")

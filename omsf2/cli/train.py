@@ -71,6 +71,10 @@ Ema = Annotated[
 EmaDecay = Annotated[
     float | None, _O(help="Decay of that average after its warm-up (default: tied to the run's length).")
 ]
+PreciseBn = Annotated[
+    int | None,
+    _O(help="Recompute the validated weights' BatchNorm statistics on N un-augmented train images (0 = off)."),
+]
 SelectFraction = Annotated[
     float | None, _O(help="Share of train patients held out to choose best.pt on (0 = choose on val).")
 ]
@@ -129,6 +133,7 @@ def train_cmd(
     dist_timeout: DistTimeout = 300.0,
     ema: Ema = None,
     ema_decay: EmaDecay = None,
+    precise_bn: PreciseBn = None,
     select_fraction: SelectFraction = None,
     folds: Folds = None,
     qat: Qat = False,

@@ -12,6 +12,7 @@ from typing import Any
 from omsf2.config import OptimizerName, ResizeMode, ScheduleName, SettingError, parse_enum
 from omsf2.data.datasets import DataSpec
 from omsf2.train.augment import AugConfig
+from omsf2.train.precise_bn import DEFAULT_IMAGES as DEFAULT_PRECISE_BN
 
 MAX_IMG_SIZE = 2048  # a 2048^2 input already needs tens of GiB of activations per batch of 32
 
@@ -60,6 +61,8 @@ class TrainConfig:
             :mod:`omsf2.train.ema`); the one place its default lives.
         ema_decay: the average's decay after its warm-up, in (0, 1); None ties it to the
             schedule's length (:func:`omsf2.train.ema.schedule_decay`).
+        precise_bn: recompute the evaluated weights' BatchNorm statistics before every validation
+            on this many un-augmented train images (see :mod:`omsf2.train.precise_bn`); 0 = off.
         select_fraction: share of the train patients held out (patient-disjoint, stratified) to
             choose ``best.pt`` on, so that val stays an unbiased estimate; 0 = choose on val.
         folds: patient-level cross-validation folds this run belongs to (0 = none); see
@@ -108,6 +111,7 @@ class TrainConfig:
     sync_bn: bool = False
     ema: bool = True
     ema_decay: float | None = None
+    precise_bn: int = DEFAULT_PRECISE_BN
     select_fraction: float = 0.0
     folds: int = 0
     fold: int = 0
@@ -157,6 +161,11 @@ class TrainConfig:
                 f"EMA decay must lie in (0, 1), got {self.ema_decay}",
             ),
             (
+                self.precise_bn >= 0,
+                "precise_bn",
+                f"precise BatchNorm images must be >= 0 (0 = off), got {self.precise_bn}",
+            ),
+            (
                 0 <= self.select_fraction <= 0.5,
                 "select_fraction",
                 f"selection fraction must lie in [0, 0.5] (0 = off), got {self.select_fraction}",
@@ -201,6 +210,9 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"training config has unknown keys {unknown}")
-        # A run saved before EMA existed trained without it: its resume must go on without it.
-        legacy = {} if "ema" in d else {"ema": False}
+        # A run saved before EMA (or precise BatchNorm) existed trained without it: its resume must
+        # go on without it.
+        legacy: dict[str, Any] = {} if "ema" in d else {"ema": False}
+        if "precise_bn" not in d:
+            legacy["precise_bn"] = 0
         return cls(**{**legacy, **d, "data": DataSpec.from_dict(d["data"]), "aug": AugConfig.from_dict(d["aug"])})

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,7 +44,7 @@ from omsf2.models.checkpoint import (
     save_checkpoint,
 )
 from omsf2.train import distributed as ddp
-from omsf2.train import qat
+from omsf2.train import precise_bn, qat
 from omsf2.train.augment import apply_attention_aug, frozen_bn_stats, geometric, intensity
 from omsf2.train.config import TrainConfig
 from omsf2.train.data_record import data_record
@@ -408,8 +409,35 @@ class Trainer:
         metrics = compute_metrics(p.task, src, logits, p.train_ds.classes)
         return metrics, float(task_loss(torch.from_numpy(logits), src.y, src.mask, p.task))
 
+    def _precise_bn(self, p: _Parts) -> None:
+        """Recompute the evaluated weights' BatchNorm statistics on un-augmented train images."""
+        cfg = self.cfg
+        if not cfg.precise_bn:
+            return
+        bs, sharded = cfg.batch_size, cfg.sync_bn and self.world.distributed
+        n = max(cfg.precise_bn, bs) if sharded else cfg.precise_bn
+        idx = precise_bn.probe_indices(len(p.train_src), n, cfg.seed)
+        batches = precise_bn.batched(idx, bs)
+        if sharded:
+            # Statistics over the global batch: each rank takes its slice of every whole batch, as
+            # in training, so the ranks together see each batch once (as one process would).
+            batches = ddp.shard_batches([b for b in batches if len(b) == bs] or [idx], self.world)
+        self.rep.on_task("recomputing BatchNorm statistics", sum(len(b) for b in batches))
+
+        def inputs() -> Iterator[torch.Tensor]:
+            for b in p.train_src.batches(batches):
+                x = b.x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else b.x
+                yield x.to(self.device, non_blocking=True)
+                self.rep.on_advance(len(b.index))
+
+        precise_bn.recompute_bn_stats(p.eval_model, inputs())
+        # Without --sync-bn every rank ran the same whole batches; rank 0's result is kept
+        # everywhere, so that GPU non-determinism cannot leave the ranks' averages apart.
+        ddp.broadcast_buffers(p.eval_model, self.world)
+
     def _validate(self, p: _Parts, st: RunState, t_epoch: float) -> _Validation:
         cfg = self.cfg
+        self._precise_bn(p)
         metrics, val_loss = self._evaluate(p, p.val_src, "val")
         record = {
             "epoch": st.epoch + 1,

@@ -62,6 +62,17 @@ def test_spread_over_runs_and_kept_runs(bench_script: Callable[[str], ModuleType
     test = mod.main(["--runs", "0:2", "--epochs", "1", "--tag", "test", "--results", str(results)])
     assert json.loads(test.read_text())["test_run"] is True and "A test run" in test.with_suffix(".md").read_text()
 
+    # Another recipe (a generator or training-default change): the record's runs are not carried, and a
+    # finished runs folder of the old recipe is refused rather than mixed in.
+    real = mod.recipe(6, 1600)
+    assert json.loads(path.read_text())["recipe"] == real and real["train_config"]["precise_bn"] > 0
+    monkeypatch.setattr(mod, "recipe", lambda epochs, n: {**real, "phantoms_sha256": "other"})
+    mod.main(["--runs", "3:2", "--results", str(results)])
+    assert calls[-1] == (3, 2) and list(json.loads(path.read_text())["runs"]) == ["seed-3-threads-2"]
+    monkeypatch.setattr(mod, "REPO", tmp_path)
+    with pytest.raises(SystemExit, match="another recipe"):
+        mod.main(["--runs", "0:2", "--results", str(results)])
+
 
 def test_bad_pairs_are_one_clear_error(bench_script: Callable[[str], ModuleType]) -> None:
     mod = bench_script("demo_spread.py")
