@@ -34,7 +34,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, curve_stability, machine, summarize
+from common import RESULTS, curve_stability, machine, summarize, written_by
 
 from omsf2.fileio import atomic_write, write_json, write_text
 
@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> Path:
         "worst_dip_after_first_third": worst,
         "bounds": {"std_at_most": STD_BOUND, "dip_at_most": DIP_BOUND},
         "passed": std <= STD_BOUND and worst <= DIP_BOUND,
+        "written_by": written_by(__file__, argv),
     }
     a.results.mkdir(parents=True, exist_ok=True)
     write_json(dest.with_suffix(".json"), rec)

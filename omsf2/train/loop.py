@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -412,28 +411,16 @@ class Trainer:
     def _precise_bn(self, p: _Parts) -> None:
         """Recompute the evaluated weights' BatchNorm statistics on un-augmented train images."""
         cfg = self.cfg
-        if not cfg.precise_bn:
-            return
-        bs, sharded = cfg.batch_size, cfg.sync_bn and self.world.distributed
-        n = max(cfg.precise_bn, bs) if sharded else cfg.precise_bn
-        idx = precise_bn.probe_indices(len(p.train_src), n, cfg.seed)
-        batches = precise_bn.batched(idx, bs)
-        if sharded:
-            # Statistics over the global batch: each rank takes its slice of every whole batch, as
-            # in training, so the ranks together see each batch once (as one process would).
-            batches = ddp.shard_batches([b for b in batches if len(b) == bs] or [idx], self.world)
-        self.rep.on_task("recomputing BatchNorm statistics", sum(len(b) for b in batches))
-
-        def inputs() -> Iterator[torch.Tensor]:
-            for b in p.train_src.batches(batches):
-                x = b.x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else b.x
-                yield x.to(self.device, non_blocking=True)
-                self.rep.on_advance(len(b.index))
-
-        precise_bn.recompute_bn_stats(p.eval_model, inputs())
-        # Without --sync-bn every rank ran the same whole batches; rank 0's result is kept
-        # everywhere, so that GPU non-determinism cannot leave the ranks' averages apart.
-        ddp.broadcast_buffers(p.eval_model, self.world)
+        if cfg.precise_bn:
+            sharded = cfg.sync_bn and self.world.distributed
+            batches = precise_bn.probe_batches(len(p.train_src), cfg.precise_bn, cfg.batch_size, cfg.seed, sharded)
+            if sharded:  # each rank its slice of every whole batch, as in training: one process's statistics
+                batches = ddp.shard_batches(batches, self.world)
+            fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+            precise_bn.recompute_on(p.eval_model, p.train_src, batches, self.device, fmt, self.rep)
+            # Without --sync-bn every rank ran the same whole batches; rank 0's result is kept
+            # everywhere, so that GPU non-determinism cannot leave the ranks' averages apart.
+            ddp.broadcast_buffers(p.eval_model, self.world)
 
     def _validate(self, p: _Parts, st: RunState, t_epoch: float) -> _Validation:
         cfg = self.cfg

@@ -22,10 +22,15 @@ off, fake-quantization observers (``--qat``) do not update, and no random number
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from omsf2.data.loader import BatchSource
+    from omsf2.train.reporter import Reporter
 
 DEFAULT_IMAGES = 256  # TrainConfig.precise_bn's default: a few seconds per epoch on 2 CPU cores at 224 px
 
@@ -59,6 +64,41 @@ def batched(indices: list[int], batch_size: int) -> list[list[int]]:
     if len(out) > 1 and len(out[-1]) < 2:  # BatchNorm needs two samples for a variance
         out[-2].extend(out.pop())
     return out
+
+
+def probe_batches(n_train: int, n_images: int, batch_size: int, seed: int, whole: bool = False) -> list[list[int]]:
+    """The run's fixed probe (:func:`probe_indices`) cut into batches of ``batch_size``.
+
+    Args:
+        n_train: train set size.
+        n_images: how many images to use.
+        batch_size: the training batch size.
+        seed: the run's seed.
+        whole: only whole batches (at least one), for sharding over ranks as training does.
+    """
+    if not whole:
+        return batched(probe_indices(n_train, n_images, seed), batch_size)
+    idx = probe_indices(n_train, max(n_images, batch_size), seed)
+    return [b for b in batched(idx, batch_size) if len(b) == batch_size] or [idx]
+
+
+def recompute_on(
+    model: nn.Module,
+    source: BatchSource,
+    batches: list[list[int]],
+    device: torch.device,
+    memory_format: torch.memory_format,
+    reporter: Reporter,
+) -> int:
+    """:func:`recompute_bn_stats` on ``source``'s images ``batches`` (un-augmented), with progress."""
+    reporter.on_task("recomputing BatchNorm statistics", sum(len(b) for b in batches))
+
+    def inputs() -> Iterator[torch.Tensor]:
+        for b in source.batches(batches):
+            yield b.x.contiguous(memory_format=memory_format).to(device, non_blocking=True)
+            reporter.on_advance(len(b.index))
+
+    return recompute_bn_stats(model, inputs())
 
 
 @torch.no_grad()

@@ -27,6 +27,10 @@ def test_phantom_stability_records_curves_and_continues_from_the_record(tmp_path
     assert rec["pinned"] == {"model": "omsf2_tiny", "epochs": 2, "data": "8 phantoms", "extra": ["--batch-size", "4"],
                              "threads": 1}  # fmt: skip
     assert set(rec["seeds"]) == {"0", "1"} and rec["bounds"] == {"std_at_most": 3.0, "dip_at_most": 10.0}
+    assert (
+        rec["written_by"]["script"] == "bench/stability.py"
+        and "--phantoms 8 --seeds 0,1" in rec["written_by"]["command"]
+    )
     s0 = rec["seeds"]["0"]
     assert len(s0["curve_macro_f1"]) == 2 and set(s0["curve_recall"]) == {"normal", "stage_I", "stage_II", "stage_III"}
     m = json.loads((runs / "stability-t" / "seed-1" / "metrics.json").read_text())

@@ -154,7 +154,12 @@ def test_two_ranks_equal_one_rank_with_sync_bn(synth_root: Path, tmp_path: Path)
     a, b = _weights(tmp_path / "one" / "last.pt"), _weights(tmp_path / "two" / "last.pt")
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+        # Float summation order differs between one batch and two shards, and 8 steps amplify it: on
+        # today's phantoms the running statistics differ by up to 0.16 % (2e-4 absolute in a running
+        # mean of values near 0.1); epoch 1's losses agree to 1e-8. A real sync-BN fault is far
+        # larger: statistics over a duplicated batch change every running variance by ~14 %.
+        tol = 1e-5 + 1e-3 * float(a[k].abs().max()) if a[k].is_floating_point() else 0.0
+        torch.testing.assert_close(b[k], a[k], rtol=5e-3, atol=tol, msg=lambda m, k=k: f"{k}: {m}")
     one, two = _history(tmp_path / "one"), _history(tmp_path / "two")
     assert len(one) == len(two) == 2
     for h1, h2 in zip(one, two, strict=True):

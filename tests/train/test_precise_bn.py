@@ -12,7 +12,7 @@ from torch import nn
 from omsf2.models.checkpoint import load_checkpoint
 from omsf2.train import TrainConfig, train
 from omsf2.train.options import config_from_options
-from omsf2.train.precise_bn import batched, bn_layers, probe_indices, recompute_bn_stats
+from omsf2.train.precise_bn import batched, bn_layers, probe_batches, probe_indices, recompute_bn_stats
 
 
 def _net() -> nn.Sequential:
@@ -62,6 +62,10 @@ def test_the_probe_is_a_fixed_subset_cut_into_batches_of_two_or_more() -> None:
     assert sorted(probe_indices(10, 256, seed=0)) == list(range(10))
     assert [len(x) for x in batched(list(range(9)), 4)] == [4, 5]  # a batch of one has no variance
     assert [len(x) for x in batched(list(range(10)), 4)] == [4, 4, 2]
+    # To shard over ranks (--sync-bn), only whole batches, and at least one even for a small probe.
+    assert [len(x) for x in probe_batches(100, 30, 8, seed=3, whole=True)] == [8, 8, 8]
+    assert [len(x) for x in probe_batches(100, 3, 8, seed=3, whole=True)] == [8]
+    assert [i for b in probe_batches(100, 30, 8, seed=3) for i in b] == probe_indices(100, 30, seed=3)
 
 
 def test_training_is_unchanged_and_only_the_evaluated_statistics_move(small_cfg: TrainConfig, tmp_path: Path) -> None:
