@@ -168,14 +168,14 @@ def _read_recipe(out: Path) -> dict[str, Any] | None:
         return None
 
 
-def _write(a: argparse.Namespace, dest: Path, desc: str, runs: dict[str, Any]) -> None:
+def _write(a: argparse.Namespace, dest: Path, desc: str, now: dict[str, Any], runs: dict[str, Any]) -> None:
     done = {k: r["figures"] for k, r in runs.items() if r.get("figures")}
     rec = {"scenario": dest.stem.rsplit("-" + machine()[0], 1)[0], "machine": desc, "date": time.strftime("%Y-%m-%d"),
            "pinned": {"epochs": a.epochs, "n": a.n}, "test_run": a.epochs != DEMO_EPOCHS or a.n != DEMO_N,
            "about": f"`omsf2 demo` ({a.n} train phantoms, {a.epochs} epochs), one run per seed:threads pair; "
            "figures of best.pt (chosen on val: the val figure is optimistic, test is held out); the INT8 figures "
            "are on the export's gate part of test (half its patients), test_int8_* in the JSON.",
-           "recipe": recipe(a.epochs, a.n), "runs": runs, "spread": _spread(done),
+           "recipe": now, "runs": runs, "spread": _spread(done),
            "written_by": written_by(__file__)}  # fmt: skip
     a.results.mkdir(parents=True, exist_ok=True)
     write_json(dest, rec)
@@ -206,12 +206,12 @@ def main(argv: list[str] | None = None) -> Path:
     for seed, threads in pairs:
         label = f"seed-{seed}-threads-{threads}"
         out = REPO / "runs" / name / label
-        if (out / "summary.json").is_file() and _read_recipe(out) != now:
-            raise SystemExit(
-                f"error: {out.relative_to(REPO)} was made under another recipe (generator or training "
-                "defaults); move it away, or name a new --tag"
-            )
         if (out / "summary.json").is_file():
+            if _read_recipe(out) != now:
+                raise SystemExit(
+                    f"error: {out.relative_to(REPO)} was made under another recipe (generator or training "
+                    "defaults); move it away, or name a new --tag"
+                )
             step = {"command": f"(kept) {out.relative_to(REPO)}", "exit_code": 0, "wall_s": 0.0}
             runs[label] = {"step": carried.get(label, {}).get("step", step), "figures": run_figures(out)}
         elif label in carried and carried[label].get("figures") and not out.exists():
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> Path:
             if ok:
                 write_json(out / RECIPE, now)
             runs[label] = {"step": step, "figures": run_figures(out) if ok else None}
-        _write(a, dest, desc, runs)  # after every run: an interrupted spread keeps what finished
+        _write(a, dest, desc, now, runs)  # after every run: an interrupted spread keeps what finished
     print(f"wrote {dest} (.md)")
     failed = [k for k, r in runs.items() if not r.get("figures")]
     if failed:

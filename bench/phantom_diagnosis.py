@@ -52,6 +52,7 @@ from omsf2.train.config import TrainConfig
 from omsf2.train.ema import ema_decay_at
 from omsf2.train.loop import Trainer
 from omsf2.train.options import config_from_options
+from omsf2.train.precise_bn import recompute_bn_stats
 from omsf2.train.schedule import epoch_seed, lr_at
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,21 +243,14 @@ def _logits(model: torch.nn.Module, src: Any, idx: list[int]) -> torch.Tensor:
     return torch.cat([model(b.x)[0].float() for b in src.batches(chunks)])
 
 
-@torch.no_grad()
 def _recalibrated(model: torch.nn.Module, src: Any, idx: list[int]) -> torch.nn.Module:
     """A copy of ``model`` whose BatchNorm running statistics are recomputed on ``idx`` (cumulative)."""
     m = copy.deepcopy(model).eval()
-    bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
-    for b in bns:
-        b.reset_running_stats()
-        b.momentum = None  # a cumulative average over the batches
-        b.train()  # only BatchNorm: dropout stays off, no random number is drawn
     # Shuffled: batches of one class would miss the between-class variance (each batch's own variance
     # is what BatchNorm accumulates), and the statistics would be those of no training batch.
     order = [idx[i] for i in torch.randperm(len(idx), generator=torch.Generator().manual_seed(0)).tolist()]
-    for b in src.batches([order[i : i + 32] for i in range(0, len(order), 32)]):
-        m(b.x)
-    return m.eval()
+    recompute_bn_stats(m, (b.x for b in src.batches([order[i : i + 32] for i in range(0, len(order), 32)])))
+    return m
 
 
 def _bn_state(model: torch.nn.Module) -> torch.Tensor:

@@ -408,23 +408,10 @@ class Trainer:
         metrics = compute_metrics(p.task, src, logits, p.train_ds.classes)
         return metrics, float(task_loss(torch.from_numpy(logits), src.y, src.mask, p.task))
 
-    def _precise_bn(self, p: _Parts) -> None:
-        """Recompute the evaluated weights' BatchNorm statistics on un-augmented train images."""
-        cfg = self.cfg
-        if cfg.precise_bn:
-            sharded = cfg.sync_bn and self.world.distributed
-            batches = precise_bn.probe_batches(len(p.train_src), cfg.precise_bn, cfg.batch_size, cfg.seed, sharded)
-            if sharded:  # each rank its slice of every whole batch, as in training: one process's statistics
-                batches = ddp.shard_batches(batches, self.world)
-            fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-            precise_bn.recompute_on(p.eval_model, p.train_src, batches, self.device, fmt, self.rep)
-            # Without --sync-bn every rank ran the same whole batches; rank 0's result is kept
-            # everywhere, so that GPU non-determinism cannot leave the ranks' averages apart.
-            ddp.broadcast_buffers(p.eval_model, self.world)
-
     def _validate(self, p: _Parts, st: RunState, t_epoch: float) -> _Validation:
         cfg = self.cfg
-        self._precise_bn(p)
+        if cfg.precise_bn:  # the evaluated weights' BatchNorm statistics, on un-augmented train images
+            precise_bn.recalibrate(p.eval_model, p.train_src, cfg, self.world, self.device, self.rep)
         metrics, val_loss = self._evaluate(p, p.val_src, "val")
         record = {
             "epoch": st.epoch + 1,

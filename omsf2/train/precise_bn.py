@@ -28,8 +28,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from omsf2.train import distributed as ddp
+
 if TYPE_CHECKING:
     from omsf2.data.loader import BatchSource
+    from omsf2.train.config import TrainConfig
+    from omsf2.train.distributed import World
     from omsf2.train.reporter import Reporter
 
 DEFAULT_IMAGES = 256  # TrainConfig.precise_bn's default: a few seconds per epoch on 2 CPU cores at 224 px
@@ -82,23 +86,33 @@ def probe_batches(n_train: int, n_images: int, batch_size: int, seed: int, whole
     return [b for b in batched(idx, batch_size) if len(b) == batch_size] or [idx]
 
 
-def recompute_on(
-    model: nn.Module,
-    source: BatchSource,
-    batches: list[list[int]],
-    device: torch.device,
-    memory_format: torch.memory_format,
-    reporter: Reporter,
+def recalibrate(
+    model: nn.Module, source: BatchSource, cfg: TrainConfig, world: World, device: torch.device, reporter: Reporter
 ) -> int:
-    """:func:`recompute_bn_stats` on ``source``'s images ``batches`` (un-augmented), with progress."""
+    """The training loop's step: :func:`recompute_bn_stats` on the run's probe of ``source`` (un-augmented).
+
+    With ``--sync-bn`` over several ranks each rank takes its slice of every whole batch, as in training,
+    so the ranks together compute one process's statistics. Without it every rank runs the same whole
+    batches and rank 0's result is kept everywhere, so GPU non-determinism cannot leave the ranks apart.
+
+    Returns:
+        The number of images this rank saw.
+    """
+    sharded = cfg.sync_bn and world.distributed
+    batches = probe_batches(len(source), cfg.precise_bn, cfg.batch_size, cfg.seed, sharded)
+    if sharded:
+        batches = ddp.shard_batches(batches, world)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     reporter.on_task("recomputing BatchNorm statistics", sum(len(b) for b in batches))
 
     def inputs() -> Iterator[torch.Tensor]:
         for b in source.batches(batches):
-            yield b.x.contiguous(memory_format=memory_format).to(device, non_blocking=True)
+            yield b.x.contiguous(memory_format=fmt).to(device, non_blocking=True)
             reporter.on_advance(len(b.index))
 
-    return recompute_bn_stats(model, inputs())
+    seen = recompute_bn_stats(model, inputs())
+    ddp.broadcast_buffers(model, world)
+    return seen
 
 
 @torch.no_grad()
